@@ -1,0 +1,56 @@
+"""One exception tree for the whole engine.
+
+Adapters translate Redis and broker failures at the boundary (``raise StoreUnavailable(...) from e``),
+so callers only ever catch ``CampaignEngineError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CampaignEngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class InvalidInput(CampaignEngineError):
+    """Input that was refused; nothing was written.
+
+    ``errors`` lists ``(field, reason)`` pairs so that an HTTP layer or the command line can say
+    exactly what is wrong without showing a stack trace.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {reason}" for field, reason in errors))
+
+    @classmethod
+    def one(cls, field: str, reason: str) -> InvalidInput:
+        return cls([(field, reason)])
+
+    @classmethod
+    def from_pydantic(cls, exc: Any, prefix: str = "") -> InvalidInput:
+        """Translate a ``pydantic.ValidationError`` into field/reason pairs."""
+        errors = []
+        for err in exc.errors():
+            loc = ".".join(str(part) for part in err.get("loc", ())) or "input"
+            reason = str(err.get("msg", "invalid value"))
+            reason = reason.removeprefix("Value error, ")
+            errors.append((f"{prefix}{loc}", reason))
+        return cls(errors)
+
+
+class NotFound(CampaignEngineError):
+    """The named object does not exist."""
+
+
+class Conflict(CampaignEngineError):
+    """The request contradicts the current state (for example, creating an id that exists)."""
+
+
+class StoreUnavailable(CampaignEngineError):
+    """Redis could not be reached or answered with an error."""
+
+
+class LedgerError(CampaignEngineError):
+    """A budget movement was refused; the ledger is unchanged."""

@@ -1,0 +1,124 @@
+"""Synthetic markets and campaigns for demos, load tests and backtests, reproducible from a seed.
+
+Each platform's CPC, CVR and volume follow a level with a slow trend, a daily cycle, AR(1) noise
+in log space, and occasional shocks (a jump that decays) and outages (no volume for a while).
+Values are rounded as a scenario file stores them, so a generated scenario and its file agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.market import FloatArray, outcomes
+from common.models import CampaignSpec
+from common.scenario import PlatformSeries, Scenario
+
+PLATFORM_NAMES = ("search", "social", "video", "display", "retail", "native", "audio", "ctv")
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> FloatArray:
+    shocks = rng.normal(0.0, sd, n)
+    out = np.empty(n)
+    level = rng.normal(0.0, sd / np.sqrt(1 - phi**2))
+    for t in range(n):
+        level = phi * level + shocks[t]
+        out[t] = level
+    return out
+
+
+def _shocks(rng: np.random.Generator, n: int, rate: float, scale: float) -> FloatArray:
+    """Log-multiplier of sudden jumps that decay back over tens of ticks."""
+    out = np.zeros(n)
+    for start in np.flatnonzero(rng.random(n) < rate):
+        size = rng.normal(0.0, scale)
+        decay = rng.uniform(0.9, 0.99)
+        span = np.arange(n - start)
+        out[start:] += size * decay**span
+    return out
+
+
+def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, shock_rate: float) -> PlatformSeries:
+    t = np.arange(ticks)
+    phase = rng.uniform(0, 2 * np.pi)
+    day = np.sin(2 * np.pi * t / day_ticks + phase)
+    trend = rng.normal(0.0, 0.25) * t / max(ticks, 1)
+    log_cpc = (
+        np.log(rng.uniform(0.3, 2.5))
+        + trend
+        + rng.uniform(0.03, 0.12) * day
+        + _ar1(rng, ticks, 0.9, 0.03)
+        + _shocks(rng, ticks, shock_rate, 0.35)
+    )
+    log_cvr = np.log(rng.uniform(0.005, 0.1)) + rng.uniform(0.02, 0.1) * day + _ar1(rng, ticks, 0.85, 0.04)
+    log_cvr += _shocks(rng, ticks, shock_rate / 2, 0.3)
+    log_vol = (
+        np.log(rng.uniform(100, 500))
+        + rng.uniform(0.1, 0.35) * day
+        + _ar1(rng, ticks, 0.8, 0.05)
+        + _shocks(rng, ticks, shock_rate, 0.3)
+    )
+    volume = np.exp(log_vol)
+    for start in np.flatnonzero(rng.random(ticks) < shock_rate / 4):
+        volume[start : start + int(rng.integers(3, 30))] = 0.0
+    return PlatformSeries(
+        id=pid,
+        price_sigma=round(float(rng.uniform(0.25, 0.65)), 3),
+        cpc=np.round(np.maximum(np.exp(log_cpc), 0.01), 6),
+        cvr=np.round(np.clip(np.exp(log_cvr), 0.0, 1.0), 6),
+        volume=np.round(volume, 4),
+    )
+
+
+def _campaign(
+    rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int
+) -> CampaignSpec:
+    ids = list(platforms)
+    chosen = rng.choice(ids, size=int(rng.integers(1, min(4, len(ids)) + 1)), replace=False)
+    audience = {str(p): round(float(rng.uniform(0.002, 0.06)), 5) for p in chosen}
+    # Value per conversion: clicks on the chosen platforms are worth 0.8x to 3x their price.
+    ratio = np.mean([platforms[p].cpc.mean() / max(platforms[p].cvr.mean(), 1e-6) for p in audience])
+    vpc = round(float(ratio * rng.uniform(0.8, 3.0)), 3)
+    if rng.random() < 0.7:
+        start, end = 0, ticks
+    else:
+        start = int(rng.integers(0, ticks // 2))
+        end = int(rng.integers(start + max(ticks // 10, 1), ticks + 1))
+    # Budget: a fraction of what bidding the full click value would spend over the flight.
+    full = 0.0
+    for p, a in audience.items():
+        s = platforms[p]
+        cost, _, _, _ = outcomes(
+            a * s.volume[start:end], s.cpc[start:end], s.price_sigma, s.cvr[start:end], vpc,
+            vpc * s.cvr[start:end], np.inf,
+        )
+        full += float(cost.sum())
+    budget = round(max(full * rng.uniform(0.15, 1.3), 1.0), 2)
+    extra: dict[str, float] = {}
+    if rng.random() < 0.3:
+        extra["max_bid"] = round(float(max(platforms[p].cpc.mean() for p in audience) * rng.uniform(1.2, 3)), 3)
+    if rng.random() < 0.4:
+        extra["target_cpa"] = round(vpc * float(rng.uniform(0.4, 0.9)), 3)
+    return CampaignSpec(
+        id=cid, budget=budget, value_per_conversion=vpc, platforms=audience,
+        start_tick=start, end_tick=end, **extra,
+    )
+
+
+def generate(
+    campaigns: int = 200,
+    platforms: int = 4,
+    ticks: int = 720,
+    seed: int = 7,
+    tick_seconds: float = 2.0,
+    shock_rate: float = 0.004,
+    name: str | None = None,
+) -> Scenario:
+    """A reproducible scenario; one 'day' of seasonality spans the whole scenario."""
+    if not 1 <= platforms <= len(PLATFORM_NAMES):
+        raise ValueError(f"platforms must be between 1 and {len(PLATFORM_NAMES)}")
+    if campaigns < 0 or ticks < 1:
+        raise ValueError("campaigns must be >= 0 and ticks >= 1")
+    rng = np.random.default_rng(seed)
+    series = {pid: _platform(rng, pid, ticks, ticks, shock_rate) for pid in PLATFORM_NAMES[:platforms]}
+    specs = [_campaign(rng, f"c{i:05d}", series, ticks) for i in range(campaigns)]
+    return Scenario(name or f"generated-{seed}", ticks, tick_seconds, series, specs)

@@ -1,0 +1,89 @@
+"""Every Redis key the engine uses, on one screen.
+
+Keys that belong to a campaign carry its hash tag ``{c:<id>}`` so that they share one slot and the
+ledger's Lua scripts stay valid on Redis Cluster. Fleet-wide keys live under ``ce:``.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "ce"
+
+# Campaign ids become part of keys: braces would break the hash tag, spaces and colons are ambiguous.
+CAMPAIGN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+PLATFORM_ID_PATTERN = CAMPAIGN_ID_PATTERN
+
+
+def campaign_tag(campaign_id: str) -> str:
+    return f"{{c:{campaign_id}}}"
+
+
+# --- per campaign (one hash slot each) ---------------------------------------------------------
+def campaign(campaign_id: str) -> str:
+    """Hash: the campaign's definition (JSON under ``spec``) and ``status``."""
+    return f"{campaign_tag(campaign_id)}:campaign"
+
+
+def budget(campaign_id: str) -> str:
+    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``."""
+    return f"{campaign_tag(campaign_id)}:budget"
+
+
+def reservation(campaign_id: str, tick: int) -> str:
+    """Hash: what ``reserve`` granted per platform for one tick, and whether it was settled."""
+    return f"{campaign_tag(campaign_id)}:res:{tick}"
+
+
+def reservations(campaign_id: str) -> str:
+    """Sorted set of open reservation ticks (score = tick), for the sweeper."""
+    return f"{campaign_tag(campaign_id)}:open"
+
+
+def ledger(campaign_id: str) -> str:
+    """Stream: one entry per money movement."""
+    return f"{campaign_tag(campaign_id)}:ledger"
+
+
+def state(campaign_id: str) -> str:
+    """Hash: the decision engine's pacing state and the campaign's outcomes so far."""
+    return f"{campaign_tag(campaign_id)}:state"
+
+
+def evaluated(campaign_id: str, tick: int) -> str:
+    """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing."""
+    return f"{campaign_tag(campaign_id)}:eval:{tick}"
+
+
+# --- fleet-wide -----------------------------------------------------------------------------------
+CAMPAIGNS = f"{PREFIX}:campaigns"  # set of every campaign id
+ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
+PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
+DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed
+CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
+LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
+TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick
+
+
+def tick_claim(tick: int) -> str:
+    """``SET NX`` guard: a tick number runs once even with two beats."""
+    return f"{PREFIX}:tick:{tick}:claim"
+
+
+def tick_counters(tick: int) -> str:
+    """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...)."""
+    return f"{PREFIX}:tick:{tick}:counters"
+
+
+def feed(platform_id: str) -> str:
+    """Hash tick -> JSON figures (cpc, cvr, volume) published after the tick ended."""
+    return f"{PREFIX}:feed:{platform_id}"
+
+
+def forecast(tick: int) -> str:
+    """String: JSON forecasts for every platform, computed once for the tick."""
+    return f"{PREFIX}:forecast:{tick}"
+
+
+def forecast_lock(tick: int) -> str:
+    return f"{PREFIX}:forecast:{tick}:lock"

@@ -1,0 +1,134 @@
+"""Domain models: campaigns, platform figures, bids and outcomes (MARKET.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from common import keys
+from common.errors import InvalidInput
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class CampaignStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    FINISHED = "finished"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class CampaignSpec(_Strict):
+    """A campaign as MARKET.md defines it. Ticks are the engine's tick numbers."""
+
+    id: str = Field(min_length=1, max_length=64)
+    budget: PositiveFloat
+    value_per_conversion: PositiveFloat
+    platforms: dict[str, NonNegativeFloat] = Field(min_length=1)
+    start_tick: int = Field(default=0, ge=0)
+    end_tick: int | None = Field(default=None, ge=1)
+    max_bid: PositiveFloat | None = None
+    target_cpa: PositiveFloat | None = None
+    reach_goal: PositiveFloat | None = None
+    conversion_target: PositiveFloat | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_key_safe(cls, value: str) -> str:
+        if not keys.CAMPAIGN_ID_PATTERN.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platform_ids(cls, value: dict[str, float]) -> dict[str, float]:
+        for pid in value:
+            if not keys.PLATFORM_ID_PATTERN.match(pid):
+                raise ValueError(f"platform id {pid!r} is not a valid id")
+        if not any(a > 0 for a in value.values()):
+            raise ValueError("at least one platform needs an audience multiplier > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _flight(self) -> Self:
+        if self.end_tick is not None and self.end_tick <= self.start_tick:
+            raise ValueError("end_tick must be after start_tick")
+        return self
+
+    @classmethod
+    def parse(cls, data: Any) -> CampaignSpec:
+        """Validate untrusted input; raises ``InvalidInput`` naming each bad field."""
+        if not isinstance(data, dict):
+            raise InvalidInput.one("campaign", "must be a JSON object")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc) from None
+
+    def in_flight(self, tick: int) -> bool:
+        return self.start_tick <= tick and (self.end_tick is None or tick < self.end_tick)
+
+
+class Campaign(_Strict):
+    """A stored campaign: its spec and its status."""
+
+    spec: CampaignSpec
+    status: CampaignStatus = CampaignStatus.ACTIVE
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class PlatformFigures(_Strict):
+    """What the feed publishes for one platform after a tick ends."""
+
+    cpc: PositiveFloat
+    cvr: float = Field(ge=0, le=1, allow_inf_nan=False)
+    volume: NonNegativeFloat
+
+
+class PlatformInfo(_Strict):
+    id: str
+    price_sigma: PositiveFloat
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not keys.PLATFORM_ID_PATTERN.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    """One bid of one campaign on one platform for one tick. ``spend_cap`` is in currency."""
+
+    campaign: str
+    platform: str
+    bid: float
+    spend_cap: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Expected outcome of a bid under the market model."""
+
+    cost: float
+    clicks: float
+    conversions: float
+    waste: float
+
+    @property
+    def is_empty(self) -> bool:
+        return self.cost == 0 and self.clicks == 0
+
+
+NO_OUTCOME = Outcome(0.0, 0.0, 0.0, 0.0)

@@ -1,0 +1,68 @@
+"""The one place that reads the environment: every setting has the ``CE_`` prefix."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Engine settings; ``CE_REDIS_URL`` etc. Unknown ``CE_`` variables are ignored, bad values refused."""
+
+    model_config = SettingsConfigDict(env_prefix="CE_", extra="ignore", validate_default=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        description="State store. When unset, `campaign-engine up` starts a private Redis under run_dir.",
+    )
+    broker_url: str | None = Field(default=None, description="Celery broker; defaults to redis_url.")
+    tick_seconds: float = Field(default=2.0, gt=0.05, le=3600, description="Wall-clock length of a tick.")
+    forecast_window: int = Field(default=30, ge=3, le=10_000, description="Ticks in the regression window.")
+    campaigns_per_task: int = Field(default=1, ge=1, le=10_000, description="Campaigns per evaluate task.")
+    reservation_grace_ticks: int = Field(
+        default=3, ge=1, le=10_000, description="Ticks after its deadline before the sweeper releases a reservation."
+    )
+    decisions_maxlen: int = Field(default=200_000, ge=1_000, description="Approximate cap of ce:decisions.")
+    aggressiveness: float = Field(default=1.0, ge=0.0, le=3.0, description="Trades value against waste.")
+    flower_user: str = Field(default="admin", min_length=1)
+    flower_password: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(12)))
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    api_token: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(24)))
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    run_dir: Path = Field(default=Path(".run"), description="Where the embedded Redis keeps its files.")
+    scenario: Path | None = Field(
+        default=None, description="Scenario file that drives the simulated platforms; generated when unset."
+    )
+    market_seed: int = Field(default=7, description="Seed of the generated simulated market.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def broker(self) -> str:
+        url = self.broker_url or self.redis_url
+        if url is None:
+            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+        return url
+
+    @property
+    def state_url(self) -> str:
+        if self.redis_url is None:
+            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+        return self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return Settings()
