@@ -69,9 +69,7 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, sh
     )
 
 
-def _campaign(
-    rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int
-) -> CampaignSpec:
+def _campaign(rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int) -> CampaignSpec:
     ids = list(platforms)
     chosen = rng.choice(ids, size=int(rng.integers(1, min(4, len(ids)) + 1)), replace=False)
     audience = {str(p): round(float(rng.uniform(0.002, 0.06)), 5) for p in chosen}
@@ -88,8 +86,13 @@ def _campaign(
     for p, a in audience.items():
         s = platforms[p]
         cost, _, _, _ = outcomes(
-            a * s.volume[start:end], s.cpc[start:end], s.price_sigma, s.cvr[start:end], vpc,
-            vpc * s.cvr[start:end], np.inf,
+            a * s.volume[start:end],
+            s.cpc[start:end],
+            s.price_sigma,
+            s.cvr[start:end],
+            vpc,
+            vpc * s.cvr[start:end],
+            np.inf,
         )
         full += float(cost.sum())
     budget = round(max(full * rng.uniform(0.15, 1.3), 1.0), 2)
@@ -99,8 +102,13 @@ def _campaign(
     if rng.random() < 0.4:
         extra["target_cpa"] = round(vpc * float(rng.uniform(0.4, 0.9)), 3)
     return CampaignSpec(
-        id=cid, budget=budget, value_per_conversion=vpc, platforms=audience,
-        start_tick=start, end_tick=end, **extra,
+        id=cid,
+        budget=budget,
+        value_per_conversion=vpc,
+        platforms=audience,
+        start_tick=start,
+        end_tick=end,
+        **extra,
     )
 
 

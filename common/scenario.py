@@ -69,9 +69,7 @@ class PlatformSeries:
         return PlatformInfo(id=self.id, price_sigma=self.price_sigma)
 
     def figures(self, tick: int) -> PlatformFigures:
-        return PlatformFigures(
-            cpc=float(self.cpc[tick]), cvr=float(self.cvr[tick]), volume=float(self.volume[tick])
-        )
+        return PlatformFigures(cpc=float(self.cpc[tick]), cvr=float(self.cvr[tick]), volume=float(self.volume[tick]))
 
 
 @dataclass(frozen=True)
