@@ -1,0 +1,85 @@
+"""The simulated platforms follow MARKET.md exactly: checked against the independent scorer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.generator import generate
+from common.market import outcome, outcomes
+from common.models import Bid, CampaignSpec
+from common.platforms import Order, SimulatedPlatforms
+from tests.shared import scorer
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(np.abs(a - b) <= np.maximum(1e-12, 1e-9 * np.maximum(np.abs(a), np.abs(b)))))
+
+
+def test_outcomes_match_the_scorer_on_random_inputs() -> None:
+    score = scorer()
+    rng = np.random.default_rng(11)
+    n = 20_000
+    args = (
+        rng.uniform(0, 50, n) * (rng.random(n) > 0.05),  # volume, some zero
+        np.exp(rng.normal(0, 1, n)),  # cpc
+        rng.uniform(0.05, 1.2, n),  # sigma
+        rng.uniform(0, 0.3, n),  # cvr
+        rng.uniform(1, 300, n),  # value per conversion
+        np.exp(rng.normal(0, 1.2, n)) * (rng.random(n) > 0.05),  # bid, some zero
+        np.where(rng.random(n) < 0.2, np.inf, rng.uniform(0, 40, n)),  # cap, some unlimited
+    )
+    mine = outcomes(*args)
+    theirs = score.outcome(*args)
+    for name, a, b in zip(("cost", "clicks", "conversions", "waste"), mine, theirs, strict=True):
+        assert _close(a, b), name
+
+
+def test_simulated_platforms_clear_bids_with_the_scenario_series() -> None:
+    score = scorer()
+    scenario = generate(campaigns=30, platforms=4, ticks=50, seed=3)
+    platforms = SimulatedPlatforms(scenario)
+    rng = np.random.default_rng(5)
+    for tick in (0, 17, 49):
+        orders = []
+        for spec in scenario.campaigns:
+            for pid in spec.platforms:
+                orders.append(Order(Bid(spec.id, pid, float(rng.uniform(0, 4)), float(rng.uniform(0, 3))), spec))
+        got = platforms.submit(tick, orders)
+        for order, out in zip(orders, got, strict=True):
+            s = scenario.platforms[order.bid.platform]
+            ref = score.outcome(
+                order.campaign.platforms[order.bid.platform] * s.volume[tick],
+                s.cpc[tick],
+                s.price_sigma,
+                s.cvr[tick],
+                order.campaign.value_per_conversion,
+                order.bid.bid,
+                order.bid.spend_cap,
+            )
+            assert out.cost == pytest.approx(float(ref[0]), rel=1e-9, abs=1e-12)
+            assert out.clicks == pytest.approx(float(ref[1]), rel=1e-9, abs=1e-12)
+            assert out.conversions == pytest.approx(float(ref[2]), rel=1e-9, abs=1e-12)
+
+
+def test_cap_throttles_cost_to_the_cap() -> None:
+    free = outcome(10, 1.0, 0.4, 0.05, 40, 3.0, float("inf"))
+    capped = outcome(10, 1.0, 0.4, 0.05, 40, 3.0, free.cost / 2)
+    assert capped.cost == pytest.approx(free.cost / 2)
+    assert capped.clicks == pytest.approx(free.clicks / 2)
+
+
+def test_no_bid_wins_nothing() -> None:
+    assert outcome(10, 1.0, 0.4, 0.05, 40, 0.0, 5.0).is_empty
+    assert outcome(0, 1.0, 0.4, 0.05, 40, 2.0, 5.0).is_empty
+
+
+def test_generated_scenarios_are_reproducible_and_valid() -> None:
+    a = generate(campaigns=20, platforms=3, ticks=100, seed=9)
+    b = generate(campaigns=20, platforms=3, ticks=100, seed=9)
+    assert a.to_dict() == b.to_dict()
+    assert generate(campaigns=20, platforms=3, ticks=100, seed=10).to_dict() != a.to_dict()
+    for series in a.platforms.values():
+        assert (series.cpc > 0).all() and ((series.cvr >= 0) & (series.cvr <= 1)).all() and (series.volume >= 0).all()
+    for spec in a.campaigns:
+        assert isinstance(spec, CampaignSpec) and spec.end_tick is not None and spec.end_tick <= 100
