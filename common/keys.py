@@ -45,6 +45,11 @@ def ledger(campaign_id: str) -> str:
     return f"{campaign_tag(campaign_id)}:ledger"
 
 
+def adjustments(campaign_id: str) -> str:
+    """Hash: operation id -> delta of each budget adjustment, so a retried adjust applies once."""
+    return f"{campaign_tag(campaign_id)}:adjust"
+
+
 def state(campaign_id: str) -> str:
     """Hash: the decision engine's pacing state and the campaign's outcomes so far."""
     return f"{campaign_tag(campaign_id)}:state"

@@ -1,0 +1,317 @@
+"""The budget ledger: every micro-unit a campaign holds, reserves and spends, moved by Lua scripts.
+
+Each movement is one script run inside the campaign's hash slot, so it is atomic and valid on Redis
+Cluster. Reserve, settle and release are keyed by (campaign, tick) and adjust by an operation id, so
+any call may be repeated (a redelivered task, a client retry after a lost reply) without moving
+money twice: a repeat returns the first result.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.exceptions import RedisClusterException
+
+from common import keys
+from common.errors import LedgerError, StoreUnavailable
+from common.ledger.errors import LedgerInputError, UnknownBudget, from_reply, is_refusal
+from common.ledger.records import Balance, Grant, ReservationState, Settlement
+from common.ledger.scripts import Call, Client, Scripts
+
+log = logging.getLogger(__name__)
+
+# Lua numbers are doubles: every amount, and every sum the scripts form, stays exact up to 2^53 - 1.
+MAX_MICROS = 2**53 - 1
+OP_ID_MAX = 64
+# Open reservations read per campaign per sweep round trip.
+SWEEP_PAGE = 500
+
+Request = tuple[str, int, Mapping[str, int]]
+
+
+class Ledger:
+    """Budgets of campaigns in integer micro-units; see docs/ledger.md."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.scripts = Scripts(client)
+
+    # --- budgets ------------------------------------------------------------------------------
+    def open(self, campaign: str, budget: int) -> Balance:
+        """Give ``campaign`` its budget; a second call changes nothing and returns the balance."""
+        _campaign_id(campaign)
+        _amount(budget, "budget")
+        if budget == 0:
+            raise LedgerInputError.one("budget", "must be > 0")
+        reply = self._run(Call("open", (keys.budget(campaign), keys.ledger(campaign)), (str(budget),)), campaign)
+        created, *figures = (int(x) for x in reply)
+        log.info("budget %s", "opened" if created else "already open", extra={"campaign": campaign, "budget": budget})
+        return Balance(*figures)
+
+    def adjust(self, campaign: str, delta: int, *, op_id: str | None = None) -> Balance:
+        """Raise (delta > 0) or lower the budget; ``AdjustRefused`` below spent + reserved.
+
+        ``op_id`` names the operation so that a retry of the same call applies it once; one is made
+        up when not given, which still covers retries inside the Redis client.
+        """
+        _campaign_id(campaign)
+        if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0 or abs(delta) > MAX_MICROS:
+            raise LedgerInputError.one("delta", f"must be a non-zero integer of micro-units, got {delta!r}")
+        op = op_id if op_id is not None else uuid.uuid4().hex
+        if not isinstance(op, str) or not 0 < len(op) <= OP_ID_MAX:
+            raise LedgerInputError.one("op_id", f"must be 1-{OP_ID_MAX} characters")
+        call = Call(
+            "adjust", (keys.budget(campaign), keys.ledger(campaign), keys.adjustments(campaign)), (str(delta), op)
+        )
+        replay, *figures = (int(x) for x in self._run(call, campaign))
+        log.info("budget adjusted", extra={"campaign": campaign, "delta": delta, "op": op, "replay": bool(replay)})
+        return Balance(*figures)
+
+    def balance(self, campaign: str) -> Balance:
+        found = self.balances([campaign])
+        if campaign not in found:
+            raise UnknownBudget(f"campaign {campaign}: no budget was opened for this campaign")
+        return found[campaign]
+
+    def balances(self, campaigns: Iterable[str]) -> dict[str, Balance]:
+        """Balances in one round trip; campaigns without a budget are left out."""
+        ids = [_campaign_id(cid) for cid in campaigns]
+        with _store("read balances"):
+            pipe = self.client.pipeline(transaction=False)
+            for cid in ids:
+                pipe.hmget(keys.budget(cid), ["budget", "remaining", "reserved", "spent"])
+            rows = pipe.execute()
+        return {cid: Balance(*(int(x) for x in row)) for cid, row in zip(ids, rows, strict=True) if row[0] is not None}
+
+    # --- reservations -------------------------------------------------------------------------
+    def reserve(self, campaign: str, tick: int, caps: Mapping[str, int]) -> Grant:
+        """Hold up to ``caps`` (platform -> micro-units, best first) for the bids of one tick.
+
+        Grants are partial when the budget runs short: platforms are filled in order. Refused with
+        ``NotReservable`` unless the campaign is active and ``tick`` lies in its flight. A repeat for
+        the same tick returns the first grant (``replay``) and changes nothing.
+        """
+        reply = self._run(_reserve_call(campaign, tick, caps), campaign, tick)
+        return _grant(campaign, tick, reply)
+
+    def reserve_many(self, requests: Iterable[Request]) -> list[Grant | LedgerError]:
+        """``reserve`` for many (campaign, tick, caps) in one round trip; refusals come back in place.
+
+        Bad arguments anywhere raise ``LedgerInputError`` before anything is sent.
+        """
+        batch = list(requests)
+        calls = [_reserve_call(cid, tick, caps) for cid, tick, caps in batch]
+        replies = self._run_many(calls)
+        return [
+            _refusal(reply, cid, tick) or _grant(cid, tick, reply)
+            for (cid, tick, _), reply in zip(batch, replies, strict=True)
+        ]
+
+    def settle(self, campaign: str, tick: int, costs: Mapping[str, int]) -> Settlement:
+        """Charge ``costs`` (platform -> micro-units, each <= its grant); the rest goes back to remaining.
+
+        A repeat returns the first settlement and changes nothing. Refused with ``NoReservation``,
+        ``ReservationReleased`` or ``SettleRefused``.
+        """
+        reply = self._run(_settle_call(campaign, tick, costs), campaign, tick)
+        return _settlement(campaign, tick, costs, reply)
+
+    def settle_many(self, requests: Iterable[Request]) -> list[Settlement | LedgerError]:
+        """``settle`` for many (campaign, tick, costs) in one round trip; refusals come back in place."""
+        batch = list(requests)
+        replies = self._run_many([_settle_call(cid, tick, costs) for cid, tick, costs in batch])
+        return [
+            _refusal(reply, cid, tick) or _settlement(cid, tick, costs, reply)
+            for (cid, tick, costs), reply in zip(batch, replies, strict=True)
+        ]
+
+    def release(self, campaign: str, tick: int) -> int:
+        """Give back an unsettled reservation; returns the micro-units it released.
+
+        A repeat returns the same amount and changes nothing; a settled or unknown tick releases 0.
+        """
+        outcome, amount = self._run(_release_call(campaign, tick), campaign, tick)
+        log.debug("release", extra={"campaign": campaign, "tick": tick, "outcome": _text(outcome), "amount": amount})
+        return int(amount)
+
+    def open_ticks(self, campaign: str, before_tick: int | None = None) -> list[int]:
+        """Ticks of the campaign's open reservations, oldest first (all, or those < ``before_tick``)."""
+        _campaign_id(campaign)
+        upper = "+inf" if before_tick is None else f"({_tick(before_tick)}"
+        with _store("read open reservations"):
+            ticks: list[Any] = self.client.zrangebyscore(keys.reservations(campaign), "-inf", upper)  # type: ignore[assignment]
+        return [int(t) for t in ticks]
+
+    def sweep(self, campaigns: Iterable[str], before_tick: int) -> int:
+        """Release every open reservation with tick < ``before_tick``; returns how many this call released.
+
+        Racing a settle is safe: whichever script runs first wins and the other sees its outcome.
+        """
+        _tick(before_tick)
+        pending = [_campaign_id(cid) for cid in campaigns]
+        released = 0
+        while pending:
+            with _store("read open reservations"):
+                pipe = self.client.pipeline(transaction=False)
+                for cid in pending:
+                    pipe.zrangebyscore(keys.reservations(cid), "-inf", f"({before_tick}", start=0, num=SWEEP_PAGE)
+                pages = pipe.execute()
+            due = [(cid, int(t)) for cid, page in zip(pending, pages, strict=True) for t in page]
+            replies = self._run_many([_release_call(cid, tick) for cid, tick in due])
+            failed = set()
+            for (cid, tick), reply in zip(due, replies, strict=True):
+                refusal = _refusal(reply, cid, tick)
+                if refusal is not None:
+                    log.error("sweep could not release: %s", refusal, extra={"campaign": cid, "tick": tick})
+                    failed.add(cid)
+                elif _text(reply[0]) == "released":
+                    released += 1
+                    log.debug("swept", extra={"campaign": cid, "tick": tick, "amount": int(reply[1])})
+            pending = [
+                cid for cid, page in zip(pending, pages, strict=True) if len(page) == SWEEP_PAGE and cid not in failed
+            ]
+        if released:
+            log.info("sweep released %d reservations", released, extra={"before_tick": before_tick})
+        return released
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _run(self, call: Call, campaign: str, tick: int | None = None) -> Any:
+        with _store(f"ledger {call.script}"):
+            try:
+                return self.scripts.run(call)
+            except redis.ResponseError as exc:
+                if is_refusal(str(exc)):
+                    raise from_reply(str(exc), campaign, tick) from None
+                raise
+
+    def _run_many(self, calls: Sequence[Call]) -> list[Any]:
+        with _store(f"ledger batch of {len(calls)}"):
+            replies = self.scripts.run_many(calls)
+        for reply in replies:
+            if isinstance(reply, Exception) and not (isinstance(reply, redis.ResponseError) and is_refusal(str(reply))):
+                raise StoreUnavailable(f"ledger batch: Redis answered with an error ({reply})") from reply
+        return replies
+
+
+@contextmanager
+def _store(what: str) -> Iterator[None]:
+    """Redis failures become ``StoreUnavailable``; refusals (``LedgerError``) pass through."""
+    try:
+        yield
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise StoreUnavailable(f"{what}: Redis is unavailable or failed ({exc})") from exc
+
+
+# --- arguments --------------------------------------------------------------------------------------
+def _campaign_id(value: str) -> str:
+    if not isinstance(value, str) or not keys.CAMPAIGN_ID_PATTERN.match(value):
+        raise LedgerInputError.one("campaign", f"{value!r} is not a valid campaign id")
+    return value
+
+
+def _amount(value: int, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LedgerInputError.one(field, f"must be an integer of micro-units, got {value!r}")
+    if not 0 <= value <= MAX_MICROS:
+        raise LedgerInputError.one(field, f"must be between 0 and {MAX_MICROS}, got {value}")
+    return str(value)
+
+
+def _tick(value: int) -> str:
+    return _amount(value, "tick")
+
+
+def _per_platform(values: Mapping[str, int], field: str) -> list[str]:
+    if not isinstance(values, Mapping):
+        raise LedgerInputError.one(field, f"must map platform ids to micro-units, got {type(values).__name__}")
+    args: list[str] = []
+    for platform, value in values.items():
+        if not isinstance(platform, str) or not keys.PLATFORM_ID_PATTERN.match(platform):
+            raise LedgerInputError.one(field, f"platform id {platform!r} is not a valid id")
+        args += (platform, _amount(value, f"{field}.{platform}"))
+    return args
+
+
+def _reserve_call(campaign: str, tick: int, caps: Mapping[str, int]) -> Call:
+    _campaign_id(campaign)
+    args = _per_platform(caps, "caps")
+    if not args:
+        raise LedgerInputError.one("caps", "give at least one platform")
+    return Call(
+        "reserve",
+        (
+            keys.campaign(campaign),
+            keys.budget(campaign),
+            keys.reservation(campaign, tick),
+            keys.reservations(campaign),
+            keys.ledger(campaign),
+        ),
+        (_tick(tick), *args),
+    )
+
+
+def _settle_call(campaign: str, tick: int, costs: Mapping[str, int]) -> Call:
+    _campaign_id(campaign)
+    args = _per_platform(costs, "costs")
+    return Call(
+        "settle",
+        (keys.budget(campaign), keys.reservation(campaign, tick), keys.reservations(campaign), keys.ledger(campaign)),
+        (_tick(tick), *args),
+    )
+
+
+def _release_call(campaign: str, tick: int) -> Call:
+    _campaign_id(campaign)
+    return Call(
+        "release",
+        (keys.budget(campaign), keys.reservation(campaign, tick), keys.reservations(campaign), keys.ledger(campaign)),
+        (_tick(tick),),
+    )
+
+
+# --- replies ----------------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, int]:
+    return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _refusal(reply: Any, campaign: str, tick: int) -> LedgerError | None:
+    return from_reply(str(reply), campaign, tick) if isinstance(reply, redis.ResponseError) else None
+
+
+def _grant(campaign: str, tick: int, reply: Sequence[Any]) -> Grant:
+    grant = Grant(
+        campaign, tick, _pairs(reply[3:]), int(reply[2]), ReservationState(_text(reply[1])), bool(int(reply[0]))
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "reserve %s",
+            "replayed" if grant.replay else "granted",
+            extra={"campaign": campaign, "tick": tick, "granted": grant.granted, "remaining": grant.remaining},
+        )
+    return grant
+
+
+def _settlement(campaign: str, tick: int, costs: Mapping[str, int], reply: Sequence[Any]) -> Settlement:
+    result = Settlement(campaign, tick, _pairs(reply[3:]), int(reply[2]), int(reply[1]), bool(int(reply[0])))
+    if result.replay and any(result.spent.get(p, 0) != cost for p, cost in costs.items()):
+        # A redelivery with other figures: the first settlement stands, but say so.
+        log.warning(
+            "settle repeated with different costs; the first settlement stands",
+            extra={"campaign": campaign, "tick": tick, "first": result.spent, "asked": dict(costs)},
+        )
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "settle %s",
+            "replayed" if result.replay else "charged",
+            extra={"campaign": campaign, "tick": tick, "spent": result.spent, "remaining": result.remaining},
+        )
+    return result
