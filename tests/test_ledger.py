@@ -1,0 +1,385 @@
+"""The ledger's operations one by one against a real Redis, refusals included."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from common import keys
+from common.errors import InvalidInput, LedgerError, NotFound, StoreUnavailable
+from common.ledger import (
+    MAX_MICROS,
+    AdjustRefused,
+    Balance,
+    Ledger,
+    LedgerInputError,
+    NoReservation,
+    NotReservable,
+    ReservationReleased,
+    ReservationState,
+    SettleRefused,
+    UnknownBudget,
+)
+from common.redis_server import free_port
+from tests.ledger_helpers import audit, make_campaign, snapshot
+
+
+@pytest.fixture(params=["str", "bytes"])
+def client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[redis.Redis]:
+    """Both kinds of client the engine may hand the ledger: decoded and raw."""
+    c = redis.Redis.from_url(redis_url, decode_responses=request.param == "str")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def ledger(client: redis.Redis) -> Ledger:
+    return Ledger(client)
+
+
+@pytest.fixture
+def c1(client: redis.Redis, ledger: Ledger) -> str:
+    """An active campaign with a budget of 1000 micro-units."""
+    make_campaign(client, "c1")
+    ledger.open("c1", 1000)
+    return "c1"
+
+
+def refused_without_change(
+    client: Any, error: type[Exception], call: Any, *args: Any, match: str | None = None, **kwargs: Any
+) -> Exception:
+    before = snapshot(client)
+    with pytest.raises(error, match=match) as info:
+        call(*args, **kwargs)
+    assert snapshot(client) == before
+    return info.value
+
+
+# --- open, balance, adjust ----------------------------------------------------------------------
+def test_open_writes_budget_and_one_adjust_entry(client: redis.Redis, ledger: Ledger) -> None:
+    assert ledger.open("c1", 5_000_000) == Balance(5_000_000, 5_000_000, 0, 0)
+    assert ledger.balance("c1") == Balance(5_000_000, 5_000_000, 0, 0)
+    assert audit(client, "c1").sums == {"adjust": 5_000_000}
+
+
+def test_open_twice_changes_nothing(client: redis.Redis, ledger: Ledger) -> None:
+    ledger.open("c1", 100)
+    before = snapshot(client)
+    assert ledger.open("c1", 999) == Balance(100, 100, 0, 0)
+    assert snapshot(client) == before
+
+
+@pytest.mark.parametrize(
+    ("budget", "field"),
+    [(0, "budget"), (-5, "budget"), (1.5, "budget"), (True, "budget"), (MAX_MICROS + 1, "budget"), ("7", "budget")],
+)
+def test_open_refuses_bad_budget(client: redis.Redis, ledger: Ledger, budget: Any, field: str) -> None:
+    err = refused_without_change(client, LedgerInputError, ledger.open, "c1", budget)
+    assert isinstance(err, InvalidInput) and err.errors[0][0] == field
+
+
+@pytest.mark.parametrize("cid", ["", "a b", "{c}", "x" * 65, 7])
+def test_bad_campaign_id_is_refused(ledger: Ledger, cid: Any) -> None:
+    with pytest.raises(LedgerInputError, match="campaign"):
+        ledger.open(cid, 10)
+
+
+def test_balance_of_unknown_campaign(ledger: Ledger) -> None:
+    with pytest.raises(UnknownBudget) as info:
+        ledger.balance("nope")
+    assert isinstance(info.value, NotFound)
+    assert ledger.balances(["nope"]) == {}
+
+
+def test_largest_amounts_stay_exact(client: redis.Redis, ledger: Ledger) -> None:
+    make_campaign(client, "big")
+    ledger.open("big", MAX_MICROS)
+    grant = ledger.reserve("big", 0, {"a": MAX_MICROS - 1, "b": MAX_MICROS})
+    assert grant.granted == {"a": MAX_MICROS - 1, "b": 1}
+    settled = ledger.settle("big", 0, {"a": MAX_MICROS - 2})
+    assert settled.returned == 2 and settled.remaining == 2
+    assert ledger.balance("big") == Balance(MAX_MICROS, 2, 0, MAX_MICROS - 2)
+    audit(client, "big", expect_open=False)
+
+
+def test_adjust_raises_and_lowers(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 0, {"a": 300})
+    assert ledger.adjust(c1, 500) == Balance(1500, 1200, 300, 0)
+    assert ledger.adjust(c1, -1200) == Balance(300, 0, 300, 0)  # exactly down to spent + reserved
+    audit(client, c1)
+
+
+def test_adjust_below_spent_plus_reserved_is_refused(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 0, {"a": 300})
+    ledger.settle(c1, 0, {"a": 200})
+    err = refused_without_change(client, AdjustRefused, ledger.adjust, c1, -801, match="below spent \\+ reserved")
+    assert "at most 800" in str(err) and "c1" in str(err)
+
+
+def test_adjust_with_the_same_op_id_applies_once(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    assert ledger.adjust(c1, 250, op_id="raise-1") == Balance(1250, 1250, 0, 0)
+    before = snapshot(client)
+    assert ledger.adjust(c1, 250, op_id="raise-1") == Balance(1250, 1250, 0, 0)
+    assert snapshot(client) == before
+    refused_without_change(client, AdjustRefused, ledger.adjust, c1, 300, match="already applied", op_id="raise-1")
+    audit(client, c1)
+
+
+@pytest.mark.parametrize("delta", [0, 1.0, True, MAX_MICROS + 1])
+def test_adjust_refuses_bad_delta(client: redis.Redis, ledger: Ledger, c1: str, delta: Any) -> None:
+    refused_without_change(client, LedgerInputError, ledger.adjust, c1, delta, match="delta")
+
+
+def test_adjust_refuses_overflow_and_unknown_budget(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    refused_without_change(client, AdjustRefused, ledger.adjust, c1, MAX_MICROS, match="exceed")
+    refused_without_change(client, UnknownBudget, ledger.adjust, "other", 5)
+
+
+# --- reserve --------------------------------------------------------------------------------------
+def test_reserve_grants_in_full_when_it_fits(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    grant = ledger.reserve(c1, 3, {"search": 200, "social": 100})
+    assert grant.granted == {"search": 200, "social": 100}
+    assert (grant.remaining, grant.state, grant.replay, grant.total) == (700, ReservationState.OPEN, False, 300)
+    assert ledger.balance(c1) == Balance(1000, 700, 300, 0)
+    assert ledger.open_ticks(c1) == [3]
+    assert audit(client, c1).sums == {"adjust": 1000, "reserve": 300}
+
+
+def test_reserve_fills_platforms_in_order_when_short(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    grant = ledger.reserve(c1, 0, {"b": 700, "a": 500, "c": 100})
+    assert list(grant.granted.items()) == [("b", 700), ("a", 300), ("c", 0)]
+    assert grant.remaining == 0
+    # Nothing left: a later tick is granted zeros, and still recorded so that settle/release work.
+    empty = ledger.reserve(c1, 1, {"a": 5})
+    assert empty.granted == {"a": 0} and empty.state is ReservationState.OPEN
+    assert ledger.settle(c1, 1, {}).returned == 0
+    audit(client, c1)
+
+
+def test_reserve_again_returns_the_first_grant(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    first = ledger.reserve(c1, 4, {"a": 100, "b": 50})
+    before = snapshot(client)
+    again = ledger.reserve(c1, 4, {"a": 999, "z": 1})
+    assert snapshot(client) == before
+    assert again.replay and again.granted == first.granted and again.state is ReservationState.OPEN
+    ledger.settle(c1, 4, {"a": 10})
+    assert ledger.reserve(c1, 4, {"a": 1}).state is ReservationState.SETTLED
+    ledger.reserve(c1, 5, {"a": 1})
+    ledger.release(c1, 5)
+    released = ledger.reserve(c1, 5, {"a": 1})
+    assert released.replay and released.state is ReservationState.RELEASED and not released.usable
+
+
+@pytest.mark.parametrize(
+    ("status", "start", "end", "tick", "reason"),
+    [
+        ("paused", 0, None, 5, "campaign is paused"),
+        ("finished", 0, None, 5, "campaign is finished"),
+        ("active", 10, None, 9, "before the flight starts"),
+        ("active", 0, 20, 20, "past the flight"),
+        ("active", 0, 20, 25, "past the flight"),
+    ],
+)
+def test_reserve_outside_an_active_flight_is_refused(
+    client: redis.Redis, ledger: Ledger, status: str, start: int, end: int | None, tick: int, reason: str
+) -> None:
+    make_campaign(client, "c9", status=status, start_tick=start, end_tick=end)
+    ledger.open("c9", 100)
+    err = refused_without_change(client, NotReservable, ledger.reserve, "c9", tick, {"a": 1}, match=reason)
+    assert f"campaign c9 tick {tick}" in str(err)
+
+
+def test_reserve_inside_the_flight_edges(client: redis.Redis, ledger: Ledger) -> None:
+    make_campaign(client, "c9", start_tick=10, end_tick=20)
+    ledger.open("c9", 100)
+    assert ledger.reserve("c9", 10, {"a": 1}).granted == {"a": 1}
+    assert ledger.reserve("c9", 19, {"a": 1}).granted == {"a": 1}
+
+
+def test_reserve_without_campaign_record_or_budget(client: redis.Redis, ledger: Ledger) -> None:
+    ledger.open("ghost", 100)
+    refused_without_change(client, NotReservable, ledger.reserve, "ghost", 0, {"a": 1}, match="unknown campaign")
+    make_campaign(client, "poor")
+    refused_without_change(client, UnknownBudget, ledger.reserve, "poor", 0, {"a": 1}, match="no budget")
+
+
+def test_reserve_refuses_a_malformed_campaign_record(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    client.hset(keys.campaign(c1), "start_tick", "soon")
+    refused_without_change(client, NotReservable, ledger.reserve, c1, 0, {"a": 1}, match="start_tick")
+
+
+@pytest.mark.parametrize(
+    ("tick", "caps", "field"),
+    [
+        (0, {"a": -1}, "caps.a"),
+        (0, {"a": 1.5}, "caps.a"),
+        (0, {"a": MAX_MICROS + 1}, "caps.a"),
+        (0, {}, "caps"),
+        (0, {"bad id": 1}, "caps"),
+        (0, {"a,b": 1}, "caps"),
+        (-1, {"a": 1}, "tick"),
+        (True, {"a": 1}, "tick"),
+        (0, [("a", 1)], "caps"),
+    ],
+)
+def test_reserve_refuses_bad_input(
+    client: redis.Redis, ledger: Ledger, c1: str, tick: Any, caps: Any, field: str
+) -> None:
+    err = refused_without_change(client, LedgerInputError, ledger.reserve, c1, tick, caps)
+    assert isinstance(err, LedgerInputError) and err.errors[0][0] == field
+
+
+# --- settle -------------------------------------------------------------------------------------
+def test_settle_moves_cost_to_spent_and_returns_the_rest(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 2, {"a": 300, "b": 200})
+    result = ledger.settle(c1, 2, {"a": 120})
+    assert result.spent == {"a": 120, "b": 0}
+    assert (result.total, result.returned, result.remaining, result.replay) == (120, 380, 880, False)
+    assert ledger.balance(c1) == Balance(1000, 880, 0, 120)
+    assert ledger.open_ticks(c1) == []
+    found = audit(client, c1, expect_open=False)
+    assert found.sums == {"adjust": 1000, "reserve": 500, "settle": 120, "release": 380}
+
+
+def test_settle_whole_grant_tells_the_caller_the_budget_is_gone(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 0, {"a": 2000})
+    assert ledger.settle(c1, 0, {"a": 1000}).remaining == 0
+    assert ledger.balance(c1) == Balance(1000, 0, 0, 1000)
+
+
+def test_settle_again_returns_the_first_result(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 2, {"a": 300})
+    first = ledger.settle(c1, 2, {"a": 100})
+    before = snapshot(client)
+    again = ledger.settle(c1, 2, {"a": 250})
+    assert snapshot(client) == before
+    assert again.replay and again.spent == first.spent and again.returned == first.returned
+
+
+def test_settle_above_grant_or_unknown_platform_is_refused(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 2, {"a": 300, "b": 0})
+    err = refused_without_change(client, SettleRefused, ledger.settle, c1, 2, {"a": 301}, match="cost 301 exceeds")
+    assert "costs.a" in str(err) and "300 granted" in str(err)
+    refused_without_change(client, SettleRefused, ledger.settle, c1, 2, {"b": 1}, match="costs.b")
+    refused_without_change(client, SettleRefused, ledger.settle, c1, 2, {"zz": 1}, match="costs.zz: platform was not")
+    assert ledger.settle(c1, 2, {"a": 300, "b": 0}).total == 300
+
+
+def test_settle_before_reserve_and_after_release(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    err = refused_without_change(client, NoReservation, ledger.settle, c1, 7, {"a": 1}, match="never reserved")
+    assert isinstance(err, NotFound)
+    ledger.reserve(c1, 7, {"a": 10})
+    assert ledger.release(c1, 7) == 10
+    refused_without_change(client, ReservationReleased, ledger.settle, c1, 7, {"a": 1}, match="released")
+    audit(client, c1, expect_open=False)
+
+
+@pytest.mark.parametrize(("costs", "field"), [({"a": -1}, "costs.a"), ({"a": 0.5}, "costs.a"), ({"": 1}, "costs")])
+def test_settle_refuses_bad_input(client: redis.Redis, ledger: Ledger, c1: str, costs: Any, field: str) -> None:
+    ledger.reserve(c1, 1, {"a": 10})
+    err = refused_without_change(client, LedgerInputError, ledger.settle, c1, 1, costs)
+    assert isinstance(err, LedgerInputError) and err.errors[0][0] == field
+
+
+# --- release and sweep --------------------------------------------------------------------------
+def test_release_is_idempotent_and_leaves_settled_alone(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 1, {"a": 100, "b": 20})
+    assert ledger.release(c1, 1) == 120
+    before = snapshot(client)
+    assert ledger.release(c1, 1) == 120
+    assert snapshot(client) == before
+    ledger.reserve(c1, 2, {"a": 100})
+    ledger.settle(c1, 2, {"a": 60})
+    before = snapshot(client)
+    assert ledger.release(c1, 2) == 0
+    assert ledger.release(c1, 99) == 0
+    assert snapshot(client) == before
+    assert audit(client, c1, expect_open=False).sums["release"] == 120 + 40
+
+
+def test_sweep_releases_only_ticks_before_the_cutoff(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    make_campaign(client, "c2")
+    ledger.open("c2", 50)
+    for tick in range(6):
+        ledger.reserve(c1, tick, {"a": 10})
+    ledger.settle(c1, 1, {"a": 4})
+    ledger.reserve("c2", 0, {"a": 50})
+    assert ledger.sweep([c1, "c2", "c1"], 4) == 4  # c1 ticks 0, 2, 3 and c2 tick 0
+    assert ledger.open_ticks(c1) == [4, 5]
+    assert ledger.sweep([c1, "c2"], 4) == 0
+    assert ledger.balance("c2") == Balance(50, 50, 0, 0)
+    audit(client, c1)
+    assert ledger.sweep([c1], 6) == 2
+    audit(client, c1, expect_open=False)
+
+
+def test_sweep_pages_through_many_open_reservations(
+    client: redis.Redis, ledger: Ledger, c1: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("common.ledger.ledger.SWEEP_PAGE", 3)
+    ledger.reserve_many((c1, tick, {"a": 1}) for tick in range(10))
+    assert ledger.sweep([c1], 100) == 10
+    audit(client, c1, expect_open=False)
+
+
+def test_sweep_all_uses_the_campaign_index(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    from common.ledger.sweeper import sweep_all
+
+    client.sadd(keys.CAMPAIGNS, c1)
+    for tick in range(5):
+        ledger.reserve(c1, tick, {"a": 1})
+    assert sweep_all(ledger, current_tick=5, grace_ticks=3) == 2
+    assert sweep_all(ledger, current_tick=2, grace_ticks=3) == 0
+    assert ledger.open_ticks(c1) == [2, 3, 4]
+
+
+# --- batches ------------------------------------------------------------------------------------
+def test_reserve_many_and_settle_many(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    make_campaign(client, "c2", status="paused")
+    ledger.open("c2", 10)
+    grants = ledger.reserve_many([(c1, 1, {"a": 100}), ("c2", 1, {"a": 5}), (c1, 2, {"a": 950}), (c1, 1, {"a": 3})])
+    assert [type(g).__name__ for g in grants] == ["Grant", "NotReservable", "Grant", "Grant"]
+    assert grants[2].granted == {"a": 900}  # type: ignore[union-attr]
+    assert grants[3].replay and grants[3].granted == {"a": 100}  # type: ignore[union-attr]
+    settled = ledger.settle_many([(c1, 1, {"a": 100}), (c1, 2, {"a": 901}), (c1, 3, {}), (c1, 2, {"a": 900})])
+    assert [type(s).__name__ for s in settled] == ["Settlement", "SettleRefused", "NoReservation", "Settlement"]
+    assert all(isinstance(s, LedgerError) or s.replay is False for s in settled)
+    assert ledger.balance(c1) == Balance(1000, 0, 0, 1000)
+    audit(client, c1, expect_open=False)
+
+
+def test_batch_with_bad_input_sends_nothing(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    before = snapshot(client)
+    with pytest.raises(LedgerInputError, match=r"caps\.a"):
+        ledger.reserve_many([(c1, 1, {"a": 5}), (c1, 2, {"a": -5})])
+    assert snapshot(client) == before
+    assert ledger.reserve_many([]) == [] and ledger.settle_many([]) == []
+
+
+# --- the store boundary -----------------------------------------------------------------------
+def test_unreachable_redis_is_store_unavailable() -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    ledger = Ledger(client)
+    with pytest.raises(StoreUnavailable):
+        ledger.reserve("c1", 0, {"a": 1})
+    with pytest.raises(StoreUnavailable):
+        ledger.reserve_many([("c1", 0, {"a": 1})])
+    with pytest.raises(StoreUnavailable):
+        ledger.balance("c1")
+    with pytest.raises(StoreUnavailable):
+        ledger.sweep(["c1"], 5)
+
+
+def test_redis_error_that_is_not_a_refusal_is_store_unavailable(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    client.set(keys.budget("c2"), "not a hash")
+    make_campaign(client, "c2")
+    with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
+        ledger.reserve("c2", 0, {"a": 1})
+    with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
+        ledger.reserve_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})])
