@@ -33,9 +33,12 @@ class InvalidInput(CampaignEngineError):
         """Translate a ``pydantic.ValidationError`` into field/reason pairs."""
         errors = []
         for err in exc.errors():
-            loc = ".".join(str(part) for part in err.get("loc", ())) or "input"
-            reason = str(err.get("msg", "invalid value"))
-            reason = reason.removeprefix("Value error, ")
+            loc = ".".join(str(part) for part in err.get("loc", ()))
+            reason = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            if not loc:
+                # Checks across fields say which field they blame as "field: reason".
+                field, sep, rest = reason.partition(": ")
+                loc, reason = (field, rest) if sep and field.isidentifier() else ("input", reason)
             errors.append((f"{prefix}{loc}", reason))
         return cls(errors)
 

@@ -69,14 +69,16 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, sh
     )
 
 
-def _campaign(rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int) -> CampaignSpec:
+def _campaign(
+    rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int, late_flights: float
+) -> CampaignSpec:
     ids = list(platforms)
     chosen = rng.choice(ids, size=int(rng.integers(1, min(4, len(ids)) + 1)), replace=False)
     audience = {str(p): round(float(rng.uniform(0.002, 0.06)), 5) for p in chosen}
     # Value per conversion: clicks on the chosen platforms are worth 0.8x to 3x their price.
     ratio = np.mean([platforms[p].cpc.mean() / max(platforms[p].cvr.mean(), 1e-6) for p in audience])
     vpc = round(float(ratio * rng.uniform(0.8, 3.0)), 3)
-    if rng.random() < 0.7:
+    if rng.random() >= late_flights:
         start, end = 0, ticks
     else:
         start = int(rng.integers(0, ticks // 2))
@@ -119,14 +121,19 @@ def generate(
     seed: int = 7,
     tick_seconds: float = 2.0,
     shock_rate: float = 0.004,
+    late_flights: float = 0.3,
     name: str | None = None,
 ) -> Scenario:
-    """A reproducible scenario; one 'day' of seasonality spans the whole scenario."""
+    """A reproducible scenario; one 'day' of seasonality spans the whole scenario.
+
+    ``late_flights`` is the share of campaigns whose flight is a window inside the scenario
+    rather than all of it.
+    """
     if not 1 <= platforms <= len(PLATFORM_NAMES):
         raise ValueError(f"platforms must be between 1 and {len(PLATFORM_NAMES)}")
     if campaigns < 0 or ticks < 1:
         raise ValueError("campaigns must be >= 0 and ticks >= 1")
     rng = np.random.default_rng(seed)
     series = {pid: _platform(rng, pid, ticks, ticks, shock_rate) for pid in PLATFORM_NAMES[:platforms]}
-    specs = [_campaign(rng, f"c{i:05d}", series, ticks) for i in range(campaigns)]
+    specs = [_campaign(rng, f"c{i:05d}", series, ticks, late_flights) for i in range(campaigns)]
     return Scenario(name or f"generated-{seed}", ticks, tick_seconds, series, specs)

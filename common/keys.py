@@ -92,3 +92,8 @@ def forecast(tick: int) -> str:
 
 def forecast_lock(tick: int) -> str:
     return f"{PREFIX}:forecast:{tick}:lock"
+
+
+def tick_latency(tick: int) -> str:
+    """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``)."""
+    return f"{PREFIX}:tick:{tick}:latency"

@@ -59,7 +59,7 @@ class CampaignSpec(_Strict):
     @model_validator(mode="after")
     def _flight(self) -> Self:
         if self.end_tick is not None and self.end_tick <= self.start_tick:
-            raise ValueError("end_tick must be after start_tick")
+            raise ValueError("end_tick: must be after start_tick")
         return self
 
     @classmethod

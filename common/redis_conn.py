@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
 from common.errors import StoreUnavailable
+
+# redis-py's stubs take mappings with invariant key types; field maps are passed as this.
+Fields = dict[Any, Any]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,0 +1,74 @@
+"""Entry point of the ``campaign-engine`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from common.errors import CampaignEngineError
+from common.generator import generate
+from common.logs import configure_logging
+from common.settings import Settings
+
+app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
+scenario_app = typer.Typer(help="Scenario files (MARKET.md).", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            field = "CE_" + "_".join(str(p) for p in e["loc"]).upper()
+            err.print(f"[red]error:[/] {field}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def fail(exc: CampaignEngineError) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+@app.command()
+def up(
+    campaigns: Annotated[int, typer.Option(min=0, max=100_000, help="Demo campaigns to load.")] = 200,
+    duration: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the embedded Redis's state from the last run.")] = False,
+) -> None:
+    """Run the whole fleet here: Redis (embedded unless CE_REDIS_URL), worker, beat and Flower."""
+    from cli.up import run_up
+
+    settings = load_settings()
+    configure_logging(settings)
+    try:
+        code = run_up(settings, campaigns, duration, keep, console)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+@scenario_app.command("generate")
+def scenario_generate(
+    out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],
+    campaigns: Annotated[int, typer.Option(min=0, max=1_000_000)] = 200,
+    platforms: Annotated[int, typer.Option(min=1, max=8)] = 4,
+    ticks: Annotated[int, typer.Option(min=1, max=10_000_000)] = 720,
+    seed: Annotated[int, typer.Option()] = 7,
+    shock_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance of a shock per tick.")] = 0.004,
+    late_flights: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of partial flights.")] = 0.3,
+) -> None:
+    """Write a reproducible synthetic scenario (MARKET.md format)."""
+    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights)
+    scenario.save(out)
+    console.print(f"wrote {out}: {len(scenario.platforms)} platforms, {campaigns} campaigns, {ticks} ticks")
+
+
+if __name__ == "__main__":
+    app()

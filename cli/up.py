@@ -1,0 +1,170 @@
+"""``campaign-engine up``: the whole fleet on one machine, for a demo or development.
+
+Starts (unless ``CE_REDIS_URL`` points at one) a private Redis with AOF under the run directory,
+then a Celery worker, Celery beat and Flower as child processes, loads a demo market and
+campaigns, and prints one line per tick until Ctrl-C or ``--duration``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import redis
+from rich.console import Console
+
+from cli.processes import ProcessGroup
+from common import keys
+from common.errors import InvalidInput
+from common.fleet import DEFAULT_MARKET_TICKS
+from common.generator import generate
+from common.redis_conn import connect
+from common.redis_server import FsyncPolicy, RedisServer
+from common.scenario import Scenario
+from common.settings import Settings
+from common.store import CampaignStore
+
+# The ledger's money must survive a crash of the embedded Redis: see docs/ledger.md.
+EMBEDDED_FSYNC: FsyncPolicy = "always"
+
+
+class _Stop(Exception):
+    """Raised from the SIGTERM handler to unwind like Ctrl-C."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> int:
+    """Register the market's platforms and create ``campaigns`` demo campaigns; returns how many."""
+    store = CampaignStore(client)
+    store.register_platforms(series.info for series in market.platforms.values())
+    demo = generate(
+        campaigns=campaigns, platforms=len(market.platforms), ticks=market.ticks, seed=seed, late_flights=0.0
+    )
+    created = 0
+    for spec in demo.campaigns:
+        try:
+            store.create(spec)
+            created += 1
+        except InvalidInput:
+            pass  # kept from an earlier run with --keep
+    return created
+
+
+def child_env(settings: Settings, redis_url: str, scenario: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CE_REDIS_URL=redis_url,
+        CE_SCENARIO=str(scenario.resolve()),
+        CE_RUN_DIR=str(settings.run_dir.resolve()),
+        CE_FLOWER_USER=settings.flower_user,
+        CE_FLOWER_PASSWORD=settings.flower_password.get_secret_value(),
+        CE_API_TOKEN=settings.api_token.get_secret_value(),
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.broker_url:
+        env["CE_BROKER_URL"] = settings.broker_url
+    return env
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", *args]
+
+
+def tick_line(entry: dict[str, str]) -> str:
+    missed = int(entry.get("missed", 0))
+    late = int(entry.get("late", 0)) + int(entry.get("dropped", 0))
+    return (
+        f"tick {int(entry['tick']):>6}  evaluated {int(entry['evaluated']):>5}/{int(entry['fanned']):<5} "
+        f"bids {int(entry['bids']):>5}  spend {int(entry['spend_micros']) / 1e6:>10.2f}  "
+        f"value {float(entry.get('value', 0)):>10.2f}  late/dropped {late:>3}  missed {missed:>3}  "
+        f"worst {float(entry['worst_latency_ms']):>7.1f} ms"
+    )
+
+
+def run_up(settings: Settings, campaigns: int, duration: float | None, keep: bool, console: Console) -> int:
+    run_dir = settings.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    children = ProcessGroup(run_dir / "logs")
+    server: RedisServer | None = None
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        if settings.redis_url is None:
+            server = RedisServer(run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC).start()
+            redis_url = server.url
+            console.print(f"[bold]redis[/]   embedded {server.binary} on {redis_url} (AOF in {server.directory})")
+        else:
+            redis_url = settings.redis_url
+            console.print(f"[bold]redis[/]   {redis_url.split('@')[-1]}")
+        client = connect(redis_url)
+        if server is not None and not keep:
+            client.flushall()
+        scenario_path = settings.scenario or run_dir / "demo-market.json"
+        if settings.scenario is None:
+            generate(campaigns=0, platforms=4, ticks=DEFAULT_MARKET_TICKS, seed=settings.market_seed).save(
+                scenario_path
+            )
+        market = Scenario.load(scenario_path)
+        created = load_demo(client, market, campaigns, settings.market_seed + 1)
+        console.print(
+            f"[bold]demo[/]    {len(market.platforms)} platforms, {created} campaigns created "
+            f"({client.scard(keys.ACTIVE)} active)"
+        )
+        env = child_env(settings, redis_url, scenario_path)
+        level = settings.log_level.lower()
+        children.spawn(
+            "worker",
+            celery_argv("-A", "worker", "worker", "-l", level, "-n", f"ce-worker-{os.getpid()}@%h",
+                        "-Q", "ticks,evaluations,maintenance"),
+            env,
+        )  # fmt: skip
+        children.spawn("beat", celery_argv("-A", "beat", "beat", "-l", level), env)
+        auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+        children.spawn(
+            "flower",
+            celery_argv("-A", "worker", "flower", "--address=127.0.0.1", f"--port={settings.flower_port}",
+                        f"--basic-auth={auth}", "--persistent=False"),
+            env,
+        )  # fmt: skip
+        console.print(
+            f"[bold]flower[/]  http://127.0.0.1:{settings.flower_port}  (user {settings.flower_user}, "
+            f"password {settings.flower_password.get_secret_value()})"
+        )
+        console.print(f"[bold]logs[/]    {children.log_dir}/  -  Ctrl-C stops everything")
+        return _follow_ticks(client, children, duration, console)
+    except (KeyboardInterrupt, _Stop):
+        console.print("stopping...")
+        return 0
+    finally:
+        children.stop_all()
+        if server is not None:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)
+        console.print("stopped: worker, beat, flower" + (" and redis" if server else ""))
+
+
+def _follow_ticks(client: redis.Redis, children: ProcessGroup, duration: float | None, console: Console) -> int:
+    """Print each tick's summary as it is written; return when the duration is up or a child dies."""
+    end = None if duration is None else time.monotonic() + duration
+    last_id = "$"
+    while end is None or time.monotonic() < end:
+        dead = children.dead()
+        if dead:
+            names = ", ".join(f"{c.name} (see {c.log_path})" for c in dead)
+            console.print(f"[red]stopped unexpectedly:[/] {names}")
+            return 1
+        block_ms = 500 if end is None else max(1, min(500, int((end - time.monotonic()) * 1000)))
+        replies: list[tuple[str, list[tuple[str, dict[str, str]]]]] = client.xread(  # type: ignore[assignment]
+            {keys.TICK_STATS: last_id}, block=block_ms
+        )
+        for _stream, entries in replies or []:
+            for entry_id, entry in entries:
+                last_id = entry_id
+                console.print(tick_line(entry), highlight=False)
+    return 0

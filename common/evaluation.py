@@ -1,0 +1,231 @@
+"""Evaluate a group of campaigns for one tick: decide, reserve, bid, settle, record.
+
+The path every cent takes: the ledger grants a reservation before any bid is placed, bids carry
+only what was granted as their spend cap, and the platform's outcome is settled against that
+reservation. A duplicate delivery of the same (campaign, tick) is recognised and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import keys
+from common.errors import LedgerError
+from common.fleet import Fleet
+from common.ledger import Balance
+from common.models import Bid, Campaign, CampaignSpec, CampaignStatus, Outcome
+from common.money import from_micros, to_micros_ceil, to_micros_floor
+from common.platforms import Order
+from common.store import campaign_from_hash
+from common.tick import TICK_KEY_TTL, forecasts_for
+
+log = logging.getLogger(__name__)
+
+DECISION_FIELDS = ("ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions")
+
+
+@dataclass
+class Placed:
+    """A bid that reached a platform, with its outcome."""
+
+    bid: Bid
+    outcome: Outcome
+    value: float
+
+
+@dataclass
+class GroupReport:
+    tick: int
+    evaluated: int = 0
+    late: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    placed: list[Placed] = field(default_factory=list)
+
+    @property
+    def spend(self) -> float:
+        return sum(p.outcome.cost for p in self.placed)
+
+    @property
+    def value(self) -> float:
+        return sum(p.value for p in self.placed)
+
+
+def interim_bids(spec: CampaignSpec, remaining: float, tick: int, forecasts: Mapping[str, Any]) -> list[Bid]:
+    """Temporary bidding rule used until the decision engine is wired in.
+
+    Bids 80% of the forecast click value on every listed platform and spreads the remaining
+    budget evenly over the ticks left in the flight.
+    """
+    options = [p for p in spec.platforms if p in forecasts and spec.platforms[p] > 0]
+    if not options or remaining <= 0:
+        return []
+    ticks_left = max(1, (spec.end_tick or tick + 1) - tick)
+    allowance = remaining / ticks_left
+    bids = []
+    for pid in options:
+        price = 0.8 * spec.value_per_conversion * float(forecasts[pid]["cvr"])
+        if spec.max_bid is not None:
+            price = min(price, spec.max_bid)
+        if price > 0:
+            bids.append(Bid(spec.id, pid, price, allowance / len(options)))
+    return bids
+
+
+def evaluate(
+    fleet: Fleet,
+    campaign_ids: Sequence[str],
+    tick: int,
+    *,
+    deadline: float | None = None,
+    started: float | None = None,
+    now: Callable[[], float] = time.time,
+) -> GroupReport:
+    """Evaluate ``campaign_ids`` for ``tick``; past ``deadline`` nothing is bid and all count as late."""
+    report = GroupReport(tick)
+    if deadline is not None and now() > deadline:
+        report.late = len(campaign_ids)
+        _count(fleet, report, started, now)
+        log.warning("late evaluation dropped", extra={"tick": tick, "campaigns": len(campaign_ids)})
+        return report
+    forecasts = forecasts_for(fleet, tick)
+    loaded = _load(fleet, campaign_ids, tick)
+    report.duplicates = len(campaign_ids) - len(loaded)
+
+    wanted: list[tuple[Campaign, list[Bid]]] = []
+    for view in loaded:
+        campaign = view.campaign
+        if campaign is None or campaign.status is not CampaignStatus.ACTIVE or not campaign.spec.in_flight(tick):
+            report.skipped += 1
+            continue
+        report.evaluated += 1
+        bids = interim_bids(campaign.spec, from_micros(view.balance.remaining), tick, forecasts)
+        if bids:
+            wanted.append((campaign, bids))
+
+    grants = fleet.ledger.reserve_many(
+        [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in bids}) for c, bids in wanted]
+    )
+    orders: list[Order] = []
+    reserved: list[str] = []
+    for (campaign, bids), grant in zip(wanted, grants, strict=True):
+        if isinstance(grant, LedgerError):
+            # Paused, finished or out of budget since it was read: no bid this tick.
+            log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+            continue
+        if not grant.usable or grant.replay:
+            continue
+        reserved.append(campaign.id)
+        for b in bids:
+            cap = grant.granted.get(b.platform, 0)
+            if cap > 0:
+                orders.append(Order(Bid(b.campaign, b.platform, b.bid, from_micros(cap)), campaign.spec))
+    outcomes = fleet.platforms.submit(tick, orders)
+    report.placed = [
+        Placed(o.bid, out, out.conversions * o.campaign.value_per_conversion)
+        for o, out in zip(orders, outcomes, strict=True)
+    ]
+
+    costs: dict[str, dict[str, int]] = {cid: {} for cid in reserved}
+    for placed in report.placed:
+        granted_micros = to_micros_floor(placed.bid.spend_cap)
+        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), granted_micros)
+    settled = fleet.ledger.settle_many([(cid, tick, spent) for cid, spent in costs.items()])
+    for cid, result in zip(costs, settled, strict=True):
+        if isinstance(result, LedgerError):
+            # The reservation stays open and the sweeper returns it; the bid's outcome is recorded.
+            log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
+        elif result.remaining == 0:
+            fleet.store.finish(cid)
+    _record(fleet, report, started, now)
+    return report
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """What an evaluation reads of one campaign, in one round trip for the whole group."""
+
+    id: str
+    campaign: Campaign | None
+    balance: Balance
+    state: dict[str, str]
+
+
+def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:
+    """Mark each (campaign, tick) as evaluated and read it; re-deliveries are left out.
+
+    The mark (``SET NX``) comes first, so a second delivery of the same evaluation, even one
+    running concurrently on another worker, finds it taken and bids nothing.
+    """
+    pipe = fleet.r.pipeline(transaction=False)
+    for cid in campaign_ids:
+        pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=TICK_KEY_TTL)
+        pipe.hgetall(keys.campaign(cid))
+        pipe.hgetall(keys.budget(cid))
+        pipe.hgetall(keys.state(cid))
+    replies = pipe.execute()
+    views = []
+    for i, cid in enumerate(campaign_ids):
+        first, raw, budget, state = replies[4 * i : 4 * i + 4]
+        if not first:
+            continue
+        campaign = campaign_from_hash(raw) if raw.get("spec") else None
+        balance = Balance(*(int(budget.get(name, 0)) for name in ("budget", "remaining", "reserved", "spent")))
+        views.append(CampaignView(cid, campaign, balance, state))
+    return views
+
+
+def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float]) -> None:
+    """Decisions to the stream, outcomes to each campaign's state, counters to the tick."""
+    pipe = fleet.r.pipeline(transaction=False)
+    ts = f"{now():.3f}"
+    for placed in report.placed:
+        b, out = placed.bid, placed.outcome
+        entry = {
+            "ts": ts, "tick": report.tick, "campaign": b.campaign, "platform": b.platform,
+            "bid": repr(b.bid), "spend_cap": repr(b.spend_cap),
+            "cost": repr(out.cost), "clicks": repr(out.clicks), "conversions": repr(out.conversions),
+        }  # fmt: skip
+        pipe.xadd(keys.DECISIONS, entry, maxlen=fleet.settings.decisions_maxlen, approximate=True)  # type: ignore[arg-type]
+        state = keys.state(b.campaign)
+        pipe.hincrbyfloat(state, "spend", out.cost)
+        pipe.hincrbyfloat(state, "clicks", out.clicks)
+        pipe.hincrbyfloat(state, "conversions", out.conversions)
+        pipe.hincrbyfloat(state, "value", placed.value)
+        pipe.hset(state, "last_tick", report.tick)
+        log.debug(
+            "bid placed",
+            extra={
+                "tick": report.tick,
+                "campaign": b.campaign,
+                "platform": b.platform,
+                "bid": b.bid,
+                "spend_cap": b.spend_cap,
+                "cost": out.cost,
+            },
+        )
+    _count(fleet, report, started, now, pipe=pipe)
+
+
+def _count(
+    fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], pipe: Any = None
+) -> None:
+    pipe = pipe if pipe is not None else fleet.r.pipeline(transaction=False)
+    counters = keys.tick_counters(report.tick)
+    for name, amount in (
+        ("evaluated", report.evaluated), ("late", report.late), ("duplicates", report.duplicates),
+        ("skipped", report.skipped), ("bids", len(report.placed)),
+        ("spend_micros", sum(to_micros_ceil(p.outcome.cost) for p in report.placed)),
+    ):  # fmt: skip
+        if amount:
+            pipe.hincrby(counters, name, amount)
+    if report.placed:
+        pipe.hincrbyfloat(counters, "value", report.value)
+    if started is not None:
+        pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
+        pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)
+    pipe.execute()

@@ -1,0 +1,185 @@
+"""The campaign manager: campaigns and platforms kept in Redis.
+
+A campaign's definition lives in ``{c:<id>}:campaign`` beside its budget (owned by the ledger), so
+one hash slot holds everything the ledger scripts read. The fleet-wide sets ``ce:campaigns`` and
+``ce:campaigns:active`` index them for listing and fan-out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from common import keys
+from common.errors import InvalidInput, NotFound
+from common.ledger import Balance, Ledger
+from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
+from common.money import to_micros
+from common.redis_conn import Fields, store_call
+
+log = logging.getLogger(__name__)
+
+# Fields an update may change; the id is the key and never changes.
+UPDATABLE = frozenset(CampaignSpec.model_fields) - {"id"}
+
+
+class CampaignStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self.ledger = Ledger(client)
+
+    # --- platforms ------------------------------------------------------------------------------
+    @store_call("register platforms")
+    def register_platforms(self, platforms: Iterable[PlatformInfo]) -> None:
+        mapping: Fields = {p.id: p.model_dump_json() for p in platforms}
+        if mapping:
+            self.r.hset(keys.PLATFORMS, mapping=mapping)
+
+    @store_call("read platforms")
+    def platforms(self) -> dict[str, PlatformInfo]:
+        raw: dict[str, str] = self.r.hgetall(keys.PLATFORMS)  # type: ignore[assignment]
+        return {pid: PlatformInfo.model_validate_json(doc) for pid, doc in sorted(raw.items())}
+
+    # --- campaigns ------------------------------------------------------------------------------
+    def _check_platforms(self, spec: CampaignSpec) -> None:
+        known = self.platforms()
+        unknown = sorted(set(spec.platforms) - set(known))
+        if unknown:
+            raise InvalidInput.one("platforms", f"unknown platform {unknown[0]!r}; known: {', '.join(known) or 'none'}")
+
+    @store_call("create campaign")
+    def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
+        """Validate and store a new campaign with its budget; ``InvalidInput`` writes nothing."""
+        spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
+        self._check_platforms(spec)
+        campaign_key = keys.campaign(spec.id)
+        fields = _hash_fields(spec, CampaignStatus.ACTIVE)
+        # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
+        if not self.r.hsetnx(campaign_key, "spec", fields["spec"]):
+            raise InvalidInput.one("id", f"campaign {spec.id!r} already exists")
+        self.r.hset(campaign_key, mapping=fields)
+        self.ledger.open(spec.id, to_micros(spec.budget))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(keys.CAMPAIGNS, spec.id)
+        pipe.sadd(keys.ACTIVE, spec.id)
+        pipe.execute()
+        log.debug("campaign created", extra={"campaign": spec.id, "budget": spec.budget})
+        return Campaign(spec=spec, status=CampaignStatus.ACTIVE)
+
+    @store_call("read campaign")
+    def get(self, campaign_id: str) -> Campaign:
+        raw: dict[str, str] = self.r.hgetall(keys.campaign(campaign_id))  # type: ignore[assignment]
+        if not raw.get("spec"):
+            raise NotFound(f"campaign {campaign_id!r} does not exist")
+        return campaign_from_hash(raw)
+
+    @store_call("read campaigns")
+    def get_many(self, campaign_ids: Iterable[str]) -> dict[str, Campaign]:
+        ids = list(campaign_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hgetall(keys.campaign(cid))
+        found = {}
+        for cid, raw in zip(ids, pipe.execute(), strict=True):
+            if raw.get("spec"):
+                found[cid] = campaign_from_hash(raw)
+        return found
+
+    @store_call("list campaigns")
+    def ids(self, status: CampaignStatus | None = None) -> list[str]:
+        key = keys.ACTIVE if status is CampaignStatus.ACTIVE else keys.CAMPAIGNS
+        members: set[str] = self.r.smembers(key)  # type: ignore[assignment]
+        return sorted(members)
+
+    def list(self, status: CampaignStatus | None = None) -> list[Campaign]:
+        found = self.get_many(self.ids(status))
+        return [c for c in found.values() if status is None or c.status is status]
+
+    @store_call("update campaign")
+    def update(self, campaign_id: str, changes: Mapping[str, Any]) -> Campaign:
+        """Change fields of a campaign; a budget change goes through the ledger's ``adjust``."""
+        if not isinstance(changes, Mapping) or not changes:
+            raise InvalidInput.one("body", "give at least one field to change")
+        bad = sorted(set(changes) - UPDATABLE)
+        if bad:
+            reason = "cannot be changed" if bad[0] == "id" else "is not a campaign field"
+            raise InvalidInput.one(bad[0], reason)
+        current = self.get(campaign_id)
+        merged = {**current.spec.model_dump(), **changes}
+        try:
+            spec = CampaignSpec.model_validate(merged)
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc) from None
+        self._check_platforms(spec)
+        delta = to_micros(spec.budget) - to_micros(current.spec.budget)
+        if delta:
+            # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
+            self.ledger.adjust(campaign_id, delta)
+        self.r.hset(keys.campaign(campaign_id), mapping=_hash_fields(spec, current.status))
+        return Campaign(spec=spec, status=current.status)
+
+    def pause(self, campaign_id: str) -> Campaign:
+        return self._set_status(campaign_id, CampaignStatus.PAUSED, allowed_from={CampaignStatus.ACTIVE})
+
+    def resume(self, campaign_id: str) -> Campaign:
+        return self._set_status(campaign_id, CampaignStatus.ACTIVE, allowed_from={CampaignStatus.PAUSED})
+
+    def finish(self, campaign_id: str) -> Campaign:
+        return self._set_status(
+            campaign_id, CampaignStatus.FINISHED, allowed_from={CampaignStatus.ACTIVE, CampaignStatus.PAUSED}
+        )
+
+    @store_call("change campaign status")
+    def _set_status(self, campaign_id: str, status: CampaignStatus, allowed_from: set[CampaignStatus]) -> Campaign:
+        current = self.get(campaign_id)
+        if current.status is status:
+            return current
+        if current.status not in allowed_from:
+            raise InvalidInput.one("status", f"a {current.status.value} campaign cannot become {status.value}")
+        self.r.hset(keys.campaign(campaign_id), "status", status.value)
+        if status is CampaignStatus.ACTIVE:
+            self.r.sadd(keys.ACTIVE, campaign_id)
+        else:
+            self.r.srem(keys.ACTIVE, campaign_id)
+        log.info("campaign %s", status.value, extra={"campaign": campaign_id})
+        return Campaign(spec=current.spec, status=status)
+
+    @store_call("delete campaign")
+    def delete(self, campaign_id: str) -> None:
+        """Remove a campaign and all its keys (budget, reservations, ledger, state)."""
+        self.get(campaign_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.srem(keys.ACTIVE, campaign_id)
+        pipe.srem(keys.CAMPAIGNS, campaign_id)
+        pipe.execute()
+        tag = keys.campaign_tag(campaign_id)
+        doomed = list(self.r.scan_iter(match=f"{_escape(tag)}:*", count=500))
+        for start in range(0, len(doomed), 500):
+            self.r.delete(*doomed[start : start + 500])
+
+    def balance(self, campaign_id: str) -> Balance:
+        return self.ledger.balance(campaign_id)
+
+
+def _escape(pattern: str) -> str:
+    """Escape glob characters of a literal key prefix for SCAN MATCH."""
+    return "".join("\\" + ch if ch in "*?[]{}\\" else ch for ch in pattern)
+
+
+def _hash_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
+    return {
+        "spec": spec.model_dump_json(),
+        "status": status.value,
+        "start_tick": str(spec.start_tick),
+        "end_tick": "" if spec.end_tick is None else str(spec.end_tick),
+    }
+
+
+def campaign_from_hash(raw: Mapping[str, str]) -> Campaign:
+    spec = CampaignSpec.model_validate(json.loads(raw["spec"]))
+    return Campaign(spec=spec, status=CampaignStatus(raw.get("status", "active")))

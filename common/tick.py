@@ -1,0 +1,118 @@
+"""One tick of the fleet: claim its number, publish the feed, forecast, and plan the fan-out.
+
+Called by the Celery tick task live and by the backtest runner; it knows nothing of Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common import forecast_cache, keys
+from common.fleet import Fleet
+from common.models import CampaignStatus
+from common.redis_conn import Fields
+
+log = logging.getLogger(__name__)
+
+TICK_STATS_MAXLEN = 10_000
+# Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
+TICK_KEY_TTL = 86_400
+COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    tick: int
+    groups: list[list[str]]
+    forecasts: dict[str, Any] = field(repr=False)
+
+    @property
+    def campaigns(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+def claim(fleet: Fleet, tick: int) -> bool:
+    """True for the one caller that runs ``tick``; two beats racing get one winner."""
+    return bool(fleet.r.set(keys.tick_claim(tick), "1", nx=True, ex=TICK_KEY_TTL))
+
+
+def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
+    """Forecasts for ``tick`` from the feed of ticks before it.
+
+    Interim: the last published value of each platform, until the regression forecaster lands.
+    """
+    pids = list(fleet.market.platforms)
+    window = fleet.feed.window(pids, tick - 1, fleet.settings.forecast_window)
+    out: dict[str, Any] = {}
+    for i, pid in enumerate(pids):
+        seen = np.flatnonzero(~np.isnan(window[i, :, 0]))
+        if seen.size:
+            cpc, cvr, volume = (float(x) for x in window[i, seen[-1]])
+            out[pid] = {"cpc": cpc, "cvr": cvr, "volume": volume}
+    return out
+
+
+def forecasts_for(fleet: Fleet, tick: int) -> dict[str, Any]:
+    return forecast_cache.get_or_compute(fleet.r, tick, lambda: compute_forecasts(fleet, tick))
+
+
+def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | None:
+    """Run tick ``tick`` unless another process did: returns the fan-out plan, or None."""
+    if not claim(fleet, tick):
+        log.info("tick %d already claimed", tick, extra={"tick": tick})
+        return None
+    if simulate_feed and tick > 0:
+        fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
+        fleet.feed.trim(list(fleet.market.platforms), tick - 4 * fleet.settings.forecast_window, 8)
+    forecasts = forecasts_for(fleet, tick)
+    due = due_campaigns(fleet, tick)
+    size = fleet.settings.campaigns_per_task
+    groups = [due[i : i + size] for i in range(0, len(due), size)]
+    pipe = fleet.r.pipeline(transaction=False)
+    counters: Fields = {name: 0 for name in COUNTERS} | {"fanned": len(due)}
+    pipe.hset(keys.tick_counters(tick), mapping=counters)
+    pipe.expire(keys.tick_counters(tick), TICK_KEY_TTL)
+    pipe.set(keys.LAST_TICK, tick)
+    pipe.execute()
+    if tick > 0:
+        summarize(fleet, tick - 1)
+    return TickPlan(tick, groups, forecasts)
+
+
+def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
+    """Active campaigns inside their flight; those whose flight is over become finished."""
+    campaigns = fleet.store.get_many(fleet.store.ids(CampaignStatus.ACTIVE))
+    due = []
+    for cid, campaign in campaigns.items():
+        if campaign.status is not CampaignStatus.ACTIVE:
+            continue
+        end = campaign.spec.end_tick
+        if end is not None and tick >= end:
+            fleet.store.finish(cid)
+        elif campaign.spec.start_tick <= tick:
+            due.append(cid)
+    return due
+
+
+def summarize(fleet: Fleet, tick: int) -> dict[str, str] | None:
+    """Close a tick's books: one entry in ``ce:tick:stats`` with what its evaluations did."""
+    counters: dict[str, str] = fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]
+    if not counters:
+        return None
+    worst = fleet.r.zscore(keys.tick_latency(tick), "worst")
+    fanned = int(counters.get("fanned", 0))
+    evaluated = int(counters.get("evaluated", 0))
+    entry = {
+        "tick": str(tick),
+        **{name: counters.get(name, "0") for name in COUNTERS},
+        "value": counters.get("value", "0"),
+        # Whatever was fanned out but neither evaluated nor skipped on time missed its tick.
+        "missed": str(max(0, fanned - evaluated - int(counters.get("skipped", 0)))),
+        "worst_latency_ms": f"{worst or 0:.1f}",
+    }
+    fleet.r.xadd(keys.TICK_STATS, entry, maxlen=TICK_STATS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    return entry

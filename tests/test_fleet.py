@@ -1,0 +1,115 @@
+"""The fleet with real parts: a Celery worker and beat over the test Redis."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keys
+from common.evaluation import evaluate
+from common.fleet import Fleet
+from common.money import to_micros_ceil, to_micros_floor
+from common.scenario import Scenario
+from common.settings import Settings
+from common.tick import begin, claim
+from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    return write_market(tmp_path / "market.json")
+
+
+@pytest.fixture
+def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
+    settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path)
+    f = Fleet.from_settings(settings)
+    yield f
+    f.r.close()
+
+
+def test_a_tick_number_is_claimed_once(fleet: Fleet) -> None:
+    assert claim(fleet, 7) is True
+    assert claim(fleet, 7) is False
+    assert claim(fleet, 8) is True
+
+
+def test_begin_publishes_the_previous_tick_and_plans_groups(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 7)
+    fleet.settings = fleet.settings.model_copy(update={"campaigns_per_task": 3})
+    plan = begin(fleet, 5)
+    assert plan is not None
+    assert [len(g) for g in plan.groups] == [3, 3, 1]
+    assert sorted(c for g in plan.groups for c in g) == sorted(ids)
+    window = fleet.feed.window(list(fleet.market.platforms), 4, 1)
+    series = Scenario.load(market).platforms["search"]
+    assert window[0, 0, 0] == pytest.approx(series.cpc[4])
+    assert begin(fleet, 5) is None, "a second run of the same tick does nothing"
+
+
+def test_late_evaluation_is_dropped_and_counted(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 3)
+    assert begin(fleet, 1) is not None
+    report = evaluate(fleet, ids, 1, deadline=time.time() - 0.5)
+    assert report.late == 3 and report.placed == [] and report.evaluated == 0
+    assert fleet.r.hget(keys.tick_counters(1), "late") == "3"
+    assert fleet.r.xlen(keys.DECISIONS) == 0
+    for cid in ids:
+        balance = fleet.ledger.balance(cid)
+        assert balance.reserved == 0 and balance.spent == 0
+
+
+def test_duplicate_delivery_bids_once(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 5)
+    for t in range(1, 4):
+        assert begin(fleet, t) is not None
+    first = evaluate(fleet, ids, 3)
+    second = evaluate(fleet, ids, 3)
+    assert first.placed, "the first delivery bids"
+    assert second.placed == [] and second.duplicates == 5
+    assert fleet.r.xlen(keys.DECISIONS) == len(first.placed)
+    spent = sum(fleet.ledger.balance(cid).spent for cid in ids)
+    expected = sum(min(to_micros_ceil(p.outcome.cost), to_micros_floor(p.bid.spend_cap)) for p in first.placed)
+    assert spent == expected > 0
+
+
+@pytest.mark.slow
+def test_live_fleet_evaluates_every_campaign_every_tick(redis_url: str, market: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ids = load_campaigns(client, market, 200)
+    env = fleet_env(redis_url, tmp_path, market)
+    with running(env, tmp_path / "logs") as group:
+        wait_for_ticks(client, 1, group, timeout=30)
+        start = client.xlen(keys.TICK_STATS)
+        entries = wait_for_ticks(client, start + 5, group, timeout=10 * 2 + 20)
+    ticks = [e for e in entries[start - 1 :]]
+    assert ticks, "ticks ran"
+    for entry in ticks:
+        assert int(entry["fanned"]) == len(ids), entry
+        assert int(entry["evaluated"]) == len(ids), entry
+        assert int(entry["missed"]) == 0 and int(entry["late"]) == 0, entry
+    numbers = [int(e["tick"]) for e in entries]
+    assert numbers == sorted(set(numbers)), "each tick summarised once, in order"
+    assert client.xlen(keys.DECISIONS) > 0
+
+
+@pytest.mark.slow
+def test_two_beats_run_each_tick_once(redis_url: str, market: Path, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ids = load_campaigns(client, market, 20)
+    env = fleet_env(redis_url, tmp_path, market)
+    with running(env, tmp_path / "logs", beats=2) as group:
+        entries = wait_for_ticks(client, 4, group, timeout=40)
+    numbers = [int(e["tick"]) for e in entries]
+    assert len(numbers) == len(set(numbers))
+    for entry in entries[1:]:
+        assert int(entry["fanned"]) == len(ids)
+        assert int(entry["duplicates"]) == 0
+    # Every campaign bid at most once per platform per tick.
+    seen = Counter((d["campaign"], d["platform"], d["tick"]) for _id, d in client.xrange(keys.DECISIONS))
+    assert seen and max(seen.values()) == 1

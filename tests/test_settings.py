@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from common.settings import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CE_REDIS_URL", "CE_TICK_SECONDS", "CE_CAMPAIGNS_PER_TASK", "CE_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.redis_url is None
+    assert s.tick_seconds == 2.0
+    assert s.forecast_window == 30
+    assert s.campaigns_per_task == 1
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_REDIS_URL", "redis://example:6380/2")
+    monkeypatch.setenv("CE_TICK_SECONDS", "0.5")
+    monkeypatch.setenv("CE_CAMPAIGNS_PER_TASK", "25")
+    monkeypatch.setenv("CE_LOG_LEVEL", "debug")
+    s = Settings()
+    assert s.state_url == "redis://example:6380/2"
+    assert s.broker == "redis://example:6380/2", "the broker defaults to the state store"
+    assert (s.tick_seconds, s.campaigns_per_task, s.log_level) == (0.5, 25, "DEBUG")
+    monkeypatch.setenv("CE_BROKER_URL", "redis://broker:6379/0")
+    assert Settings().broker == "redis://broker:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("CE_TICK_SECONDS", "0", "tick_seconds"),
+        ("CE_TICK_SECONDS", "soon", "tick_seconds"),
+        ("CE_CAMPAIGNS_PER_TASK", "0", "campaigns_per_task"),
+        ("CE_FORECAST_WINDOW", "1", "forecast_window"),
+        ("CE_LOG_LEVEL", "loud", "log_level"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert [e["loc"][0] for e in info.value.errors()] == [field]
+
+
+def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_FLOWER_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("CE_API_TOKEN", "token-secret-value")
+    s = Settings()
+    assert s.flower_password.get_secret_value() == "hunter2-secret"
+    assert "hunter2-secret" not in repr(s) and "token-secret-value" not in repr(s)
+    assert "hunter2-secret" not in str(s.model_dump())
+
+
+def test_generated_secrets_differ_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CE_API_TOKEN", raising=False)
+    a, b = Settings(), Settings()
+    assert len(a.api_token.get_secret_value()) >= 24
+    assert a.api_token.get_secret_value() != b.api_token.get_secret_value()

@@ -1,0 +1,123 @@
+"""The campaign store on a real Redis: lifecycle, validation errors that write nothing, key layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from common.errors import InvalidInput, LedgerError, NotFound
+from common.models import CampaignStatus, PlatformInfo
+from common.store import CampaignStore
+
+
+def campaign(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "c1", "budget": 100.0, "value_per_conversion": 40.0,
+        "platforms": {"search": 0.02, "social": 0.05}, "start_tick": 0, "end_tick": 720,
+    }  # fmt: skip
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> CampaignStore:
+    s = CampaignStore(r)
+    s.register_platforms([PlatformInfo(id="search", price_sigma=0.4), PlatformInfo(id="social", price_sigma=0.5)])
+    return s
+
+
+def test_create_read_list(store: CampaignStore) -> None:
+    created = store.create(campaign(max_bid=3.0, target_cpa=30.0))
+    assert created.status is CampaignStatus.ACTIVE
+    got = store.get("c1")
+    assert got == created
+    assert store.ids() == ["c1"] and store.ids(CampaignStatus.ACTIVE) == ["c1"]
+    balance = store.balance("c1")
+    assert (balance.budget, balance.remaining, balance.reserved, balance.spent) == (100_000_000, 100_000_000, 0, 0)
+
+
+def test_every_key_of_a_campaign_carries_its_hash_tag(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign(id="abc"))
+    own = [k for k in r.keys("*") if not k.startswith("ce:")]
+    assert own, "the campaign wrote keys of its own"
+    assert all(k.startswith("{c:abc}:") for k in own)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"budget": -5}, "budget", "greater than 0"),
+        ({"budget": 0}, "budget", "greater than 0"),
+        ({"budget": float("nan")}, "budget", "finite"),
+        ({"value_per_conversion": float("inf")}, "value_per_conversion", "finite"),
+        ({"platforms": {"tv": 0.1}}, "platforms", "unknown platform 'tv'"),
+        ({"platforms": {}}, "platforms", "at least 1"),
+        ({"start_tick": 10, "end_tick": 5}, "end_tick", "after start_tick"),
+        ({"id": ""}, "id", "at least 1"),
+        ({"id": "has space"}, "id", "letters, digits"),
+        ({"id": "{c:x}"}, "id", "letters, digits"),
+        ({"max_bid": -1}, "max_bid", "greater than 0"),
+        ({"colour": "red"}, "colour", "not permitted"),
+    ],
+)
+def test_bad_input_names_the_field_and_writes_nothing(
+    store: CampaignStore, r: redis.Redis, overrides: dict[str, Any], field: str, reason: str
+) -> None:
+    before = r.dbsize()
+    with pytest.raises(InvalidInput) as info:
+        store.create(campaign(**overrides))
+    fields = [f for f, _ in info.value.errors]
+    assert any(f == field or f.startswith(field) for f in fields), info.value.errors
+    assert reason in str(info.value)
+    assert r.dbsize() == before
+
+
+def test_duplicate_id_is_refused(store: CampaignStore) -> None:
+    store.create(campaign())
+    with pytest.raises(InvalidInput, match="already exists"):
+        store.create(campaign(budget=5))
+    assert store.balance("c1").budget == 100_000_000
+
+
+def test_pause_resume_finish(store: CampaignStore) -> None:
+    store.create(campaign())
+    assert store.pause("c1").status is CampaignStatus.PAUSED
+    assert store.ids(CampaignStatus.ACTIVE) == []
+    assert store.resume("c1").status is CampaignStatus.ACTIVE
+    assert store.ids(CampaignStatus.ACTIVE) == ["c1"]
+    assert store.finish("c1").status is CampaignStatus.FINISHED
+    with pytest.raises(InvalidInput, match="finished campaign cannot become active"):
+        store.resume("c1")
+
+
+def test_update_budget_goes_through_the_ledger(store: CampaignStore) -> None:
+    store.create(campaign())
+    updated = store.update("c1", {"budget": 150.0, "max_bid": 2.5})
+    assert updated.spec.budget == 150.0 and updated.spec.max_bid == 2.5
+    assert store.balance("c1").budget == 150_000_000
+    assert store.balance("c1").remaining == 150_000_000
+    store.ledger.reserve("c1", 3, {"search": 120_000_000})
+    with pytest.raises(LedgerError):
+        store.update("c1", {"budget": 50.0})
+    assert store.get("c1").spec.budget == 150.0, "a refused budget change changes nothing"
+
+
+def test_update_refuses_bad_fields(store: CampaignStore) -> None:
+    store.create(campaign())
+    with pytest.raises(InvalidInput, match="id: cannot be changed"):
+        store.update("c1", {"id": "c2"})
+    with pytest.raises(InvalidInput, match="budget"):
+        store.update("c1", {"budget": -1})
+    assert store.get("c1").spec.budget == 100.0
+
+
+def test_delete_removes_every_key(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign())
+    store.create(campaign(id="c2"))
+    store.delete("c1")
+    assert not [k for k in r.keys("*") if "c:c1}" in k]
+    assert store.ids() == ["c2"]
+    with pytest.raises(NotFound):
+        store.get("c1")

@@ -1,0 +1,64 @@
+"""The Celery application shared by workers and beat."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.entity import Queue
+
+from common.settings import Settings, get_settings
+
+TICK_QUEUE = "ticks"
+EVALUATION_QUEUE = "evaluations"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    tick = settings.tick_seconds
+    app.conf.update(
+        broker_url=settings.broker,
+        # JSON only: no pickle from a shared broker, and messages any language can read.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        # Fan-out tasks report through Redis counters and the decision stream, not results.
+        task_ignore_result=True,
+        result_backend=None,
+        # Ack after the work is done and re-queue when a worker dies mid-task: a redelivered
+        # evaluation is harmless because the ledger is idempotent per (campaign, tick).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Each process reserves a few tasks at most: together they take far less than one tick,
+        # so a slow or dying worker never sits on a tick's worth of evaluations.
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        # Unacked messages come back after this long. Evaluations expire at their tick's deadline,
+        # so a message restored after a crash is dropped as late rather than bid on stale data,
+        # and the sweeper releases what its reservation held.
+        broker_transport_options={"visibility_timeout": max(60.0, 30 * tick)},
+        # Ticks and evaluations on separate queues, so a backlog of one never delays the other.
+        task_queues=(Queue(TICK_QUEUE), Queue(EVALUATION_QUEUE), Queue(MAINTENANCE_QUEUE)),
+        task_default_queue=EVALUATION_QUEUE,
+        task_routes={
+            "ce.tick": {"queue": TICK_QUEUE},
+            "ce.evaluate": {"queue": EVALUATION_QUEUE},
+            "ce.sweep": {"queue": MAINTENANCE_QUEUE},
+        },
+        # An evaluation is a few milliseconds; anything near a tick is stuck.
+        task_soft_time_limit=max(5.0, 5 * tick),
+        task_time_limit=max(10.0, 10 * tick),
+        # Flower follows tasks through worker events; "task-sent" events from the publisher
+        # would double the broker traffic of every fan-out for little use.
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        beat_schedule_filename=str(settings.run_dir / "celerybeat-schedule"),
+        timezone="UTC",
+        enable_utc=True,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("campaign_engine", include=["worker.tasks"])
+    configure(app, settings)
+    return app

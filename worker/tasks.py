@@ -1,0 +1,72 @@
+"""Celery tasks: thin shells that call the domain in ``common``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import shared_task
+from celery.signals import task_revoked
+
+from common import keys
+from common import tick as ticks
+from common.evaluation import evaluate as evaluate_group
+from worker.context import fleet
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="ce.tick", ignore_result=True, acks_late=False)
+def tick() -> int | None:
+    """Run the tick under way now: publish the feed, forecast, fan out one task per group."""
+    f = fleet()
+    started = time.time()
+    number = f.clock.tick_at(started)
+    plan = ticks.begin(f, number)
+    if plan is None:
+        return None
+    deadline = f.clock.deadline_of(number)
+    expires = datetime.fromtimestamp(deadline, tz=UTC)
+    # One producer (one connection) for the whole fan-out instead of one per task.
+    with evaluate.app.producer_or_acquire() as producer:
+        for group in plan.groups:
+            evaluate.apply_async((group, number, deadline), expires=expires, producer=producer)
+    log.info(
+        "tick %d: %d campaigns in %d tasks, fan-out took %.1f ms",
+        number, plan.campaigns, len(plan.groups), (time.time() - started) * 1000,
+        extra={"tick": number},
+    )  # fmt: skip
+    return number
+
+
+@shared_task(name="ce.evaluate", ignore_result=True)
+def evaluate(campaign_ids: list[str], tick_number: int, deadline: float) -> dict[str, Any]:
+    f = fleet()
+    report = evaluate_group(f, campaign_ids, tick_number, deadline=deadline, started=f.clock.start_of(tick_number))
+    return {"evaluated": report.evaluated, "bids": len(report.placed), "late": report.late}
+
+
+@shared_task(name="ce.sweep", ignore_result=True)
+def sweep() -> int:
+    """Release reservations left open past their deadline and grace (crashed evaluations)."""
+    f = fleet()
+    current = f.clock.tick_at(time.time())
+    before = current - f.settings.reservation_grace_ticks
+    released = f.ledger.sweep(f.store.ids(), before)
+    if released:
+        log.warning("sweeper released %d stale reservations", released, extra={"tick": current})
+    return released
+
+
+@task_revoked.connect
+def _count_dropped(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """An evaluation that expired in the queue missed its tick: count it as dropped."""
+    if not expired or getattr(sender, "name", None) != "ce.evaluate" or request is None:
+        return
+    try:
+        campaign_ids, tick_number = request.args[0], int(request.args[1])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return
+    fleet().r.hincrby(keys.tick_counters(tick_number), "dropped", len(campaign_ids))
