@@ -54,6 +54,36 @@ def up(
     raise typer.Exit(code)
 
 
+@app.command()
+def backtest(
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    out: Annotated[Path, typer.Option(help="Decision log to write (JSON Lines).")],
+    report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
+    executor: Annotated[str, typer.Option(help="inline (this process) or celery (real workers).")] = "inline",
+    group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
+    aggressiveness: Annotated[float | None, typer.Option(min=0.0, max=3.0, help="Override CE_AGGRESSIVENESS.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a scenario through the fleet's path tick by tick and write its decision log."""
+    from cli.backtest import run_backtest, summary_table
+
+    if executor not in ("inline", "celery"):
+        err.print(f"[red]error:[/] --executor: must be inline or celery, not {executor!r}")
+        raise typer.Exit(2)
+    settings = load_settings()
+    updates: dict[str, object] = {"campaigns_per_task": group}
+    if aggressiveness is not None:
+        updates["aggressiveness"] = aggressiveness
+    settings = settings.model_copy(update=updates)
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    try:
+        result = run_backtest(settings, scenario, out, report, executor, console, show_progress=progress)  # type: ignore[arg-type]
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(summary_table(result))
+    console.print(f"decision log: {out}" + (f", report: {report}" if report else ""))
+
+
 @scenario_app.command("generate")
 def scenario_generate(
     out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],

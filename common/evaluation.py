@@ -25,7 +25,7 @@ from common.tick import TICK_KEY_TTL, forecasts_for
 
 log = logging.getLogger(__name__)
 
-DECISION_FIELDS = ("ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions")
+DECISION_FIELDS = ("ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions", "waste")
 
 
 @dataclass
@@ -189,6 +189,7 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
             "ts": ts, "tick": report.tick, "campaign": b.campaign, "platform": b.platform,
             "bid": repr(b.bid), "spend_cap": repr(b.spend_cap),
             "cost": repr(out.cost), "clicks": repr(out.clicks), "conversions": repr(out.conversions),
+            "waste": repr(out.waste),
         }  # fmt: skip
         pipe.xadd(keys.DECISIONS, entry, maxlen=fleet.settings.decisions_maxlen, approximate=True)  # type: ignore[arg-type]
         state = keys.state(b.campaign)

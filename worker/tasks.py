@@ -19,16 +19,20 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="ce.tick", ignore_result=True, acks_late=False)
-def tick() -> int | None:
-    """Run the tick under way now: publish the feed, forecast, fan out one task per group."""
+def tick(number: int | None = None, live: bool = True) -> int | None:
+    """Run a tick: publish the feed, forecast, fan out one evaluation task per group of campaigns.
+
+    Beat sends it with no arguments: the tick under way now, whose evaluations expire at its
+    deadline. A backtest names the tick and runs it with ``live=False``: no deadline.
+    """
     f = fleet()
     started = time.time()
-    number = f.clock.tick_at(started)
+    number = f.clock.tick_at(started) if number is None else number
     plan = ticks.begin(f, number)
     if plan is None:
         return None
-    deadline = f.clock.deadline_of(number)
-    expires = datetime.fromtimestamp(deadline, tz=UTC)
+    deadline = f.clock.deadline_of(number) if live else None
+    expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
     # One producer (one connection) for the whole fan-out instead of one per task.
     with evaluate.app.producer_or_acquire() as producer:
         for group in plan.groups:
@@ -42,9 +46,10 @@ def tick() -> int | None:
 
 
 @shared_task(name="ce.evaluate", ignore_result=True)
-def evaluate(campaign_ids: list[str], tick_number: int, deadline: float) -> dict[str, Any]:
+def evaluate(campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
     f = fleet()
-    report = evaluate_group(f, campaign_ids, tick_number, deadline=deadline, started=f.clock.start_of(tick_number))
+    started = f.clock.start_of(tick_number) if deadline is not None else None
+    report = evaluate_group(f, campaign_ids, tick_number, deadline=deadline, started=started)
     return {"evaluated": report.evaluated, "bids": len(report.placed), "late": report.late}
 
 

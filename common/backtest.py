@@ -1,0 +1,201 @@
+"""Backtests: a scenario driven tick by tick through the same path as the live fleet.
+
+For each tick the feed publishes the previous tick's true figures, the tick forecasts and fans out,
+evaluations reserve, bid on the simulated platforms and settle in the ledger; then the next tick.
+Only the executor differs: ``InlineExecutor`` calls the evaluation in this process, a Celery
+executor (``worker.backtest``) sends the very same tasks to real workers. Both produce the same
+decision log, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from common import keys
+from common import tick as ticks
+from common.evaluation import evaluate
+from common.fleet import Fleet
+from common.hindsight import optimum
+from common.models import PlatformInfo
+from common.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ("tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions")
+
+
+class Executor(Protocol):
+    def run_tick(self, tick: int) -> None:
+        """Run one tick's path to the end: every evaluation of it has finished on return."""
+        ...
+
+
+@dataclass
+class InlineExecutor:
+    """Runs the tick and its evaluations in this process, one group after another."""
+
+    fleet: Fleet
+
+    def run_tick(self, tick: int) -> None:
+        plan = ticks.begin(self.fleet, tick)
+        if plan is None:
+            raise RuntimeError(f"tick {tick} was already run in this Redis database")
+        for group in plan.groups:
+            evaluate(self.fleet, group, tick)
+
+
+def prepare(fleet: Fleet, scenario: Scenario) -> None:
+    """Load a scenario's platforms and campaigns into an empty database."""
+    if fleet.r.exists(keys.CAMPAIGNS, keys.LAST_TICK):
+        raise RuntimeError("the backtest's Redis database is not empty: give it a fresh database")
+    fleet.store.register_platforms(
+        PlatformInfo(id=p.id, price_sigma=p.price_sigma) for p in scenario.platforms.values()
+    )
+    for spec in scenario.campaigns:
+        fleet.store.create(spec)
+
+
+@dataclass
+class CampaignResult:
+    id: str
+    budget: float
+    spend: float = 0.0
+    value: float = 0.0
+    clicks: float = 0.0
+    conversions: float = 0.0
+    waste: float = 0.0
+    bids: int = 0
+    optimum_value: float = math.nan
+
+    @property
+    def efficiency(self) -> float | None:
+        return self.value / self.optimum_value if self.optimum_value > 0 else None
+
+
+@dataclass
+class BacktestReport:
+    scenario: str
+    executor: str
+    ticks: int
+    seconds: float
+    campaigns: list[CampaignResult] = field(default_factory=list)
+    forecast_error: dict[str, Any] = field(default_factory=dict)
+
+    def totals(self) -> dict[str, Any]:
+        spend = sum(c.spend for c in self.campaigns)
+        budget = sum(c.budget for c in self.campaigns)
+        value = sum(c.value for c in self.campaigns)
+        best = sum(c.optimum_value for c in self.campaigns if not math.isnan(c.optimum_value))
+        effs = sorted(e for c in self.campaigns if (e := c.efficiency) is not None)
+        return {
+            "campaigns": len(self.campaigns),
+            "bids": sum(c.bids for c in self.campaigns),
+            "spend": spend,
+            "value": value,
+            "budget_use": spend / budget if budget else None,
+            "optimum_value": best,
+            "efficiency": value / best if best else None,
+            "efficiency_p10": effs[len(effs) // 10] if effs else None,
+            "waste_share": sum(c.waste for c in self.campaigns) / spend if spend else 0.0,
+            "seconds": self.seconds,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "executor": self.executor,
+            "ticks": self.ticks,
+            **self.totals(),
+            "forecast_error": self.forecast_error,
+            "per_campaign": [{**c.__dict__, "efficiency": c.efficiency} for c in self.campaigns],
+        }
+
+
+def decisions_since(fleet: Fleet, last_id: str) -> tuple[list[dict[str, str]], str]:
+    """Entries of ``ce:decisions`` after ``last_id``, and the id to continue from."""
+    entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.DECISIONS, f"({last_id}")  # type: ignore[assignment]
+    if not entries:
+        return [], last_id
+    return [e for _id, e in entries], entries[-1][0]
+
+
+def log_line(entry: dict[str, str]) -> str:
+    """One MARKET.md decision-log line from a stream entry (floats round-trip through repr)."""
+    doc: dict[str, Any] = {"tick": int(entry["tick"]), "campaign": entry["campaign"], "platform": entry["platform"]}
+    for name in LOG_FIELDS[3:]:
+        doc[name] = float(entry[name])
+    return json.dumps(doc, separators=(", ", ": "))
+
+
+def run(
+    fleet: Fleet,
+    scenario: Scenario,
+    executor: Executor,
+    out: IO[str],
+    *,
+    executor_name: str = "inline",
+    on_tick: Callable[[int], None] | None = None,
+) -> BacktestReport:
+    """Run every tick of ``scenario``, writing the decision log to ``out``; returns the report."""
+    prepare(fleet, scenario)
+    results = {c.id: CampaignResult(c.id, c.budget) for c in scenario.campaigns}
+    vpc = {c.id: c.value_per_conversion for c in scenario.campaigns}
+    started = time.perf_counter()
+    last_id = "0-0"
+    for t in range(scenario.ticks):
+        executor.run_tick(t)
+        entries, last_id = decisions_since(fleet, last_id)
+        # Workers finish in any order: sort so that every executor writes the same file.
+        for entry in sorted(entries, key=lambda e: (e["campaign"], e["platform"])):
+            out.write(log_line(entry) + "\n")
+            r = results[entry["campaign"]]
+            r.bids += 1
+            r.spend += float(entry["cost"])
+            r.clicks += float(entry["clicks"])
+            r.conversions += float(entry["conversions"])
+            r.value += float(entry["conversions"]) * vpc[entry["campaign"]]
+            r.waste += float(entry.get("waste", 0.0))
+        if on_tick is not None:
+            on_tick(t)
+    ticks.summarize(fleet, scenario.ticks - 1)
+    seconds = time.perf_counter() - started
+    for spec in scenario.campaigns:
+        results[spec.id].optimum_value = optimum(spec, scenario).value
+    report = BacktestReport(scenario.name, executor_name, scenario.ticks, seconds, list(results.values()))
+    report.forecast_error = forecast_report(scenario, fleet.settings.forecast_window)
+    return report
+
+
+def forecast_report(scenario: Scenario, window: int) -> dict[str, Any]:
+    """One-step forecast error (MAPE per metric) of the engine's forecaster and of the naive last value."""
+    from common.forecast import forecast_error
+
+    series = np.stack([np.stack([s.cpc, s.cvr, s.volume], axis=-1) for s in scenario.platforms.values()])
+    err = forecast_error(series, window=window)
+    return {"model": err.model, "naive": err.naive}
+
+
+def write_report(report: BacktestReport, path: Path) -> None:
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
