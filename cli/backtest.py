@@ -43,10 +43,7 @@ def run_backtest(
         fleet = Fleet.from_settings(settings, market=scenario)
         stack.callback(fleet.r.close)
         executor: Executor
-        if executor_name == "celery":
-            executor = _celery_executor(settings, fleet, stack)
-        else:
-            executor = InlineExecutor(fleet)
+        executor = _celery_executor(settings, fleet, stack) if executor_name == "celery" else InlineExecutor(fleet)
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=console, disable=not show_progress, transient=True,
