@@ -1,0 +1,157 @@
+"""Redis killed (SIGKILL) and restarted from its AOF in the middle of a run, with appendfsync always.
+
+Two threads keep reserving, settling and adjusting; a call that fails is repeated until it succeeds,
+which the ledger's idempotency makes safe. After a final crash and restart every result the
+ledger acknowledged must be in the data, the scripts must have been reloaded (NOSCRIPT seen and
+handled), and every invariant must hold.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from common import keys
+from common.errors import StoreUnavailable
+from common.ledger import Grant, Ledger, Settlement
+from common.redis_server import RedisServer
+from tests.ledger_helpers import audit_all, make_campaign
+
+T = TypeVar("T")
+TICKS = 120
+RESTART_AT = (25, 55, 85)  # ticks both threads have reached when Redis is killed
+
+
+@dataclass
+class Acks:
+    grants: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    settled: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    adjusts: dict[tuple[str, str], int] = field(default_factory=dict)
+    calls: int = 0
+    failures: int = 0
+    tick: int = 0
+
+
+def until_done(acks: Acks, fn: Callable[[], T]) -> T:
+    """Repeat a ledger call until Redis answers: safe because every call is idempotent."""
+    for _ in range(500):
+        try:
+            result = fn()
+        except StoreUnavailable:
+            acks.failures += 1
+            time.sleep(0.02)
+            continue
+        acks.calls += 1
+        return result
+    raise AssertionError("Redis did not come back")
+
+
+def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, stop: threading.Event) -> None:
+    rng = random.Random(seed)
+    for tick in range(TICKS):
+        if stop.is_set():
+            return
+        acks.tick = tick
+        requests = [(cid, tick, {"a": rng.randint(0, 500), "b": rng.randint(0, 500)}) for cid in cids]
+        if tick % 2:
+            grants: list[Any] = [until_done(acks, lambda r=r: ledger.reserve(*r)) for r in requests]  # type: ignore[misc]
+        else:
+            grants = until_done(acks, lambda requests=requests: ledger.reserve_many(requests))  # type: ignore[misc]
+        costs = []
+        for g in grants:
+            assert isinstance(g, Grant), g
+            acks.grants[g.campaign, g.tick] = g.granted
+            costs.append((g.campaign, tick, {p: rng.randint(0, v) for p, v in g.granted.items()}))
+        if tick % 2:
+            settled: list[Any] = [until_done(acks, lambda c=c: ledger.settle(*c)) for c in costs]  # type: ignore[misc]
+        else:
+            settled = until_done(acks, lambda costs=costs: ledger.settle_many(costs))  # type: ignore[misc]
+        for s in settled:
+            assert isinstance(s, Settlement), s
+            acks.settled[s.campaign, s.tick] = s.spent
+        if tick % 10 == 5:
+            cid, op = rng.choice(cids), f"op-{seed}-{tick}"
+            until_done(acks, lambda cid=cid, op=op: ledger.adjust(cid, 1_000, op_id=op))  # type: ignore[misc]
+            acks.adjusts[cid, op] = 1_000
+
+
+def _crash_and_restart(server: RedisServer) -> None:
+    server.kill()
+    server.start()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_crash_restart_keeps_every_acknowledged_movement(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", appendfsync="always").start()
+    client = redis.Redis(port=server.port, decode_responses=True, socket_timeout=5)
+    # One thread's client retries inside redis-py (the default), the other's does not, so that its
+    # calls fail with StoreUnavailable during the outage and are repeated by the caller.
+    bare = redis.Redis(port=server.port, decode_responses=True, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+    stop = threading.Event()
+    try:
+        ledger = Ledger(client)
+        cids = [f"r{i}" for i in range(8)]
+        for cid in cids:
+            make_campaign(client, cid)
+            ledger.open(cid, 40_000_000)
+        groups = [cids[:4], cids[4:]]
+        acks = [Acks(), Acks()]
+        threads = [
+            threading.Thread(target=drive, args=(lg, groups[i], i, acks[i], stop), daemon=True)
+            for i, lg in enumerate([ledger, Ledger(bare)])
+        ]
+        for t in threads:
+            t.start()
+
+        restarts = 0
+        noscript = 0
+        deadline = time.monotonic() + 90
+        while any(t.is_alive() for t in threads) and restarts < len(RESTART_AT):
+            assert time.monotonic() < deadline
+            if min(a.tick for a in acks) >= RESTART_AT[restarts]:
+                _crash_and_restart(server)
+                restarts += 1
+                time.sleep(0.3)  # let both threads get through a few calls on the new server
+                errors: dict[str, Any] = client.info("errorstats")
+                noscript += int(errors.get("errorstat_NOSCRIPT", {}).get("count", 0))
+            time.sleep(0.01)
+        for t in threads:
+            t.join(90)
+        assert not any(t.is_alive() for t in threads)
+        assert restarts == len(RESTART_AT) and acks[1].failures > 0
+        assert noscript > 0, "scripts were never reloaded after a restart"
+
+        # The last crash: everything acknowledged so far must come back from the AOF.
+        _crash_and_restart(server)
+        for a in acks:
+            assert len(a.settled) == len(a.grants) == len(cids) // 2 * TICKS
+            for (cid, tick), granted in a.grants.items():
+                record = client.hgetall(keys.reservation(cid, tick))
+                assert {p: int(record[f"g:{p}"]) for p in granted} == granted, (cid, tick)
+            for (cid, tick), spent in a.settled.items():
+                record = client.hgetall(keys.reservation(cid, tick))
+                assert record["state"] == "settled", (cid, tick)
+                assert {p: int(record[f"c:{p}"]) for p in spent} == spent, (cid, tick)
+            for (cid, op), delta in a.adjusts.items():
+                assert client.hget(keys.adjustments(cid), op) == str(delta), (cid, op)
+        found = audit_all(client, cids, expect_open=False)
+        raised = {cid: 0 for cid in cids}
+        for (cid, _), delta in (acks[0].adjusts | acks[1].adjusts).items():
+            raised[cid] += delta
+        assert {cid: a.balance.budget for cid, a in found.items()} == {c: 40_000_000 + d for c, d in raised.items()}
+    finally:
+        stop.set()
+        client.close()
+        bare.close()
+        server.stop()
