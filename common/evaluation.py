@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import keys
+from common import keys, metrics
 from common.errors import LedgerError
 from common.fleet import Fleet
 from common.ledger import Balance
@@ -44,6 +44,8 @@ class GroupReport:
     late: int = 0
     duplicates: int = 0
     skipped: int = 0
+    reserved: int = 0
+    refused: int = 0
     placed: list[Placed] = field(default_factory=list)
 
     @property
@@ -116,10 +118,12 @@ def evaluate(
         if isinstance(grant, LedgerError):
             # Paused, finished or out of budget since it was read: no bid this tick.
             log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+            report.refused += 1
             continue
         if not grant.usable or grant.replay:
             continue
         reserved.append(campaign.id)
+        report.reserved += 1
         for b in bids:
             cap = grant.granted.get(b.platform, 0)
             if cap > 0:
@@ -229,4 +233,5 @@ def _count(
     if started is not None:
         pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
         pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)
+    metrics.count_evaluation(pipe, report)
     pipe.execute()

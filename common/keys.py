@@ -97,3 +97,14 @@ def forecast_lock(tick: int) -> str:
 def tick_latency(tick: int) -> str:
     """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``)."""
     return f"{PREFIX}:tick:{tick}:latency"
+
+
+# --- metrics aggregated across every worker process (common/metrics.py) -----------------------------
+METRICS = f"{PREFIX}:metrics"  # hash of fleet-wide counters: evaluations by outcome, reservations, spend
+METRICS_TICK_SECONDS = f"{PREFIX}:metrics:tick_seconds"  # hash: tick duration histogram buckets, sum, count
+METRICS_FORECAST_ERROR = f"{PREFIX}:metrics:forecast_error"  # hash: "<platform>:<metric>:<sum|count|last>"
+
+
+def metrics_recorded(tick: int) -> str:
+    """``SET NX`` guard: a tick's summary enters the metrics once."""
+    return f"{PREFIX}:metrics:tick:{tick}"

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         default=None, description="Scenario file that drives the simulated platforms; generated when unset."
     )
     market_seed: int = Field(default=7, description="Seed of the generated simulated market.")
+    api_reads: Literal["loopback", "open", "token"] = Field(
+        default="loopback",
+        description="Who may read the HTTP API without the token: loopback clients, everyone, or nobody.",
+    )
+    metrics_per_campaign: bool = Field(
+        default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from common import forecast_cache, keys
+from common import forecast_cache, keys, metrics
 from common.fleet import Fleet
 from common.models import CampaignStatus
 from common.redis_conn import Fields
@@ -115,4 +115,5 @@ def summarize(fleet: Fleet, tick: int) -> dict[str, str] | None:
         "worst_latency_ms": f"{worst or 0:.1f}",
     }
     fleet.r.xadd(keys.TICK_STATS, entry, maxlen=TICK_STATS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    metrics.record_tick(fleet.r, entry)
     return entry

@@ -1,0 +1,247 @@
+"""Fleet-wide metrics, counted in Redis so that every worker process adds to the same figures.
+
+A Celery worker runs evaluations in forked pool processes that come and go; counters kept in their
+memory would be lost with them, and scraping each one would count some twice. So evaluations add
+their counts to the ``ce:metrics`` hash in the same pipeline as their tick counters, the tick's
+claimant adds one observation per tick to a histogram kept as bucket counters, and the HTTP API
+reads it all back in one round trip (``snapshot``) to expose it to Prometheus.
+
+Labels stay bounded: outcomes, platforms and metric names, never campaign ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from common import keys
+from common.money import to_micros_ceil
+
+# Seconds from a tick's start to the end of its slowest evaluation.
+TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+OUTCOMES = ("bid", "no_bid", "late", "dropped", "duplicate", "skipped")
+RESERVATIONS = ("granted", "refused")
+FORECAST_METRICS = ("cpc", "cvr", "volume")
+# Evaluations that expire in the queue are counted as dropped whenever a worker meets them, which
+# can be after their tick was summarised: each tick looks this far back for late-counted drops.
+DROPPED_LOOKBACK_TICKS = 30
+_GUARD_TTL = 86_400
+
+
+class _Placed(Protocol):
+    @property
+    def bid(self) -> Any: ...
+    @property
+    def outcome(self) -> Any: ...
+    @property
+    def value(self) -> float: ...
+
+
+class EvaluationCounts(Protocol):
+    """What an evaluation of a group of campaigns reports (``common.evaluation.GroupReport``)."""
+
+    @property
+    def evaluated(self) -> int: ...
+    @property
+    def late(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
+    @property
+    def placed(self) -> Sequence[_Placed]: ...
+
+
+def count_evaluation(pipe: Any, report: EvaluationCounts) -> None:
+    """Add one group's evaluations to the fleet counters, on the caller's pipeline (not executed)."""
+    bidders = len({p.bid.campaign for p in report.placed})
+    increments = {
+        "evaluations_bid": bidders,
+        "evaluations_no_bid": report.evaluated - bidders,
+        "evaluations_late": report.late,
+        "evaluations_duplicate": report.duplicates,
+        "evaluations_skipped": report.skipped,
+        "reservations_granted": report.reserved,
+        "reservations_refused": report.refused,
+        "bids": len(report.placed),
+        "spend_micros": sum(to_micros_ceil(p.outcome.cost) for p in report.placed),
+    }
+    for name, amount in increments.items():
+        if amount:
+            pipe.hincrby(keys.METRICS, name, amount)
+    if report.placed:
+        pipe.hincrbyfloat(keys.METRICS, "value", sum(p.value for p in report.placed))
+
+
+def bucket_field(seconds: float) -> str:
+    """The histogram field an observation falls in: the smallest upper bound at or above it."""
+    for bound in TICK_SECONDS_BUCKETS:
+        if seconds <= bound:
+            return f"le:{bound!r}"
+    return "le:+Inf"
+
+
+def record_tick(client: redis.Redis, entry: Mapping[str, str]) -> bool:
+    """Enter a finished tick's summary (``common.tick.summarize``) into the metrics, once per tick.
+
+    Observes the tick's duration, moves drops counted since into ``evaluations_dropped`` and
+    measures the forecast error of every platform. Returns False when the tick was already entered.
+    """
+    tick = int(entry["tick"])
+    if not client.set(keys.metrics_recorded(tick), "1", nx=True, ex=_GUARD_TTL):
+        return False
+    pipe = client.pipeline(transaction=False)
+    if int(entry.get("fanned", 0)) > 0:
+        seconds = float(entry.get("worst_latency_ms", 0)) / 1000
+        pipe.hincrby(keys.METRICS_TICK_SECONDS, bucket_field(seconds), 1)
+        pipe.hincrby(keys.METRICS_TICK_SECONDS, "count", 1)
+        pipe.hincrbyfloat(keys.METRICS_TICK_SECONDS, "sum", seconds)
+    _reconcile_dropped(client, pipe, tick)
+    _forecast_errors(client, pipe, tick)
+    pipe.execute()
+    return True
+
+
+def _reconcile_dropped(client: redis.Redis, pipe: Any, tick: int) -> None:
+    ticks = range(max(0, tick - DROPPED_LOOKBACK_TICKS), tick + 1)
+    read = client.pipeline(transaction=False)
+    for t in ticks:
+        read.hmget(keys.tick_counters(t), ["dropped", "dropped_counted"])
+    for t, (dropped, counted) in zip(ticks, read.execute(), strict=True):
+        delta = int(dropped or 0) - int(counted or 0)
+        if delta > 0:
+            # The hash exists (it holds "dropped"), so HINCRBY keeps its expiry.
+            pipe.hincrby(keys.tick_counters(t), "dropped_counted", delta)
+            pipe.hincrby(keys.METRICS, "evaluations_dropped", delta)
+
+
+def _forecast_errors(client: redis.Redis, pipe: Any, tick: int) -> None:
+    doc = client.get(keys.forecast(tick))
+    if doc is None:
+        return
+    forecasts = forecast_figures(json.loads(doc))
+    read = client.pipeline(transaction=False)
+    pids = sorted(forecasts)
+    for pid in pids:
+        read.hget(keys.feed(pid), str(tick))
+    for pid, actual_doc in zip(pids, read.execute(), strict=True):
+        if not actual_doc:
+            continue  # not published (yet): nothing to compare
+        actual = json.loads(actual_doc)
+        for metric in FORECAST_METRICS:
+            error = relative_error(forecasts[pid].get(metric), actual.get(metric))
+            if error is None:
+                continue
+            prefix = f"{pid}:{metric}"
+            pipe.hincrbyfloat(keys.METRICS_FORECAST_ERROR, f"{prefix}:sum", error)
+            pipe.hincrby(keys.METRICS_FORECAST_ERROR, f"{prefix}:count", 1)
+            pipe.hset(keys.METRICS_FORECAST_ERROR, f"{prefix}:last", repr(error))
+
+
+def relative_error(forecast: Any, actual: Any) -> float | None:
+    """``|forecast - actual| / actual``; None when either is missing or the actual is not > 0."""
+    f, a = _number(forecast), _number(actual)
+    if f is None or a is None or a <= 0:
+        return None
+    return abs(f - a) / a
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def forecast_figures(doc: Any) -> dict[str, dict[str, float]]:
+    """Point forecasts ``platform -> {cpc, cvr, volume}`` from a cached forecast document.
+
+    Reads both the plain form ``{platform: {cpc, cvr, volume}}`` and the forecaster's
+    ``{"tick", "platforms": {platform: {"ahead": [[cpc, cvr, volume], ...], "up": ...}}}``; anything
+    it does not recognise is left out rather than guessed.
+    """
+    if not isinstance(doc, Mapping):
+        return {}
+    nested = doc.get("platforms")
+    platforms: Mapping[Any, Any] = nested if isinstance(nested, Mapping) else doc
+    out: dict[str, dict[str, float]] = {}
+    for pid, item in platforms.items():
+        if not isinstance(item, Mapping):
+            continue
+        figures: dict[str, float] = {}
+        ahead = item.get("ahead")
+        if isinstance(ahead, list) and ahead and isinstance(ahead[0], list):
+            for metric, value in zip(FORECAST_METRICS, ahead[0], strict=False):
+                number = _number(value)
+                if number is not None:
+                    figures[metric] = number
+            if item.get("up") is False:
+                figures["volume"] = 0.0  # an ongoing outage: no clicks expected
+        else:
+            for metric in FORECAST_METRICS:
+                value = item.get(metric)
+                if isinstance(value, Mapping):
+                    value = value.get("mean", value.get("value"))
+                number = _number(value)
+                if number is not None:
+                    figures[metric] = number
+        if figures:
+            out[str(pid)] = figures
+    return out
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts ``(upper bound, count)``, ending with ``+Inf``, with sum and count."""
+
+    buckets: list[tuple[float, int]]
+    total: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    counters: dict[str, float]
+    tick_seconds: Histogram
+    # (platform, metric) -> (sum of relative errors, observations, last relative error)
+    forecast_error: dict[tuple[str, str], tuple[float, int, float]] = field(default_factory=dict)
+
+    def counter(self, name: str) -> float:
+        return self.counters.get(name, 0.0)
+
+
+def snapshot(client: redis.Redis) -> Snapshot:
+    """Every aggregated metric, read in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.METRICS)
+    pipe.hgetall(keys.METRICS_TICK_SECONDS)
+    pipe.hgetall(keys.METRICS_FORECAST_ERROR)
+    counters_raw, hist_raw, errors_raw = pipe.execute()
+    counters = {name: float(value) for name, value in counters_raw.items()}
+    running = 0
+    buckets = []
+    for bound in (*TICK_SECONDS_BUCKETS, math.inf):
+        running += int(hist_raw.get(f"le:{'+Inf' if bound == math.inf else repr(bound)}", 0))
+        buckets.append((bound, running))
+    histogram = Histogram(buckets, float(hist_raw.get("sum", 0)), int(hist_raw.get("count", 0)))
+    errors: dict[tuple[str, str], tuple[float, int, float]] = {}
+    for name in errors_raw:
+        parts = name.rsplit(":", 2)
+        if len(parts) != 3 or parts[2] != "count":
+            continue
+        pid, metric = parts[0], parts[1]
+        prefix = f"{pid}:{metric}"
+        errors[(pid, metric)] = (
+            float(errors_raw.get(f"{prefix}:sum", 0)),
+            int(errors_raw[name]),
+            float(errors_raw.get(f"{prefix}:last", "nan")),
+        )
+    return Snapshot(counters, histogram, dict(sorted(errors.items())))
