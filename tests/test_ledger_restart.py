@@ -56,11 +56,13 @@ def until_done(acks: Acks, fn: Callable[[], T]) -> T:
     raise AssertionError("Redis did not come back")
 
 
-def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, stop: threading.Event) -> None:
+def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, gates: list[threading.Event]) -> None:
+    """Reserve and settle every tick for ``cids``; a little after each restart point, wait for the restart."""
     rng = random.Random(seed)
     for tick in range(TICKS):
-        if stop.is_set():
-            return
+        for at, gate in zip(RESTART_AT, gates, strict=True):
+            if tick == at + 10 and not gate.wait(30):
+                return
         acks.tick = tick
         requests = [(cid, tick, {"a": rng.randint(0, 500), "b": rng.randint(0, 500)}) for cid in cids]
         if tick % 2:
@@ -85,6 +87,12 @@ def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, stop: threadin
             acks.adjusts[cid, op] = 1_000
 
 
+def _noscript_errors(client: redis.Redis) -> int:
+    """NOSCRIPT replies since the server (re)started: each one is a script the ledger reloaded."""
+    errors: dict[str, Any] = client.info("errorstats")
+    return int(errors.get("errorstat_NOSCRIPT", {}).get("count", 0))
+
+
 def _crash_and_restart(server: RedisServer) -> None:
     server.kill()
     server.start()
@@ -98,7 +106,7 @@ def test_crash_restart_keeps_every_acknowledged_movement(tmp_path: Path) -> None
     # One thread's client retries inside redis-py (the default), the other's does not, so that its
     # calls fail with StoreUnavailable during the outage and are repeated by the caller.
     bare = redis.Redis(port=server.port, decode_responses=True, socket_timeout=5, retry=Retry(NoBackoff(), 0))
-    stop = threading.Event()
+    gates = [threading.Event() for _ in RESTART_AT]
     try:
         ledger = Ledger(client)
         cids = [f"r{i}" for i in range(8)]
@@ -108,28 +116,27 @@ def test_crash_restart_keeps_every_acknowledged_movement(tmp_path: Path) -> None
         groups = [cids[:4], cids[4:]]
         acks = [Acks(), Acks()]
         threads = [
-            threading.Thread(target=drive, args=(lg, groups[i], i, acks[i], stop), daemon=True)
+            threading.Thread(target=drive, args=(lg, groups[i], i, acks[i], gates), daemon=True)
             for i, lg in enumerate([ledger, Ledger(bare)])
         ]
         for t in threads:
             t.start()
 
-        restarts = 0
+        # Crash while both threads are between a restart point and their gate ten ticks later.
         noscript = 0
         deadline = time.monotonic() + 90
-        while any(t.is_alive() for t in threads) and restarts < len(RESTART_AT):
-            assert time.monotonic() < deadline
-            if min(a.tick for a in acks) >= RESTART_AT[restarts]:
-                _crash_and_restart(server)
-                restarts += 1
-                time.sleep(0.3)  # let both threads get through a few calls on the new server
-                errors: dict[str, Any] = client.info("errorstats")
-                noscript += int(errors.get("errorstat_NOSCRIPT", {}).get("count", 0))
-            time.sleep(0.01)
+        for at, gate in zip(RESTART_AT, gates, strict=True):
+            while min(a.tick for a in acks) < at:
+                assert time.monotonic() < deadline and all(t.is_alive() for t in threads)
+                time.sleep(0.005)
+            noscript += _noscript_errors(client)
+            _crash_and_restart(server)
+            gate.set()
         for t in threads:
             t.join(90)
         assert not any(t.is_alive() for t in threads)
-        assert restarts == len(RESTART_AT) and acks[1].failures > 0
+        assert acks[1].failures > 0, "the thread without client retries never saw the outage"
+        noscript += _noscript_errors(client)
         assert noscript > 0, "scripts were never reloaded after a restart"
 
         # The last crash: everything acknowledged so far must come back from the AOF.
@@ -151,7 +158,8 @@ def test_crash_restart_keeps_every_acknowledged_movement(tmp_path: Path) -> None
             raised[cid] += delta
         assert {cid: a.balance.budget for cid, a in found.items()} == {c: 40_000_000 + d for c, d in raised.items()}
     finally:
-        stop.set()
+        for gate in gates:
+            gate.set()
         client.close()
         bare.close()
         server.stop()

@@ -24,6 +24,15 @@ local function fmt(n)
     return string.format('%d', n)
 end
 
+-- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
+local function per_platform(key, prefix, platforms)
+    local names = {}
+    for i, platform in ipairs(platforms) do
+        names[i] = prefix .. platform
+    end
+    return redis.call('HMGET', key, unpack(names))
+end
+
 local raw = ARGV[1]
 if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') or tonumber(raw) > MAX then
     fail('bad_input', 'tick: must be an integer >= 0, got ' .. tostring(raw))
@@ -54,8 +63,12 @@ redis.call('HSET', KEYS[1], 'remaining', fmt(tonumber(balance[1]) + granted),
     'reserved', fmt(tonumber(balance[2]) - granted))
 redis.call('HSET', KEYS[2], 'state', 'released', 'released', fmt(granted))
 redis.call('ZREM', KEYS[3], fmt(tick))
+local platforms = {}
 for platform in string.gmatch(record[2], '[^,]+') do
-    local amount = tonumber(redis.call('HGET', KEYS[2], 'g:' .. platform))
+    platforms[#platforms + 1] = platform
+end
+for i, raw in ipairs(per_platform(KEYS[2], 'g:', platforms)) do
+    local platform, amount = platforms[i], tonumber(raw)
     if amount > 0 then
         redis.call('XADD', KEYS[4], '*', 'kind', 'release', 'tick', fmt(tick), 'platform', platform,
             'amount', fmt(amount))

@@ -31,6 +31,15 @@ local function fmt(n)
     return string.format('%d', n)
 end
 
+-- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
+local function per_platform(key, prefix, platforms)
+    local names = {}
+    for i, platform in ipairs(platforms) do
+        names[i] = prefix .. platform
+    end
+    return redis.call('HMGET', key, unpack(names))
+end
+
 local function amount(raw, field)
     if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
         fail('bad_input', field .. ': must be an integer >= 0, got ' .. tostring(raw))
@@ -62,10 +71,15 @@ end
 
 local record = redis.call('HMGET', KEYS[3], 'state', 'platforms')
 if record[1] then
-    local out = { 1, record[1], tonumber(redis.call('HGET', KEYS[2], 'remaining') or '0') }
+    local first = {}
     for platform in string.gmatch(record[2], '[^,]+') do
+        first[#first + 1] = platform
+    end
+    local granted = per_platform(KEYS[3], 'g:', first)
+    local out = { 1, record[1], tonumber(redis.call('HGET', KEYS[2], 'remaining') or '0') }
+    for i, platform in ipairs(first) do
         out[#out + 1] = platform
-        out[#out + 1] = tonumber(redis.call('HGET', KEYS[3], 'g:' .. platform))
+        out[#out + 1] = tonumber(granted[i])
     end
     return out
 end

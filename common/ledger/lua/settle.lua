@@ -26,6 +26,15 @@ local function fmt(n)
     return string.format('%d', n)
 end
 
+-- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
+local function per_platform(key, prefix, platforms)
+    local names = {}
+    for i, platform in ipairs(platforms) do
+        names[i] = prefix .. platform
+    end
+    return redis.call('HMGET', key, unpack(names))
+end
+
 local function amount(raw, field)
     if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
         fail('bad_input', field .. ': must be an integer >= 0, got ' .. tostring(raw))
@@ -65,17 +74,18 @@ for platform in string.gmatch(record[2], '[^,]+') do
 end
 
 if state == 'settled' then
+    local spent = per_platform(KEYS[2], 'c:', platforms)
     local out = { 1, tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0'), tonumber(record[4]) }
-    for _, platform in ipairs(platforms) do
+    for i, platform in ipairs(platforms) do
         out[#out + 1] = platform
-        out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], 'c:' .. platform))
+        out[#out + 1] = tonumber(spent[i])
     end
     return out
 end
 
 local grants = {}
-for _, platform in ipairs(platforms) do
-    grants[platform] = tonumber(redis.call('HGET', KEYS[2], 'g:' .. platform))
+for i, granted in ipairs(per_platform(KEYS[2], 'g:', platforms)) do
+    grants[platforms[i]] = tonumber(granted)
 end
 local problems = {}
 for i = 2, #ARGV, 2 do
