@@ -316,6 +316,15 @@ def test_sweep_releases_only_ticks_before_the_cutoff(client: redis.Redis, ledger
     audit(client, c1, expect_open=False)
 
 
+def test_sweep_before_the_grace_has_passed_releases_nothing(ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 0, {"a": 1})
+    assert ledger.sweep([c1], 0) == 0
+    assert ledger.sweep([c1], -3) == 0
+    assert ledger.open_ticks(c1) == [0]
+    with pytest.raises(LedgerInputError, match="before_tick"):
+        ledger.sweep([c1], 1.5)  # type: ignore[arg-type]
+
+
 def test_sweep_pages_through_many_open_reservations(
     client: redis.Redis, ledger: Ledger, c1: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

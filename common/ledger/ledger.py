@@ -151,9 +151,11 @@ class Ledger:
         """Release every open reservation with tick < ``before_tick``; returns how many this call released.
 
         Racing a settle is safe: whichever script runs first wins and the other sees its outcome.
+        A cut-off of 0 or below (early in a run, before the grace has passed) releases nothing.
         """
-        _tick(before_tick)
-        pending = [_campaign_id(cid) for cid in campaigns]
+        if isinstance(before_tick, bool) or not isinstance(before_tick, int):
+            raise LedgerInputError.one("before_tick", f"must be an integer tick, got {before_tick!r}")
+        pending = [_campaign_id(cid) for cid in campaigns] if before_tick > 0 else []
         released = 0
         while pending:
             with _store("read open reservations"):
