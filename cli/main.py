@@ -55,6 +55,22 @@ def up(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default CE_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default CE_API_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API and the dashboard against CE_REDIS_URL."""
+    from api.server import serve
+
+    settings = load_settings()
+    configure_logging(settings)
+    if settings.redis_url is None:
+        err.print("[red]error:[/] CE_REDIS_URL: set it to the fleet's Redis (`campaign-engine up` starts both)")
+        raise typer.Exit(2)
+    serve(settings, host, port)
+
+
+@app.command()
 def backtest(
     scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
     out: Annotated[Path, typer.Option(help="Decision log to write (JSON Lines).")],

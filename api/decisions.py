@@ -1,0 +1,127 @@
+"""``/decisions``: the bids placed, from the ``ce:decisions`` stream, as a page or live (SSE)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from api.auth import Context, Read
+from api.schemas import Decision, DecisionList
+from common import keys
+
+router = APIRouter(prefix="/decisions", tags=["decisions"])
+
+_BATCH = 1000
+MAX_SCANNED = 200_000
+# Evaluations of one tick can finish after the next tick's first ones: stop scanning back only
+# once the stream is this many ticks older than the range asked for.
+_TICK_SLACK = 2
+KEEPALIVE_MS = 5000
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def decision(entry_id: str, fields: dict[str, str]) -> Decision:
+    return Decision(
+        id=entry_id,
+        ts=float(fields.get("ts", 0)),
+        tick=int(fields.get("tick", 0)),
+        campaign=fields.get("campaign", ""),
+        platform=fields.get("platform", ""),
+        bid=float(fields.get("bid", 0)),
+        spend_cap=float(fields.get("spend_cap", 0)),
+        cost=float(fields.get("cost", 0)),
+        clicks=float(fields.get("clicks", 0)),
+        conversions=float(fields.get("conversions", 0)),
+    )
+
+
+@router.get("", dependencies=[Read], response_model=DecisionList)
+def list_decisions(
+    ctx: Context,
+    campaign: Annotated[str | None, Query(max_length=64, description="Only this campaign's bids.")] = None,
+    from_tick: Annotated[int | None, Query(ge=0)] = None,
+    to_tick: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> DecisionList:
+    """The newest bids first, filtered by campaign and tick range (inclusive)."""
+    found: list[Decision] = []
+    scanned = 0
+    upper = "+"
+    while len(found) < limit and scanned < MAX_SCANNED:
+        batch: list[tuple[str, dict[str, str]]] = ctx.r.xrevrange(  # type: ignore[assignment]
+            keys.DECISIONS, max=upper, min="-", count=_BATCH
+        )
+        if not batch:
+            break
+        scanned += len(batch)
+        for entry_id, fields in batch:
+            tick = int(fields.get("tick", -1))
+            if (campaign is not None and fields.get("campaign") != campaign) or (
+                to_tick is not None and tick > to_tick
+            ):
+                continue
+            if from_tick is not None and tick < from_tick:
+                continue
+            found.append(decision(entry_id, fields))
+            if len(found) == limit:
+                break
+        oldest = int(batch[-1][1].get("tick", 0))
+        if from_tick is not None and oldest < from_tick - _TICK_SLACK:
+            break
+        upper = f"({batch[-1][0]}"
+    return DecisionList(decisions=found, scanned=scanned)
+
+
+@router.get(
+    "/stream",
+    dependencies=[Read],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "One `decision` event per bid."}},
+)
+async def stream_decisions(
+    ctx: Context,
+    campaign: Annotated[str | None, Query(max_length=64, description="Only this campaign's bids.")] = None,
+    last_event_id: Annotated[str | None, Header(description="Resume after this entry (sent by EventSource).")] = None,
+) -> StreamingResponse:
+    """Server-sent events: each bid as it is recorded (``event: decision``, ``id`` = stream entry id,
+    ``data`` = the decision as JSON), and a comment every few seconds to keep the connection open."""
+    start = last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else "$"
+    url = ctx.settings.state_url
+    return StreamingResponse(
+        _events(url, start, campaign),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(url: str, start: str, campaign: str | None) -> AsyncIterator[str]:
+    client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+    last = start
+    try:
+        if last == "$":
+            # Resolve "$" once: reading from "$" again after each batch would skip entries.
+            newest: Any = await client.xrevrange(keys.DECISIONS, count=1)
+            last = newest[0][0] if newest else "0-0"
+        yield "retry: 2000\n\n"
+        while True:  # ends when the client goes: the next write fails and cancels this
+            replies: Any = await client.xread({keys.DECISIONS: last}, block=KEEPALIVE_MS, count=500)
+            if not replies:
+                yield ": keepalive\n\n"
+                continue
+            chunks = []
+            for _stream, entries in replies:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    if campaign is None or fields.get("campaign") == campaign:
+                        data = json.dumps(decision(entry_id, fields).model_dump())
+                        chunks.append(f"id: {entry_id}\nevent: decision\ndata: {data}\n\n")
+            if chunks:
+                yield "".join(chunks)
+    finally:
+        await client.aclose()

@@ -1,0 +1,155 @@
+"""Prometheus exposition of the fleet's metrics, read from Redis at each scrape.
+
+The counters are kept in Redis by the workers (``common.metrics``); this collector turns one
+snapshot of them, plus a few live readings (queues, workers, the clock), into metric families.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from api.context import ApiContext
+from common import keys, metrics
+from common.errors import StoreUnavailable
+from common.money import from_micros
+from common.redis_conn import translated_errors
+
+log = logging.getLogger(__name__)
+
+
+class FleetCollector(Collector):
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("ce_redis_up", "1 when the state store answered this scrape.")
+        try:
+            with translated_errors("collect metrics"):
+                families = list(self._collect())
+        except StoreUnavailable as exc:
+            log.warning("%s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _collect(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        snap = metrics.snapshot(ctx.r)
+        yield _tick_histogram(snap.tick_seconds)
+
+        evaluations = CounterMetricFamily(
+            "ce_evaluations", "Campaign evaluations by outcome (dropped: expired in the queue).", labels=["outcome"]
+        )
+        for outcome in metrics.OUTCOMES:
+            evaluations.add_metric([outcome], snap.counter(f"evaluations_{outcome}"))
+        yield evaluations
+        reservations = CounterMetricFamily(
+            "ce_reservations", "Ledger reservations asked by evaluations, by result.", labels=["result"]
+        )
+        for result in metrics.RESERVATIONS:
+            reservations.add_metric([result], snap.counter(f"reservations_{result}"))
+        yield reservations
+        yield CounterMetricFamily("ce_bids", "Bids placed on platforms.", value=snap.counter("bids"))
+        yield CounterMetricFamily(
+            "ce_spend", "Spend of all bids, in currency units.", value=from_micros(int(snap.counter("spend_micros")))
+        )
+        yield CounterMetricFamily(
+            "ce_value", "Conversion value of all bids, in currency units.", value=snap.counter("value")
+        )
+
+        error = SummaryMetricFamily(
+            "ce_forecast_relative_error",
+            "Relative error |forecast - actual| / actual of each tick's forecast.",
+            labels=["platform", "metric"],
+        )
+        last_error = GaugeMetricFamily(
+            "ce_forecast_last_relative_error",
+            "Relative error of the newest forecast checked.",
+            labels=["platform", "metric"],
+        )
+        for (pid, metric), (total, count, last) in snap.forecast_error.items():
+            error.add_metric([pid, metric], count_value=count, sum_value=total)
+            if math.isfinite(last):
+                last_error.add_metric([pid, metric], last)
+        yield error
+        yield last_error
+
+        depth = ctx.queue_depth()
+        if depth is not None:
+            queues = GaugeMetricFamily("ce_queue_depth", "Messages waiting in a broker queue.", labels=["queue"])
+            for queue, length in depth.items():
+                queues.add_metric([queue], length)
+            yield queues
+        yield GaugeMetricFamily("ce_workers_online", "Celery workers that answered a ping.", value=ctx.workers().online)
+        tick = ctx.tick_info()
+        if tick.last is not None:
+            yield GaugeMetricFamily("ce_last_tick", "Number of the newest tick that ran.", value=tick.last)
+        if tick.age_seconds is not None:
+            yield GaugeMetricFamily(
+                "ce_last_tick_age_seconds", "Seconds since the newest tick started.", value=tick.age_seconds
+            )
+        campaigns = GaugeMetricFamily("ce_campaigns", "Campaigns stored, and how many are active.", labels=["set"])
+        pipe = ctx.r.pipeline(transaction=False)
+        pipe.scard(keys.CAMPAIGNS)
+        pipe.scard(keys.ACTIVE)
+        total, active = pipe.execute()
+        campaigns.add_metric(["all"], total)
+        campaigns.add_metric(["active"], active)
+        yield campaigns
+        if ctx.settings.metrics_per_campaign:
+            yield from _per_campaign(ctx)
+
+
+def _tick_histogram(hist: metrics.Histogram) -> HistogramMetricFamily:
+    buckets = [("+Inf" if math.isinf(bound) else repr(bound), float(count)) for bound, count in hist.buckets]
+    return HistogramMetricFamily(
+        "ce_tick_duration_seconds",
+        "Seconds from a tick's start to the end of its slowest evaluation.",
+        buckets=buckets,
+        sum_value=hist.total,
+    )
+
+
+def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
+    """One series per campaign and figure: only when CE_METRICS_PER_CAMPAIGN is set."""
+    ids = ctx.store.ids()
+    pipe = ctx.r.pipeline(transaction=False)
+    for cid in ids:
+        pipe.hmget(keys.state(cid), ["spend", "value", "conversions"])
+        pipe.hget(keys.budget(cid), "remaining")
+    replies = pipe.execute()
+    families = {
+        "spend": CounterMetricFamily("ce_campaign_spend", "Spend of one campaign.", labels=["campaign"]),
+        "value": CounterMetricFamily("ce_campaign_value", "Conversion value of one campaign.", labels=["campaign"]),
+        "conversions": CounterMetricFamily(
+            "ce_campaign_conversions", "Conversions of one campaign.", labels=["campaign"]
+        ),
+    }
+    remaining = GaugeMetricFamily("ce_campaign_budget_remaining", "Unspent, unreserved budget.", labels=["campaign"])
+    for i, cid in enumerate(ids):
+        for name, value in zip(families, replies[2 * i], strict=True):
+            families[name].add_metric([cid], float(value or 0))
+        remaining.add_metric([cid], from_micros(int(replies[2 * i + 1] or 0)))
+    yield from families.values()
+    yield remaining
+
+
+def registry(ctx: ApiContext) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FleetCollector(ctx))
+    return reg

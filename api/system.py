@@ -1,0 +1,196 @@
+"""Health, Prometheus metrics, and the JSON the dashboard draws (``/api/...``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.auth import Context, Read
+from api.context import ApiContext
+from api.schemas import (
+    HealthView,
+    Overview,
+    OverviewCampaign,
+    PlatformSeries,
+    PlatformsView,
+    SystemView,
+    TickStat,
+    TicksView,
+    Totals,
+)
+from api.views import campaign_views
+from common import keys
+from common.metrics import FORECAST_METRICS, forecast_figures
+
+router = APIRouter(tags=["system"])
+dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
+
+# The overview lists campaigns in id order up to this many; the rest are counted in the totals.
+OVERVIEW_CAMPAIGNS = 2000
+
+
+@router.get("/health/live", include_in_schema=True)
+def live() -> dict[str, str]:
+    """The API process answers (for container health checks); says nothing about the fleet."""
+    return {"status": "ok"}
+
+
+@router.get("/health", dependencies=[Read], response_model=HealthView, responses={503: {"model": HealthView}})
+def health(ctx: Context) -> JSONResponse:
+    """200 when Redis answers, at least one worker answers a ping and the last tick is recent; else 503
+    with the reasons."""
+    reasons = []
+    try:
+        ctx.r.ping()
+        redis_ok = True
+    except Exception as exc:  # any failure to reach Redis is the answer itself
+        redis_ok = False
+        reasons.append(f"redis unreachable: {type(exc).__name__}")
+    workers = ctx.workers() if redis_ok else None
+    tick = ctx.tick_info() if redis_ok else None
+    depth = ctx.queue_depth() if redis_ok else None
+    if workers is not None and workers.online == 0:
+        reasons.append("no worker answered a ping" + (f" ({workers.error})" if workers.error else ""))
+    if tick is not None:
+        if tick.age_seconds is None:
+            reasons.append("no tick has run yet")
+        elif tick.age_seconds > tick.stale_after:
+            reasons.append(f"the last tick started {tick.age_seconds:.0f} s ago (beat or workers stopped?)")
+    view = HealthView(
+        status="unavailable" if reasons else "ok",
+        reasons=reasons,
+        redis=redis_ok,
+        workers_online=workers.online if workers else 0,
+        workers=workers.names if workers else [],
+        last_tick=tick.last if tick else None,
+        last_tick_age_seconds=tick.age_seconds if tick else None,
+        queue_depth=depth,
+    )
+    return JSONResponse(view.model_dump(), status_code=503 if reasons else 200)
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Read],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition."}},
+)
+def prometheus_metrics(request: Request) -> Response:
+    """Fleet metrics for Prometheus, aggregated across every worker process in Redis."""
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def system_view(ctx: ApiContext) -> SystemView:
+    workers = ctx.workers()
+    tick = ctx.tick_info()
+    return SystemView(
+        workers_online=workers.online,
+        workers=workers.names,
+        queue_depth=ctx.queue_depth(),
+        last_tick=tick.last,
+        last_tick_age_seconds=tick.age_seconds,
+        tick_seconds=tick.tick_seconds,
+        current_tick=tick.current,
+    )
+
+
+@dashboard.get("/overview", response_model=Overview)
+def overview(request: Request, ctx: Context) -> Overview:
+    """Campaigns with balance, outcomes, pacing and ROI trend, fleet totals and the system's state."""
+    system = system_view(ctx)
+    tick = ctx.tick_info()
+    ids = ctx.store.ids()
+    campaigns = list(ctx.store.get_many(ids[:OVERVIEW_CAMPAIGNS]).values())
+    views = campaign_views(ctx.r, campaigns, tick)
+    trends = request.app.state.trends
+    trends.refresh(ctx.r)
+    window = trends.window(tick.last)
+    rows = [
+        OverviewCampaign(**v.model_dump(), roi_trend=trends.roi(v.id, v.spec.value_per_conversion, window))
+        for v in views
+    ]
+    totals = Totals(
+        campaigns=len(ids),
+        active=sum(1 for v in views if v.status == "active"),
+        budget=sum(v.balance.budget for v in views),
+        spent=sum(v.balance.spent for v in views),
+        plan=sum(v.pacing.plan or 0.0 for v in views),
+        value=sum(v.outcomes.value for v in views),
+        conversions=sum(v.outcomes.conversions for v in views),
+    )
+    return Overview(now=time.time(), system=system, totals=totals, campaigns=rows, trend_ticks=window)
+
+
+@dashboard.get("/platforms", response_model=PlatformsView)
+def platforms(ctx: Context, ticks: Annotated[int, Query(ge=2, le=500)] = 60) -> PlatformsView:
+    """Forecast against actual CPC, CVR and volume of each platform over the last ticks.
+
+    The forecast of tick t is the one cached when t ran (made from the feed of ticks before t);
+    the actual is what the feed published after t ended, so the newest tick has no actual yet.
+    """
+    tick = ctx.tick_info()
+    pids = list(ctx.store.platforms())
+    if tick.last is None:
+        return PlatformsView(ticks=[], platforms={})
+    window = list(range(max(0, tick.last - ticks + 1), tick.last + 1))
+    pipe = ctx.r.pipeline(transaction=False)
+    for t in window:
+        pipe.get(keys.forecast(t))
+    for pid in pids:
+        pipe.hmget(keys.feed(pid), [str(t) for t in window])
+    replies = pipe.execute()
+    forecasts = [_forecast(doc) for doc in replies[: len(window)]]
+    series = {}
+    for pid, actual_docs in zip(pids, replies[len(window) :], strict=True):
+        actual = [_json(doc) for doc in actual_docs]
+        series[pid] = PlatformSeries(
+            forecast={m: [_num(f.get(pid, {}).get(m)) for f in forecasts] for m in FORECAST_METRICS},
+            actual={m: [_num(a.get(m)) for a in actual] for m in FORECAST_METRICS},
+        )
+    return PlatformsView(ticks=window, platforms=series)
+
+
+@dashboard.get("/ticks", response_model=TicksView)
+def ticks(ctx: Context, count: Annotated[int, Query(ge=1, le=1000)] = 60) -> TicksView:
+    """Summaries of the last finished ticks (the ``ce:tick:stats`` stream)."""
+    entries: list[tuple[str, dict[str, str]]] = ctx.r.xrevrange(keys.TICK_STATS, count=count)  # type: ignore[assignment]
+    out = []
+    for _id, e in reversed(entries):
+        out.append(
+            TickStat(
+                tick=int(e.get("tick", 0)),
+                fanned=int(e.get("fanned", 0)),
+                evaluated=int(e.get("evaluated", 0)),
+                bids=int(e.get("bids", 0)),
+                spend=int(e.get("spend_micros", 0)) / 1e6,
+                value=float(e.get("value", 0)),
+                late=int(e.get("late", 0)),
+                dropped=int(e.get("dropped", 0)),
+                missed=int(e.get("missed", 0)),
+                worst_latency_ms=float(e.get("worst_latency_ms", 0)),
+            )
+        )
+    return TicksView(ticks=out)
+
+
+def _json(doc: str | None) -> dict[str, Any]:
+    if not doc:
+        return {}
+    try:
+        value = json.loads(doc)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _forecast(doc: str | None) -> dict[str, dict[str, float]]:
+    return forecast_figures(_json(doc))
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

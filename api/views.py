@@ -1,0 +1,74 @@
+"""What the API shows of a campaign: its definition, balance, outcomes so far and pacing.
+
+Everything for a page of campaigns is read in one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from api.context import TickInfo
+from api.schemas import BalanceView, CampaignView, OutcomesView, PacingView
+from common import keys
+from common.models import Campaign
+from common.money import from_micros
+
+_BALANCE_FIELDS = ("budget", "remaining", "reserved", "spent")
+
+
+def balance_view(raw: dict[str, str]) -> BalanceView:
+    micros = {name: int(raw.get(name, 0)) for name in _BALANCE_FIELDS}
+    return BalanceView(
+        **{f"{name}_micros": value for name, value in micros.items()},
+        **{name: from_micros(value) for name, value in micros.items()},
+    )
+
+
+def outcomes_view(raw: dict[str, str]) -> OutcomesView:
+    spend, value = float(raw.get("spend", 0)), float(raw.get("value", 0))
+    conversions = float(raw.get("conversions", 0))
+    return OutcomesView(
+        spend=spend,
+        value=value,
+        clicks=float(raw.get("clicks", 0)),
+        conversions=conversions,
+        last_tick=int(raw["last_tick"]) if raw.get("last_tick") else None,
+        cpa=spend / conversions if conversions > 0 else None,
+        roi=value / spend if spend > 0 else None,
+    )
+
+
+def pacing_view(campaign: Campaign, balance: BalanceView, tick: TickInfo) -> PacingView:
+    """The plan until the engine publishes its own: the budget spread evenly over the flight."""
+    spec = campaign.spec
+    if spec.end_tick is None:
+        return PacingView(elapsed_share=None, plan=None, spent_vs_plan=None)
+    done = 0 if tick.last is None else tick.last + 1 - spec.start_tick
+    share = min(1.0, max(0.0, done / (spec.end_tick - spec.start_tick)))
+    plan = spec.budget * share
+    return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=balance.spent / plan if plan > 0 else None)
+
+
+def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
+    pipe = client.pipeline(transaction=False)
+    for c in campaigns:
+        pipe.hgetall(keys.budget(c.id))
+        pipe.hgetall(keys.state(c.id))
+    replies: list[Any] = pipe.execute()
+    views = []
+    for i, c in enumerate(campaigns):
+        balance = balance_view(replies[2 * i])
+        views.append(
+            CampaignView(
+                id=c.id,
+                status=c.status.value,
+                spec=c.spec,
+                balance=balance,
+                outcomes=outcomes_view(replies[2 * i + 1]),
+                pacing=pacing_view(c, balance, tick),
+            )
+        )
+    return views
