@@ -1,7 +1,7 @@
 """``campaign-engine up``: the whole fleet on one machine, for a demo or development.
 
 Starts (unless ``CE_REDIS_URL`` points at one) a private Redis with AOF under the run directory,
-then a Celery worker, Celery beat and Flower as child processes, loads a demo market and
+then a Celery worker, Celery beat, Flower and the HTTP API as child processes, loads a demo market and
 campaigns, and prints one line per tick until Ctrl-C or ``--duration``.
 """
 
@@ -136,6 +136,16 @@ def run_up(settings: Settings, campaigns: int, duration: float | None, keep: boo
             f"[bold]flower[/]  http://127.0.0.1:{settings.flower_port}  (user {settings.flower_user}, "
             f"password {settings.flower_password.get_secret_value()})"
         )
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        children.spawn(
+            "api",
+            [sys.executable, "-m", "cli.main", "api", f"--host={settings.api_host}", f"--port={settings.api_port}"],
+            env,
+        )
+        console.print(
+            f"[bold]api[/]     {api_url}/ dashboard, {api_url}/docs  (token for writes: "
+            f"{settings.api_token.get_secret_value()})"
+        )
         console.print(f"[bold]logs[/]    {children.log_dir}/  -  Ctrl-C stops everything")
         return _follow_ticks(client, children, duration, console)
     except (KeyboardInterrupt, _Stop):
@@ -146,7 +156,7 @@ def run_up(settings: Settings, campaigns: int, duration: float | None, keep: boo
         if server is not None:
             server.stop()
         signal.signal(signal.SIGTERM, previous)
-        console.print("stopped: worker, beat, flower" + (" and redis" if server else ""))
+        console.print("stopped: worker, beat, flower, api" + (" and redis" if server else ""))
 
 
 def _follow_ticks(client: redis.Redis, children: ProcessGroup, duration: float | None, console: Console) -> int:
