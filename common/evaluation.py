@@ -114,6 +114,7 @@ def evaluate(
     )
     orders: list[Order] = []
     reserved: list[str] = []
+    granted: dict[tuple[str, str], int] = {}
     for (campaign, bids), grant in zip(wanted, grants, strict=True):
         if isinstance(grant, LedgerError):
             # Paused, finished or out of budget since it was read: no bid this tick.
@@ -127,6 +128,7 @@ def evaluate(
         for b in bids:
             cap = grant.granted.get(b.platform, 0)
             if cap > 0:
+                granted[b.campaign, b.platform] = cap
                 orders.append(Order(Bid(b.campaign, b.platform, b.bid, from_micros(cap)), campaign.spec))
     outcomes = fleet.platforms.submit(tick, orders)
     report.placed = [
@@ -136,8 +138,9 @@ def evaluate(
 
     costs: dict[str, dict[str, int]] = {cid: {} for cid in reserved}
     for placed in report.placed:
-        granted_micros = to_micros_floor(placed.bid.spend_cap)
-        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), granted_micros)
+        # A capped bid's cost equals its cap up to float rounding: charge at most the grant itself.
+        cap = granted[placed.bid.campaign, placed.bid.platform]
+        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), cap)
     settled = fleet.ledger.settle_many([(cid, tick, spent) for cid, spent in costs.items()])
     for cid, result in zip(costs, settled, strict=True):
         if isinstance(result, LedgerError):

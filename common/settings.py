@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
     )
 
+    @field_validator("redis_url", "broker_url", "scenario", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

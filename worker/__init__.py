@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from celery.signals import setup_logging
+from celery.signals import beat_init, celeryd_init, setup_logging
 
 from common.logs import configure_logging
 from common.settings import get_settings
@@ -15,6 +15,13 @@ app = create_app()
 def _logging(**_: Any) -> None:
     """The engine's own log format for worker and beat processes, instead of Celery's."""
     configure_logging(get_settings())
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _require_redis(**_: Any) -> None:
+    if get_settings().redis_url is None:
+        raise SystemExit("error: CE_REDIS_URL is not set; point it at the fleet's Redis (redis://host:6379/0)")
 
 
 __all__ = ["app"]

@@ -15,7 +15,9 @@ MAINTENANCE_QUEUE = "maintenance"
 def configure(app: Celery, settings: Settings) -> None:
     tick = settings.tick_seconds
     app.conf.update(
-        broker_url=settings.broker,
+        # Unset only in a process that never talks to the fleet (a command importing the tasks);
+        # worker and beat refuse to start without it (see worker/__init__.py).
+        broker_url=settings.broker_url or settings.redis_url,
         # JSON only: no pickle from a shared broker, and messages any language can read.
         task_serializer="json",
         accept_content=["json"],
