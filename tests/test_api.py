@@ -1,0 +1,421 @@
+"""The HTTP API in-process (FastAPI's test client) over the real test Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from common import keys
+from common.ledger import Ledger
+from common.settings import Settings
+from tests.fleet import load_campaigns, write_market
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOOPBACK = ("127.0.0.1", 50000)
+JSON = {"Content-Type": "application/json"}
+
+SPEC = {
+    "id": "spring",
+    "budget": 100.0,
+    "value_per_conversion": 40.0,
+    "platforms": {"search": 0.02, "social": 0.05},
+    "start_tick": 0,
+    "end_tick": 100,
+    "target_cpa": 30.0,
+}
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    return write_market(tmp_path / "market.json", ticks=50)
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, api_token=TOKEN)
+
+
+@pytest.fixture
+def client(settings: Settings, r: redis.Redis, market: Path) -> Iterator[TestClient]:
+    load_campaigns(r, market, 0)  # registers the market's platforms
+    with TestClient(create_app(settings), client=LOOPBACK) as c:
+        yield c
+
+
+def snapshot(r: redis.Redis) -> dict[str, Any]:
+    """Every key with its type and content, to prove a refused request wrote nothing."""
+    out: dict[str, Any] = {}
+    for key in sorted(str(k) for k in r.keys("*")):
+        kind = r.type(key)
+        if kind == "hash":
+            out[key] = r.hgetall(key)
+        elif kind == "set":
+            out[key] = sorted(r.smembers(key))
+        elif kind == "string":
+            out[key] = r.get(key)
+        else:
+            out[key] = kind
+    return out
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+def test_create_read_list_campaign(client: TestClient, r: redis.Redis) -> None:
+    created = client.post("/campaigns", json=SPEC, headers=AUTH)
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/campaigns/spring"
+    body = created.json()
+    assert body["status"] == "active" and body["spec"]["budget"] == 100.0
+    assert body["balance"]["budget_micros"] == 100_000_000 and body["balance"]["remaining"] == 100.0
+    assert body["outcomes"] == {
+        "spend": 0.0, "value": 0.0, "clicks": 0.0, "conversions": 0.0, "last_tick": None, "cpa": None, "roi": None,
+    }  # fmt: skip
+    assert r.sismember(keys.ACTIVE, "spring")
+
+    r.hset(keys.state("spring"), mapping={"spend": 12.5, "value": 50.0, "clicks": 10, "conversions": 0.5,
+                                         "last_tick": 3})  # fmt: skip
+    r.set(keys.LAST_TICK, 9)
+    got = client.get("/campaigns/spring").json()
+    assert got["outcomes"]["spend"] == 12.5 and got["outcomes"]["conversions"] == 0.5
+    assert got["outcomes"]["cpa"] == pytest.approx(25.0) and got["outcomes"]["roi"] == pytest.approx(4.0)
+    assert got["outcomes"]["last_tick"] == 3
+    assert got["pacing"]["elapsed_share"] == pytest.approx(0.10) and got["pacing"]["plan"] == pytest.approx(10.0)
+
+    listed = client.get("/campaigns").json()
+    assert listed["total"] == 1 and [c["id"] for c in listed["campaigns"]] == ["spring"]
+    assert client.get("/campaigns", params={"status": "paused"}).json()["total"] == 0
+
+
+def test_list_pages_and_filters(client: TestClient) -> None:
+    for i in range(5):
+        assert client.post("/campaigns", json={**SPEC, "id": f"c{i}"}, headers=AUTH).status_code == 201
+    client.post("/campaigns/c3/pause", headers=AUTH)
+    page = client.get("/campaigns", params={"limit": 2, "offset": 1}).json()
+    assert page["total"] == 5 and [c["id"] for c in page["campaigns"]] == ["c1", "c2"]
+    assert [c["id"] for c in client.get("/campaigns?status=paused").json()["campaigns"]] == ["c3"]
+    assert client.get("/campaigns?status=active").json()["total"] == 4
+    assert client.get("/campaigns?status=nonsense").status_code == 422
+
+
+def test_writes_need_the_token_and_write_nothing_without_it(client: TestClient, r: redis.Redis) -> None:
+    before = snapshot(r)
+    missing = client.post("/campaigns", json=SPEC)
+    assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = client.post("/campaigns", json=SPEC, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert client.post("/feed", json={"tick": 0, "platforms": {}}).status_code == 401
+    assert client.delete("/campaigns/x").status_code == 401
+    assert snapshot(r) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({**SPEC, "budget": -5}, "budget", "greater than 0"),
+        ({**SPEC, "budget": "lots"}, "budget", "valid number"),
+        ({**SPEC, "id": "has space"}, "id", "letters, digits"),
+        ({**SPEC, "platforms": {"search": 0.0}}, "platforms", "audience multiplier > 0"),
+        ({**SPEC, "platforms": {"mars": 1.0}}, "platforms", "unknown platform 'mars'"),
+        ({**SPEC, "start_tick": 50, "end_tick": 10}, "end_tick", "after start_tick"),
+        ({**SPEC, "colour": "red"}, "colour", "Extra inputs"),
+        ({k: v for k, v in SPEC.items() if k != "budget"}, "budget", "Field required"),
+        ([1, 2], "body", "valid dictionary"),
+    ],
+)
+def test_bad_campaign_is_422_with_field_and_reason(
+    client: TestClient, r: redis.Redis, body: Any, field: str, reason: str
+) -> None:
+    before = snapshot(r)
+    response = client.post("/campaigns", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert any(e["field"] == field and reason in e["reason"] for e in errors), errors
+    assert snapshot(r) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"id": "x", "budget": NaN, "value_per_conversion": 1, "platforms": {"search": 1}}', "budget"),
+        (b'{"id": "x", "budget": Infinity, "value_per_conversion": 1, "platforms": {"search": 1}}', "budget"),
+        (b'{"id": "x", "budget": 1, "value_per_conversion": -Infinity, "platforms": {"search": 1}}',
+         "value_per_conversion"),
+        (b'{"id": "x", "budget": 1, "value_per_conversion": 1, "platforms": {"search": NaN}}', "platforms.search"),
+        (b'{"id": "x", "budget": ', "body"),
+    ],
+)  # fmt: skip
+def test_nan_infinity_and_broken_json_are_422_not_500(
+    client: TestClient, r: redis.Redis, raw: bytes, field: str
+) -> None:
+    before = snapshot(r)
+    response = client.post("/campaigns", content=raw, headers={**AUTH, **JSON})
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert snapshot(r) == before
+
+
+def test_duplicate_id_is_a_conflict(client: TestClient, r: redis.Redis) -> None:
+    assert client.post("/campaigns", json=SPEC, headers=AUTH).status_code == 201
+    before = snapshot(r)
+    again = client.post("/campaigns", json={**SPEC, "budget": 5.0}, headers=AUTH)
+    assert again.status_code == 409 and "already exists" in again.json()["detail"]
+    assert snapshot(r) == before
+
+
+def test_update_goes_through_the_ledger(client: TestClient, r: redis.Redis) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    raised = client.patch("/campaigns/spring", json={"budget": 150.0, "max_bid": 3.0}, headers=AUTH)
+    assert raised.status_code == 200, raised.text
+    assert raised.json()["balance"]["budget_micros"] == 150_000_000
+    assert raised.json()["spec"]["max_bid"] == 3.0
+
+    ledger = Ledger(r)
+    ledger.reserve("spring", 1, {"search": 60_000_000})
+    ledger.settle("spring", 1, {"search": 60_000_000})
+    before = snapshot(r)
+    refused = client.patch("/campaigns/spring", json={"budget": 50.0}, headers=AUTH)
+    assert refused.status_code == 422
+    error = refused.json()["errors"][0]
+    assert error["field"] == "budget" and "below spent + reserved" in error["reason"]
+    assert snapshot(r) == before, "a refused budget change leaves the campaign as it was"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"id": "other"}, "id"), ({"colour": 1}, "colour"), ({}, "body"), ({"budget": -1}, "budget"),
+     ({"platforms": {"mars": 1}}, "platforms")],
+)  # fmt: skip
+def test_bad_update_is_422_and_writes_nothing(
+    client: TestClient, r: redis.Redis, changes: dict[str, Any], field: str
+) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    before = snapshot(r)
+    response = client.patch("/campaigns/spring", json=changes, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+    assert snapshot(r) == before
+
+
+def test_pause_resume_delete(client: TestClient, r: redis.Redis) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    assert client.post("/campaigns/spring/pause", headers=AUTH).json()["status"] == "paused"
+    assert not r.sismember(keys.ACTIVE, "spring")
+    assert client.post("/campaigns/spring/pause", headers=AUTH).status_code == 200, "pausing twice is harmless"
+    assert client.post("/campaigns/spring/resume", headers=AUTH).json()["status"] == "active"
+    assert r.sismember(keys.ACTIVE, "spring")
+    assert client.delete("/campaigns/spring", headers=AUTH).status_code == 204
+    assert r.keys("{c:spring}*") == []
+    for method, path in [("get", "/campaigns/spring"), ("post", "/campaigns/spring/pause"),
+                         ("patch", "/campaigns/spring"), ("delete", "/campaigns/spring")]:  # fmt: skip
+        kwargs: dict[str, Any] = {"json": {"budget": 1.0}} if method == "patch" else {}
+        missing = getattr(client, method)(path, headers=AUTH, **kwargs)
+        assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
+
+
+def test_a_finished_campaign_cannot_resume(client: TestClient, settings: Settings, r: redis.Redis) -> None:
+    from common.store import CampaignStore
+
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    CampaignStore(r).finish("spring")
+    response = client.post("/campaigns/spring/resume", headers=AUTH)
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "status"
+
+
+# --- feed ----------------------------------------------------------------------------------------
+def _figures(cpc: Any = 0.8, cvr: Any = 0.03, volume: Any = 100.0) -> dict[str, Any]:
+    return {"cpc": cpc, "cvr": cvr, "volume": volume}
+
+
+def test_feed_publishes_once_per_platform_and_tick(client: TestClient, r: redis.Redis) -> None:
+    post = {"tick": 0, "platforms": {"search": _figures(), "social": _figures(cpc=1.2)}}
+    first = client.post("/feed", json=post, headers=AUTH)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"tick": 0, "platforms": ["search", "social"], "written": 2, "already_published": 0}
+    assert json.loads(r.hget(keys.feed("social"), "0") or "{}")["cpc"] == 1.2
+    changed = {"tick": 0, "platforms": {"social": _figures(cpc=9.9)}}
+    again = client.post("/feed", json=changed, headers=AUTH)
+    assert again.json()["written"] == 0 and again.json()["already_published"] == 1
+    assert json.loads(r.hget(keys.feed("social"), "0") or "{}")["cpc"] == 1.2, "the first publication stands"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"tick": 0, "platforms": {"search": {"cpc": NaN, "cvr": 0.1, "volume": 1}}}', "platforms.search.cpc"),
+        ('{"tick": 0, "platforms": {"search": {"cpc": 1, "cvr": 0.1, "volume": Infinity}}}',
+         "platforms.search.volume"),
+        ('{"tick": 0, "platforms": {"search": {"cpc": -1, "cvr": 0.1, "volume": 1}}}', "platforms.search.cpc"),
+        ('{"tick": 0, "platforms": {"search": {"cpc": 1, "cvr": 1.5, "volume": 1}}}', "platforms.search.cvr"),
+        ('{"tick": 0, "platforms": {"search": {"cpc": 1, "cvr": 0.1, "volume": -2}}}', "platforms.search.volume"),
+        ('{"tick": 0, "platforms": {"search": {"cpc": 1, "cvr": 0.1}}}', "platforms.search.volume"),
+        ('{"tick": -1, "platforms": {"search": {"cpc": 1, "cvr": 0.1, "volume": 1}}}', "tick"),
+        ('{"tick": 0, "platforms": {}}', "platforms"),
+    ],
+)  # fmt: skip
+def test_bad_figures_are_422_and_write_nothing(client: TestClient, r: redis.Redis, raw: str, field: str) -> None:
+    before = snapshot(r)
+    response = client.post("/feed", content=raw.encode(), headers={**AUTH, **JSON})
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]
+    assert snapshot(r) == before
+
+
+def test_unknown_platform_or_future_tick_refuses_the_whole_post(client: TestClient, r: redis.Redis) -> None:
+    before = snapshot(r)
+    unknown = client.post("/feed", json={"tick": 0, "platforms": {"search": _figures(), "mars": _figures()}},
+                          headers=AUTH)  # fmt: skip
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "platforms.mars"
+    assert snapshot(r) == before, "the valid platform of a refused post is not written either"
+
+    r.set(keys.LAST_TICK, 10)
+    assert client.post("/feed", json={"tick": 12, "platforms": {"search": _figures()}}, headers=AUTH).status_code == 200
+    future = client.post("/feed", json={"tick": 13, "platforms": {"search": _figures()}}, headers=AUTH)
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "tick"
+    assert r.hget(keys.feed("search"), "13") is None
+
+
+# --- decisions -----------------------------------------------------------------------------------
+def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> str:
+    entry = {"ts": "1.0", "tick": tick, "campaign": campaign, "platform": platform, "bid": "0.5",
+             "spend_cap": "2.0", "cost": repr(cost), "clicks": "3.0", "conversions": "0.1", "waste": "0.0"}  # fmt: skip
+    return str(r.xadd(keys.DECISIONS, entry))  # type: ignore[arg-type]
+
+
+def test_decisions_filter_by_campaign_and_ticks(client: TestClient, r: redis.Redis) -> None:
+    for tick in range(10):
+        for campaign in ("a", "b"):
+            _decide(r, tick, campaign, cost=tick + 0.5)
+    newest = client.get("/decisions", params={"limit": 3}).json()["decisions"]
+    assert [(d["tick"], d["campaign"]) for d in newest] == [(9, "b"), (9, "a"), (8, "b")]
+    only_a = client.get("/decisions", params={"campaign": "a", "from_tick": 3, "to_tick": 5}).json()["decisions"]
+    assert [(d["tick"], d["campaign"], d["cost"]) for d in only_a] == [(5, "a", 5.5), (4, "a", 4.5), (3, "a", 3.5)]
+    assert client.get("/decisions", params={"limit": 0}).status_code == 422
+    assert client.get("/decisions", params={"campaign": "zzz"}).json()["decisions"] == []
+
+
+# --- access to reads -----------------------------------------------------------------------------
+def test_reads_are_open_on_loopback_only_by_default(settings: Settings, market: Path, r: redis.Redis) -> None:
+    load_campaigns(r, market, 1)
+    app = create_app(settings)
+    with TestClient(app, client=("10.0.0.7", 40000)) as remote:
+        refused = remote.get("/campaigns")
+        assert refused.status_code == 401 and "CE_API_READS" in refused.json()["detail"]
+        assert remote.get("/campaigns", headers=AUTH).status_code == 200
+        assert remote.get("/campaigns", params={"token": TOKEN}).status_code == 200
+        assert remote.get("/metrics").status_code == 401
+        assert remote.get("/health/live").status_code == 200, "liveness stays open for container checks"
+        assert remote.get("/").status_code == 200, "the page itself holds no data"
+    with TestClient(app, client=("::1", 40000)) as local:
+        assert local.get("/campaigns").status_code == 200
+
+
+@pytest.mark.parametrize(("mode", "loopback", "remote"), [("open", 200, 200), ("token", 401, 401)])
+def test_read_modes(redis_url: str, market: Path, r: redis.Redis, mode: str, loopback: int, remote: int) -> None:
+    load_campaigns(r, market, 0)
+    app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, api_reads=mode))
+    with TestClient(app, client=LOOPBACK) as c:
+        assert c.get("/campaigns").status_code == loopback
+        assert c.get("/campaigns", headers=AUTH).status_code == 200
+    with TestClient(app, client=("192.0.2.1", 1)) as c:
+        assert c.get("/campaigns").status_code == remote
+
+
+# --- failures never show a stack trace -----------------------------------------------------------
+def test_unexpected_failure_is_a_plain_500(settings: Settings, r: redis.Redis) -> None:
+    r.hset(keys.campaign("broken"), mapping={"spec": "{not json", "status": "active"})
+    with TestClient(create_app(settings), client=LOOPBACK, raise_server_exceptions=False) as c:
+        response = c.get("/campaigns/broken")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error; the server log has the details"}
+
+
+def test_unreachable_redis_is_503(tmp_path: Path) -> None:
+    from common.redis_server import free_port
+
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", api_token=TOKEN)
+    with TestClient(create_app(settings), client=LOOPBACK) as c:
+        listed = c.get("/campaigns")
+        assert listed.status_code == 503 and "unavailable" in listed.json()["detail"]
+        health = c.get("/health")
+        assert health.status_code == 503 and health.json()["redis"] is False
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200 and "ce_redis_up 0.0" in metrics.text
+
+
+def test_health_without_fleet_says_why(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["redis"] is True and body["workers_online"] == 0
+    assert "no worker answered a ping" in body["reasons"][0] and "no tick has run yet" in body["reasons"]
+    assert body["queue_depth"] == {"ticks": 0, "evaluations": 0, "maintenance": 0}
+
+
+def test_openapi_documents_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    expected = {
+        "/campaigns": {"get", "post"},
+        "/campaigns/{campaign_id}": {"get", "patch", "delete"},
+        "/campaigns/{campaign_id}/pause": {"post"},
+        "/campaigns/{campaign_id}/resume": {"post"},
+        "/feed": {"post"},
+        "/decisions": {"get"},
+        "/decisions/stream": {"get"},
+        "/health": {"get"},
+        "/metrics": {"get"},
+        "/api/overview": {"get"},
+        "/api/platforms": {"get"},
+        "/api/ticks": {"get"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert client.get("/docs").status_code == 200
+
+
+# --- the dashboard's JSON ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "forecast",
+    [
+        {"search": {"cpc": 0.9, "cvr": 0.02, "volume": 80.0}},
+        {"tick": 4, "platforms": {"search": {"ahead": [[0.9, 0.02, 80.0]], "level": [1, 1, 1], "log_sd": [0, 0, 0],
+                                             "up": True, "observations": 4}}},
+    ],
+)  # fmt: skip
+def test_dashboard_endpoints(client: TestClient, r: redis.Redis, forecast: dict[str, Any]) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    r.set(keys.LAST_TICK, 5)
+    published = client.post("/feed", json={"tick": 4, "platforms": {"search": _figures(cpc=1.0)}}, headers=AUTH)
+    assert published.status_code == 200
+    r.set(keys.forecast(4), json.dumps(forecast))
+    r.set(keys.forecast(5), "not json at all")
+    _decide(r, 5, "spring", cost=2.0)
+    r.xadd(keys.TICK_STATS, {"tick": 4, "fanned": 1, "evaluated": 1, "bids": 2, "spend_micros": 1_500_000,
+                             "late": 0, "dropped": 1, "duplicates": 0, "skipped": 0, "value": "3.5", "missed": 0,
+                             "worst_latency_ms": "12.5"})  # fmt: skip
+
+    overview = client.get("/api/overview").json()
+    assert overview["totals"]["campaigns"] == 1 and overview["totals"]["budget"] == 100.0
+    row = overview["campaigns"][0]
+    assert row["id"] == "spring" and overview["trend_ticks"][-1] == 5
+    assert row["roi_trend"][-1] == pytest.approx(0.1 * 40.0 / 2.0)
+    assert overview["system"]["last_tick"] == 5
+
+    platforms = client.get("/api/platforms", params={"ticks": 3}).json()
+    assert platforms["ticks"] == [3, 4, 5]
+    search = platforms["platforms"]["search"]
+    assert search["forecast"]["cpc"] == [None, 0.9, None] and search["actual"]["cpc"] == [None, 1.0, None]
+
+    ticks = client.get("/api/ticks").json()["ticks"]
+    assert ticks == [{"tick": 4, "fanned": 1, "evaluated": 1, "bids": 2, "spend": 1.5, "value": 3.5, "late": 0,
+                      "dropped": 1, "missed": 0, "worst_latency_ms": 12.5}]  # fmt: skip
