@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from api.auth import Context, Read
 from api.context import ApiContext
@@ -30,6 +30,8 @@ from common.metrics import FORECAST_METRICS, forecast_figures
 router = APIRouter(tags=["system"])
 dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
 
+# The classic text format, which every Prometheus version reads (generate_latest writes it).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The overview lists campaigns in id order up to this many; the rest are counted in the totals.
 OVERVIEW_CAMPAIGNS = 2000
 
@@ -78,11 +80,11 @@ def health(ctx: Context) -> JSONResponse:
     "/metrics",
     dependencies=[Read],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition."}},
+    responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text exposition."}},
 )
 def prometheus_metrics(request: Request) -> Response:
     """Fleet metrics for Prometheus, aggregated across every worker process in Redis."""
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.registry), media_type=METRICS_CONTENT_TYPE)
 
 
 def system_view(ctx: ApiContext) -> SystemView:

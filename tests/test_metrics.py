@@ -1,0 +1,200 @@
+"""Metrics counted in Redis by every process, and their Prometheus exposition."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from common import keys, metrics
+from common.evaluation import evaluate
+from common.fleet import Fleet
+from common.money import to_micros_ceil
+from common.settings import Settings
+from common.tick import begin
+from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    return write_market(tmp_path / "market.json")
+
+
+@pytest.fixture
+def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
+    yield f
+    f.r.close()
+
+
+def counters(r: redis.Redis) -> dict[str, float]:
+    raw: dict[str, str] = r.hgetall(keys.METRICS)  # type: ignore[assignment]
+    return {k: float(v) for k, v in raw.items()}
+
+
+def exposition(settings: Settings) -> str:
+    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return response.text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_evaluations_are_counted_by_outcome(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 6)
+    for t in range(1, 4):
+        assert begin(fleet, t) is not None
+    # The ledger reads the flight from the campaign hash: a flight that ended there is refused.
+    fleet.r.hset(keys.campaign(ids[0]), "end_tick", "2")
+    report = evaluate(fleet, ids, 3)
+    bidders = {p.bid.campaign for p in report.placed}
+    assert report.refused == 1 and report.reserved == len(bidders) == 5
+    assert counters(fleet.r) == {
+        "evaluations_bid": 5,
+        "evaluations_no_bid": 1,
+        "reservations_granted": 5,
+        "reservations_refused": 1,
+        "bids": len(report.placed),
+        "spend_micros": sum(to_micros_ceil(p.outcome.cost) for p in report.placed),
+        "value": pytest.approx(report.value),
+    }
+    evaluate(fleet, ids, 3)  # a duplicate delivery
+    evaluate(fleet, ids[:2], 4, deadline=time.time() - 1)  # too late
+    after = counters(fleet.r)
+    assert after["evaluations_duplicate"] == 6 and after["evaluations_late"] == 2
+    assert after["bids"] == len(report.placed), "neither bids again"
+
+
+def test_a_tick_enters_the_metrics_once(fleet: Fleet, market: Path) -> None:
+    load_campaigns(fleet.r, market, 3)
+    for t in range(1, 5):
+        begin(fleet, t)
+    entry = {"tick": "9", "fanned": "3", "worst_latency_ms": "130.0"}
+    assert metrics.record_tick(fleet.r, entry) is True
+    assert metrics.record_tick(fleet.r, entry) is False
+    hist = metrics.snapshot(fleet.r).tick_seconds
+    assert hist.count == 4, "ticks 1-3 were summarised by begin, and tick 9 once"
+    assert dict(hist.buckets)[0.25] - dict(hist.buckets)[0.1] >= 1
+    assert hist.buckets[-1] == (float("inf"), 4)
+
+
+def test_forecast_error_is_measured_per_platform_and_metric(fleet: Fleet) -> None:
+    fleet.r.hset(keys.feed("search"), "7", json.dumps({"cpc": 2.0, "cvr": 0.05, "volume": 0.0}))
+    fleet.r.hset(keys.feed("social"), "7", json.dumps({"cpc": 1.0, "cvr": 0.1, "volume": 50.0}))
+    forecast = {
+        "tick": 7,
+        "platforms": {
+            "search": {"ahead": [[2.5, 0.04, 10.0]], "up": True},
+            "social": {"ahead": [[1.0, 0.1, 55.0]], "up": True},
+            "video": {"ahead": [[1.0, 0.1, 1.0]], "up": True},  # nothing published: not measured
+        },
+    }
+    fleet.r.set(keys.forecast(7), json.dumps(forecast))
+    metrics.record_tick(fleet.r, {"tick": "7", "fanned": "0"})
+    errors = metrics.snapshot(fleet.r).forecast_error
+    assert errors[("search", "cpc")] == pytest.approx((0.25, 1, 0.25))
+    assert errors[("search", "cvr")][0] == pytest.approx(0.2)
+    assert ("search", "volume") not in errors, "no relative error against an outage"
+    assert errors[("social", "volume")][2] == pytest.approx(0.1)
+    assert not any(pid == "video" for pid, _ in errors)
+
+
+def test_the_plain_forecast_form_is_read_too() -> None:
+    plain = {"search": {"cpc": 1.0, "cvr": {"mean": 0.1}, "volume": "junk"}, "bad": 3}
+    assert metrics.forecast_figures(plain) == {"search": {"cpc": 1.0, "cvr": 0.1}}
+    outage = {"platforms": {"x": {"ahead": [[1.0, 0.1, 9.0]], "up": False}}}
+    assert metrics.forecast_figures(outage) == {"x": {"cpc": 1.0, "cvr": 0.1, "volume": 0.0}}
+    assert metrics.forecast_figures([1, 2]) == {}
+
+
+def test_drops_counted_after_the_summary_are_not_lost(fleet: Fleet, market: Path) -> None:
+    load_campaigns(fleet.r, market, 2)
+    begin(fleet, 1)
+    begin(fleet, 2)  # summarises tick 1
+    fleet.r.hincrby(keys.tick_counters(1), "dropped", 2)  # a worker met two expired evaluations late
+    begin(fleet, 3)
+    begin(fleet, 4)
+    assert counters(fleet.r)["evaluations_dropped"] == 2, "counted once, by the next tick"
+
+
+def test_exposition_is_valid_and_matches_redis(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 4)
+    for t in range(1, 4):
+        begin(fleet, t)
+        evaluate(fleet, ids, t, started=time.time() - 0.02)
+    begin(fleet, 4)
+    text = exposition(fleet.settings)
+    found = samples(text)
+    snap = metrics.snapshot(fleet.r)
+    assert found[("ce_bids_total", ())] == snap.counter("bids") > 0
+    assert found[("ce_spend_total", ())] == pytest.approx(snap.counter("spend_micros") / 1e6)
+    assert found[("ce_evaluations_total", (("outcome", "bid"),))] == snap.counter("evaluations_bid")
+    assert found[("ce_reservations_total", (("result", "granted"),))] == snap.counter("reservations_granted")
+    assert found[("ce_tick_duration_seconds_count", ())] == snap.tick_seconds.count == 3, "ticks 1-3"
+    assert found[("ce_last_tick", ())] == 4
+    assert found[("ce_queue_depth", (("queue", "evaluations"),))] == 0
+    assert found[("ce_workers_online", ())] == 0
+    assert ("ce_forecast_relative_error_count", (("metric", "cpc"), ("platform", "search"))) in found
+    assert not any("campaign" in dict(labels) for _name, labels in found), "no per-campaign labels by default"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; .ci/run installs it)")
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_per_campaign_series_only_when_opted_in(fleet: Fleet, market: Path) -> None:
+    ids = load_campaigns(fleet.r, market, 2)
+    for t in range(1, 3):
+        begin(fleet, t)
+        evaluate(fleet, ids, t)
+    opted = fleet.settings.model_copy(update={"metrics_per_campaign": True})
+    found = samples(exposition(opted))
+    spend = float(fleet.r.hget(keys.state(ids[0]), "spend") or 0)
+    assert found[("ce_campaign_spend_total", (("campaign", ids[0]),))] == pytest.approx(spend)
+    remaining = fleet.ledger.balance(ids[1]).remaining / 1e6
+    assert found[("ce_campaign_budget_remaining", (("campaign", ids[1]),))] == pytest.approx(remaining)
+
+
+@pytest.mark.slow
+def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    """Three pool processes evaluate concurrently; the fleet counters equal the per-tick books."""
+    market = write_market(tmp_path / "market.json")
+    load_campaigns(r, market, 30)
+    env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0")
+    with running(env, tmp_path / "logs", concurrency=3) as group:
+        wait_for_ticks(r, 6, group, timeout=60)
+    time.sleep(0.5)
+    stats: list[dict[str, str]] = [e for _id, e in r.xrange(keys.TICK_STATS)]  # type: ignore[misc,union-attr]
+    ticks = [int(e["tick"]) for e in stats]
+    books: list[dict[str, str]] = [r.hgetall(keys.tick_counters(t)) for t in range(max(ticks) + 2)]  # type: ignore[misc]
+
+    def total(name: str) -> float:
+        return sum(float(b.get(name, 0)) for b in books)
+
+    found = counters(r)
+    assert found["bids"] == total("bids") == r.xlen(keys.DECISIONS) > 0
+    assert found["spend_micros"] == total("spend_micros")
+    assert found["value"] == pytest.approx(total("value"))
+    assert found["evaluations_bid"] + found.get("evaluations_no_bid", 0) == total("evaluated")
+    assert found.get("evaluations_late", 0) == total("late")
+    assert found.get("evaluations_duplicate", 0) == total("duplicates")
+    hist = metrics.snapshot(r).tick_seconds
+    assert hist.count == sum(1 for e in stats if int(e["fanned"]) > 0)
