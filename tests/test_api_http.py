@@ -96,7 +96,10 @@ def test_api_process_over_http_with_a_live_fleet(r: redis.Redis, redis_url: str,
         events = read_events(url, 5, timeout=20)
         assert len(events) == 5 and all(e["event"] == "decision" for e in events)
         for event in events:
-            (entry_id, fields), *_ = r.xrange(keys.DECISIONS, min=event["id"], max=event["id"])  # type: ignore[misc]
+            entries: list[tuple[str, dict[str, str]]] = r.xrange(  # type: ignore[assignment]
+                keys.DECISIONS, min=event["id"], max=event["id"]
+            )
+            (entry_id, fields), *_ = entries
             data = json.loads(event["data"])
             assert data["id"] == entry_id and data["campaign"] == fields["campaign"]
             assert data["cost"] == float(fields["cost"]) and data["tick"] == int(fields["tick"])
