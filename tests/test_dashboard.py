@@ -1,0 +1,125 @@
+"""The dashboard in a real headless Chromium, against a live fleet: it renders, updates live, and shows
+what Redis holds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common import keys
+from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
+from tests.test_api_http import api_process
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",  # the tests run as root
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CAMPAIGNS = 24
+
+
+def _page_rows(page: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = page.eval_on_selector_all(
+        "#campaigns tbody tr",
+        """rows => rows.map(r => ({
+            id: r.dataset.campaign, status: r.dataset.status,
+            spent: Number(r.dataset.spent), value: Number(r.dataset.value),
+            conversions: Number(r.dataset.conversions), budget: Number(r.dataset.budget),
+            spentText: r.querySelector('.spent').textContent, valueText: r.querySelector('.value').textContent,
+            conversionsText: r.querySelector('.conversions').textContent,
+        }))""",
+    )
+    return rows
+
+
+def _amount(text: str) -> float:
+    return float(text.replace(",", "").strip())
+
+
+def _drawn_pixels(page: Any, selector: str) -> list[int]:
+    """How many pixels each matching canvas has painted (a blank canvas has none)."""
+    counts: list[int] = page.eval_on_selector_all(
+        selector,
+        """canvases => canvases.map(c => {
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+            return n;
+        })""",
+    )
+    return counts
+
+
+@pytest.mark.slow
+def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path: Path, artifacts_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    market = write_market(tmp_path / "market.json")
+    ids = load_campaigns(r, market, CAMPAIGNS)
+    env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0")
+    problems: list[str] = []
+    with api_process(env, tmp_path / "api-logs") as (url, _api), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1500, "height": 1300},
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            with running(env, tmp_path / "logs") as group:
+                wait_for_ticks(r, 3, group, timeout=60)
+                page.goto(url + "/")
+                page.wait_for_function(f"document.querySelectorAll('#campaigns tbody tr').length === {CAMPAIGNS}")
+                page.wait_for_function("document.getElementById('live').textContent === 'live'")
+                # Bids stream in as they are made, and keep coming.
+                page.wait_for_function("document.querySelectorAll('#decisions tbody tr').length >= 5", timeout=20_000)
+                seen = int(page.text_content("#decisions-count") or 0)
+                page.wait_for_function(f"Number(document.getElementById('decisions-count').textContent) > {seen}",
+                                       timeout=20_000)  # fmt: skip
+                page.wait_for_function("document.getElementById('workers-online').textContent === '1'")
+                last_tick = int(r.get(keys.LAST_TICK) or 0)
+                page.wait_for_function(f"Number(document.getElementById('last-tick').textContent) >= {last_tick}")
+                page.wait_for_function("document.querySelectorAll('#platforms canvas').length === 12")
+                page.wait_for_timeout(1500)
+                assert all(n > 200 for n in _drawn_pixels(page, "#platforms canvas, .system canvas"))
+                assert len(page.query_selector_all("#campaigns svg.spark path")) > 0, "ROI trends are drawn"
+                page.screenshot(path=str(artifacts_dir / "dashboard.png"), full_page=True)
+
+            # With the fleet stopped Redis holds still: the next refresh must show exactly what it holds.
+            stopped = time.time()
+            page.wait_for_function(f"Number(document.body.dataset.updated) > {stopped}", timeout=15_000)
+            rows = {row["id"]: row for row in _page_rows(page)}
+            assert sorted(rows) == sorted(ids)
+            total_spent = 0.0
+            for cid in ids:
+                row = rows[cid]
+                spent = int(r.hget(keys.budget(cid), "spent") or 0) / 1e6
+                state: dict[str, str] = r.hgetall(keys.state(cid))  # type: ignore[assignment]
+                assert row["status"] == r.hget(keys.campaign(cid), "status")
+                assert row["spent"] == pytest.approx(spent, abs=1e-9)
+                assert row["value"] == pytest.approx(float(state.get("value", 0)), abs=1e-9)
+                assert row["conversions"] == pytest.approx(float(state.get("conversions", 0)), abs=1e-9)
+                assert _amount(row["spentText"]) == pytest.approx(spent, abs=0.0051)
+                assert _amount(row["valueText"]) == pytest.approx(float(state.get("value", 0)), abs=0.0051)
+                assert _amount(row["conversionsText"]) == pytest.approx(float(state.get("conversions", 0)), abs=0.0051)
+                total_spent += spent
+            assert total_spent > 0, "the fleet spent"
+            assert _amount(page.text_content("#kpi-spent") or "") == pytest.approx(total_spent, abs=0.0051)
+            assert page.text_content("#last-tick") == r.get(keys.LAST_TICK)
+            page.wait_for_function("document.getElementById('workers-online').textContent === '0'", timeout=15_000)
+        finally:
+            browser.close()
+    assert problems == []
