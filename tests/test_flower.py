@@ -59,8 +59,10 @@ def test_flower_sees_workers_and_tasks_behind_basic_auth(r: redis.Redis, redis_u
 
             tasks = _poll(
                 lambda: httpx2.get(f"{base}/api/tasks", auth=auth, timeout=10),
-                lambda resp: resp.status_code == 200
-                and {"ce.tick", "ce.evaluate"} <= {t.get("name") for t in resp.json().values()},
+                lambda resp: (
+                    resp.status_code == 200
+                    and {"ce.tick", "ce.evaluate"} <= {t.get("name") for t in resp.json().values()}
+                ),
                 timeout=40,
                 what="Flower has seen ce.tick and ce.evaluate run",
             )
