@@ -7,19 +7,23 @@ reservation. A duplicate delivery of the same (campaign, tick) is recognised and
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys, metrics
+from common.engine import CampaignState, Decision, PacingState, decide
 from common.errors import LedgerError
 from common.fleet import Fleet
+from common.forecast import Forecasts
 from common.ledger import Balance
-from common.models import Bid, Campaign, CampaignSpec, CampaignStatus, Outcome
+from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
 from common.platforms import Order
+from common.redis_conn import Fields
 from common.store import campaign_from_hash
 from common.tick import TICK_KEY_TTL, forecasts_for
 
@@ -47,6 +51,7 @@ class GroupReport:
     reserved: int = 0
     refused: int = 0
     placed: list[Placed] = field(default_factory=list)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
     @property
     def spend(self) -> float:
@@ -55,27 +60,6 @@ class GroupReport:
     @property
     def value(self) -> float:
         return sum(p.value for p in self.placed)
-
-
-def interim_bids(spec: CampaignSpec, remaining: float, tick: int, forecasts: Mapping[str, Any]) -> list[Bid]:
-    """Temporary bidding rule used until the decision engine is wired in.
-
-    Bids 80% of the forecast click value on every listed platform and spreads the remaining
-    budget evenly over the ticks left in the flight.
-    """
-    options = [p for p in spec.platforms if p in forecasts and spec.platforms[p] > 0]
-    if not options or remaining <= 0:
-        return []
-    ticks_left = max(1, (spec.end_tick or tick + 1) - tick)
-    allowance = remaining / ticks_left
-    bids = []
-    for pid in options:
-        price = 0.8 * spec.value_per_conversion * float(forecasts[pid]["cvr"])
-        if spec.max_bid is not None:
-            price = min(price, spec.max_bid)
-        if price > 0:
-            bids.append(Bid(spec.id, pid, price, allowance / len(options)))
-    return bids
 
 
 def evaluate(
@@ -94,28 +78,31 @@ def evaluate(
         _count(fleet, report, started, now)
         log.warning("late evaluation dropped", extra={"tick": tick, "campaigns": len(campaign_ids)})
         return report
-    forecasts = forecasts_for(fleet, tick)
+    forecasts, sigmas = _forecasts(fleet, tick)
     loaded = _load(fleet, campaign_ids, tick)
     report.duplicates = len(campaign_ids) - len(loaded)
 
-    wanted: list[tuple[Campaign, list[Bid]]] = []
+    wanted: list[tuple[Campaign, Decision]] = []
     for view in loaded:
         campaign = view.campaign
         if campaign is None or campaign.status is not CampaignStatus.ACTIVE or not campaign.spec.in_flight(tick):
             report.skipped += 1
             continue
         report.evaluated += 1
-        bids = interim_bids(campaign.spec, from_micros(view.balance.remaining), tick, forecasts)
-        if bids:
-            wanted.append((campaign, bids))
+        decision = decide(view.engine_state(tick), forecasts, sigmas, fleet.settings.aggressiveness)
+        report.decisions[campaign.id] = decision
+        if decision.bids:
+            wanted.append((campaign, decision))
+        else:
+            log.debug("no bid: %s", decision.reason, extra={"tick": tick, "campaign": campaign.id})
 
     grants = fleet.ledger.reserve_many(
-        [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in bids}) for c, bids in wanted]
+        [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in d.bids}) for c, d in wanted]
     )
     orders: list[Order] = []
     reserved: list[str] = []
     granted: dict[tuple[str, str], int] = {}
-    for (campaign, bids), grant in zip(wanted, grants, strict=True):
+    for (campaign, decision), grant in zip(wanted, grants, strict=True):
         if isinstance(grant, LedgerError):
             # Paused, finished or out of budget since it was read: no bid this tick.
             log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
@@ -125,7 +112,7 @@ def evaluate(
             continue
         reserved.append(campaign.id)
         report.reserved += 1
-        for b in bids:
+        for b in decision.bids:
             cap = grant.granted.get(b.platform, 0)
             if cap > 0:
                 granted[b.campaign, b.platform] = cap
@@ -161,6 +148,25 @@ class CampaignView:
     balance: Balance
     state: dict[str, str]
 
+    def engine_state(self, tick: int) -> CampaignState:
+        """The decision engine's view: remaining budget from the ledger, outcomes and pacing from state."""
+        assert self.campaign is not None
+        pacing = self.state.get("pacing")
+        return CampaignState(
+            spec=self.campaign.spec,
+            tick=tick,
+            remaining=from_micros(self.balance.remaining),
+            spent=float(self.state.get("spend", 0.0)),
+            clicks=float(self.state.get("clicks", 0.0)),
+            conversions=float(self.state.get("conversions", 0.0)),
+            pacing=PacingState.from_dict(json.loads(pacing) if pacing else None),
+        )
+
+
+def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
+    doc = forecasts_for(fleet, tick)
+    return Forecasts.from_dict(doc), {str(pid): float(sigma) for pid, sigma in doc.get("sigmas", {}).items()}
+
 
 def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:
     """Mark each (campaign, tick) as evaluated and read it; re-deliveries are left out.
@@ -187,9 +193,10 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
 
 
 def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float]) -> None:
-    """Decisions to the stream, outcomes to each campaign's state, counters to the tick."""
+    """Decisions to the stream, outcomes and pacing to each campaign's state, counters to the tick."""
     pipe = fleet.r.pipeline(transaction=False)
     ts = f"{now():.3f}"
+    totals: dict[str, list[float]] = {}
     for placed in report.placed:
         b, out = placed.bid, placed.outcome
         entry = {
@@ -199,23 +206,28 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
             "waste": repr(out.waste),
         }  # fmt: skip
         pipe.xadd(keys.DECISIONS, entry, maxlen=fleet.settings.decisions_maxlen, approximate=True)  # type: ignore[arg-type]
-        state = keys.state(b.campaign)
-        pipe.hincrbyfloat(state, "spend", out.cost)
-        pipe.hincrbyfloat(state, "clicks", out.clicks)
-        pipe.hincrbyfloat(state, "conversions", out.conversions)
-        pipe.hincrbyfloat(state, "value", placed.value)
-        pipe.hset(state, "last_tick", report.tick)
+        sums = totals.setdefault(b.campaign, [0.0, 0.0, 0.0, 0.0])
+        for i, amount in enumerate((out.cost, out.clicks, out.conversions, placed.value)):
+            sums[i] += amount
         log.debug(
             "bid placed",
-            extra={
-                "tick": report.tick,
-                "campaign": b.campaign,
-                "platform": b.platform,
-                "bid": b.bid,
-                "spend_cap": b.spend_cap,
-                "cost": out.cost,
-            },
-        )
+            extra={"tick": report.tick, "campaign": b.campaign, "platform": b.platform, "bid": b.bid,
+                   "spend_cap": b.spend_cap, "cost": out.cost},
+        )  # fmt: skip
+    for cid, decision in report.decisions.items():
+        state = keys.state(cid)
+        # Increments, not absolute values: the outcomes of an overlapping evaluation are never lost.
+        for name, amount in zip(("spend", "clicks", "conversions", "value"), totals.get(cid, ()), strict=False):
+            if amount:
+                pipe.hincrbyfloat(state, name, amount)
+        fields: Fields = {
+            "pacing": json.dumps(decision.pacing.to_dict()),
+            "lam": repr(decision.lam),
+            "planned": repr(decision.planned),
+            "last_tick": report.tick,
+            "reason": decision.reason.value if decision.reason else "",
+        }
+        pipe.hset(state, mapping=fields)
     _count(fleet, report, started, now, pipe=pipe)
 
 
@@ -233,6 +245,9 @@ def _count(
             pipe.hincrby(counters, name, amount)
     if report.placed:
         pipe.hincrbyfloat(counters, "value", report.value)
+    planned = sum(d.planned for d in report.decisions.values())
+    if planned:
+        pipe.hincrbyfloat(counters, "planned", planned)
     if started is not None:
         pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
         pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)

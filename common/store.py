@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -181,5 +182,10 @@ def _hash_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
 
 
 def campaign_from_hash(raw: Mapping[str, str]) -> Campaign:
-    spec = CampaignSpec.model_validate(json.loads(raw["spec"]))
-    return Campaign(spec=spec, status=CampaignStatus(raw.get("status", "active")))
+    return Campaign(spec=_parse_spec(raw["spec"]), status=CampaignStatus(raw.get("status", "active")))
+
+
+@lru_cache(maxsize=65_536)
+def _parse_spec(document: str) -> CampaignSpec:
+    """Specs are read every tick and change rarely: parse each stored document once per process."""
+    return CampaignSpec.model_validate(json.loads(document))

@@ -9,10 +9,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from common import forecast_cache, keys, metrics
 from common.fleet import Fleet
+from common.forecast import forecast
 from common.models import CampaignStatus
 from common.redis_conn import Fields
 
@@ -21,6 +20,8 @@ log = logging.getLogger(__name__)
 TICK_STATS_MAXLEN = 10_000
 # Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
 TICK_KEY_TTL = 86_400
+# Ticks of feed history handed to the forecaster: its window, and the longer drift fit, within it.
+FEED_HISTORY = 240
 COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
 
 
@@ -41,19 +42,15 @@ def claim(fleet: Fleet, tick: int) -> bool:
 
 
 def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
-    """Forecasts for ``tick`` from the feed of ticks before it.
-
-    Interim: the last published value of each platform, until the regression forecaster lands.
-    """
-    pids = list(fleet.market.platforms)
-    window = fleet.feed.window(pids, tick - 1, fleet.settings.forecast_window)
-    out: dict[str, Any] = {}
-    for i, pid in enumerate(pids):
-        seen = np.flatnonzero(~np.isnan(window[i, :, 0]))
-        if seen.size:
-            cpc, cvr, volume = (float(x) for x in window[i, seen[-1]])
-            out[pid] = {"cpc": cpc, "cvr": cvr, "volume": volume}
-    return out
+    """Forecasts for ``tick`` from the feed of the ticks before it, with each platform's price spread."""
+    platforms = fleet.store.platforms()
+    pids = list(platforms)
+    if not pids:
+        return {"tick": tick, "platforms": {}, "sigmas": {}}
+    history = fleet.feed.window(pids, tick - 1, FEED_HISTORY)
+    doc = forecast(history, pids, tick, window=fleet.settings.forecast_window).to_dict()
+    doc["sigmas"] = {pid: info.price_sigma for pid, info in platforms.items()}
+    return doc
 
 
 def forecasts_for(fleet: Fleet, tick: int) -> dict[str, Any]:
@@ -67,7 +64,7 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         return None
     if simulate_feed and tick > 0:
         fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-        fleet.feed.trim(list(fleet.market.platforms), tick - 4 * fleet.settings.forecast_window, 8)
+        fleet.feed.trim(list(fleet.market.platforms), tick - FEED_HISTORY - 2, 8)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     size = fleet.settings.campaigns_per_task
