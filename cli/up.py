@@ -78,11 +78,15 @@ def celery_argv(*args: str) -> list[str]:
 
 
 def tick_line(entry: dict[str, str]) -> str:
+    """One tick as the operator reads it; ``pace`` is spend against what the pacing planned."""
     missed = int(entry.get("missed", 0))
     late = int(entry.get("late", 0)) + int(entry.get("dropped", 0))
+    spend = int(entry["spend_micros"]) / 1e6
+    planned = float(entry.get("planned", 0))
+    pace = f"{spend / planned:>5.0%}" if planned > 0 else "    -"
     return (
         f"tick {int(entry['tick']):>6}  evaluated {int(entry['evaluated']):>5}/{int(entry['fanned']):<5} "
-        f"bids {int(entry['bids']):>5}  spend {int(entry['spend_micros']) / 1e6:>10.2f}  "
+        f"bids {int(entry['bids']):>5}  spend {spend:>9.2f}  pace {pace}  "
         f"value {float(entry.get('value', 0)):>10.2f}  late/dropped {late:>3}  missed {missed:>3}  "
         f"worst {float(entry['worst_latency_ms']):>7.1f} ms"
     )
@@ -124,7 +128,6 @@ def run_up(settings: Settings, campaigns: int, duration: float | None, keep: boo
                         "-Q", "ticks,evaluations,maintenance"),
             env,
         )  # fmt: skip
-        children.spawn("beat", celery_argv("-A", "beat", "beat", "-l", level), env)
         auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
         children.spawn(
             "flower",
@@ -147,6 +150,11 @@ def run_up(settings: Settings, campaigns: int, duration: float | None, keep: boo
             f"{settings.api_token.get_secret_value()})"
         )
         console.print(f"[bold]logs[/]    {children.log_dir}/  -  Ctrl-C stops everything")
+        # Beat starts once a worker answers, so that no tick is fanned out to nobody.
+        if not _wait_for_worker(settings.model_copy(update={"redis_url": redis_url}), children):
+            console.print(f"[red]the worker did not come up;[/] see {children.log_dir / 'worker.log'}")
+            return 1
+        children.spawn("beat", celery_argv("-A", "beat", "beat", "-l", level), env)
         return _follow_ticks(client, children, duration, console)
     except (KeyboardInterrupt, _Stop):
         console.print("stopping...")
@@ -157,6 +165,20 @@ def run_up(settings: Settings, campaigns: int, duration: float | None, keep: boo
             server.stop()
         signal.signal(signal.SIGTERM, previous)
         console.print("stopped: worker, beat, flower, api" + (" and redis" if server else ""))
+
+
+def _wait_for_worker(settings: Settings, children: ProcessGroup, timeout: float = 90.0) -> bool:
+    from worker.app import create_app
+
+    app = create_app(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not children.dead():
+            if app.control.ping(timeout=0.5):
+                return True
+        return False
+    finally:
+        app.close()
 
 
 def _follow_ticks(client: redis.Redis, children: ProcessGroup, duration: float | None, console: Console) -> int:

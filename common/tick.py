@@ -107,6 +107,7 @@ def summarize(fleet: Fleet, tick: int) -> dict[str, str] | None:
         "tick": str(tick),
         **{name: counters.get(name, "0") for name in COUNTERS},
         "value": counters.get("value", "0"),
+        "planned": counters.get("planned", "0"),
         # Whatever was fanned out but neither evaluated nor skipped on time missed its tick.
         "missed": str(max(0, fanned - evaluated - int(counters.get("skipped", 0)))),
         "worst_latency_ms": f"{worst or 0:.1f}",
