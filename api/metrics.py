@@ -97,6 +97,7 @@ class FleetCollector(Collector):
             yield queues
         yield GaugeMetricFamily("ce_workers_online", "Celery workers that answered a ping.", value=ctx.workers().online)
         tick = ctx.tick_info()
+        yield GaugeMetricFamily("ce_tick_length_seconds", "Configured length of a tick.", value=tick.tick_seconds)
         if tick.last is not None:
             yield GaugeMetricFamily("ce_last_tick", "Number of the newest tick that ran.", value=tick.last)
         if tick.age_seconds is not None:
