@@ -48,9 +48,14 @@ const Charts = (() => {
     let hi = opts.max ?? Math.max(...all);
     if (opts.zeroBased) lo = Math.min(0, lo);
     if (hi - lo < 1e-12) { hi += Math.abs(hi) * 0.05 || 1; lo -= Math.abs(lo) * 0.05; }
-    const span = hi - lo;
-    lo -= opts.zeroBased ? 0 : span * 0.08;
-    hi += span * 0.08;
+    if (opts.integer) {
+      // Counts: gridlines on whole numbers (four lines, so a multiple of three on top).
+      hi = Math.max(3, Math.ceil(hi / 3) * 3);
+    } else {
+      const span = hi - lo;
+      lo -= opts.zeroBased ? 0 : span * 0.08;
+      hi += span * 0.08;
+    }
     const n = x.length;
     const px = (i) => pad.left + (n === 1 ? w / 2 : (i * w) / (n - 1));
     const py = (v) => pad.top + h - ((v - lo) / (hi - lo)) * h;
