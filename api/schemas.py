@@ -38,6 +38,11 @@ class PacingView(BaseModel):
     elapsed_share: float | None = Field(description="Share of the flight that has run; null for open flights.")
     plan: float | None = Field(description="Spend planned by now: budget times the elapsed share.")
     spent_vs_plan: float | None = Field(description="Ledger spend divided by the plan.")
+    engine_planned: float | None = Field(
+        default=None, description="Spend the decision engine planned for the campaign's last evaluated tick."
+    )
+    lam: float | None = Field(default=None, description="The engine's pacing multiplier: bids are value / (1 + lam).")
+    no_bid_reason: str | None = Field(default=None, description="Why the engine bid nothing at its last tick, if so.")
 
 
 class CampaignView(BaseModel):

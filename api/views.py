@@ -5,6 +5,7 @@ Everything for a page of campaigns is read in one pipelined round trip.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,15 +42,31 @@ def outcomes_view(raw: dict[str, str]) -> OutcomesView:
     )
 
 
-def pacing_view(campaign: Campaign, balance: BalanceView, tick: TickInfo) -> PacingView:
-    """The plan until the engine publishes its own: the budget spread evenly over the flight."""
+def pacing_view(campaign: Campaign, balance: BalanceView, state: dict[str, str], tick: TickInfo) -> PacingView:
+    """The plan to pace against: the budget spread evenly over the flight (the engine plans one tick at a
+    time, re-solving against the budget left, so it has no cumulative plan of its own), with what the
+    engine last planned and decided beside it."""
     spec = campaign.spec
+    engine = {
+        "engine_planned": _float(state.get("planned")),
+        "lam": _float(state.get("lam")),
+        "no_bid_reason": state.get("reason") or None,
+    }
     if spec.end_tick is None:
-        return PacingView(elapsed_share=None, plan=None, spent_vs_plan=None)
+        return PacingView(elapsed_share=None, plan=None, spent_vs_plan=None, **engine)
     done = 0 if tick.last is None else tick.last + 1 - spec.start_tick
     share = min(1.0, max(0.0, done / (spec.end_tick - spec.start_tick)))
     plan = spec.budget * share
-    return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=balance.spent / plan if plan > 0 else None)
+    spent_vs_plan = balance.spent / plan if plan > 0 else None
+    return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=spent_vs_plan, **engine)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
@@ -61,14 +78,15 @@ def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: Tic
     views = []
     for i, c in enumerate(campaigns):
         balance = balance_view(replies[2 * i])
+        state = replies[2 * i + 1]
         views.append(
             CampaignView(
                 id=c.id,
                 status=c.status.value,
                 spec=c.spec,
                 balance=balance,
-                outcomes=outcomes_view(replies[2 * i + 1]),
-                pacing=pacing_view(c, balance, tick),
+                outcomes=outcomes_view(state),
+                pacing=pacing_view(c, balance, state, tick),
             )
         )
     return views

@@ -80,13 +80,14 @@ def test_create_read_list_campaign(client: TestClient, r: redis.Redis) -> None:
     assert r.sismember(keys.ACTIVE, "spring")
 
     r.hset(keys.state("spring"), mapping={"spend": 12.5, "value": 50.0, "clicks": 10, "conversions": 0.5,
-                                         "last_tick": 3})  # fmt: skip
+                                         "last_tick": 3, "planned": 1.25, "lam": 0.5, "reason": ""})  # fmt: skip
     r.set(keys.LAST_TICK, 9)
     got = client.get("/campaigns/spring").json()
     assert got["outcomes"]["spend"] == 12.5 and got["outcomes"]["conversions"] == 0.5
     assert got["outcomes"]["cpa"] == pytest.approx(25.0) and got["outcomes"]["roi"] == pytest.approx(4.0)
     assert got["outcomes"]["last_tick"] == 3
     assert got["pacing"]["elapsed_share"] == pytest.approx(0.10) and got["pacing"]["plan"] == pytest.approx(10.0)
+    assert (got["pacing"]["engine_planned"], got["pacing"]["lam"], got["pacing"]["no_bid_reason"]) == (1.25, 0.5, None)
 
     listed = client.get("/campaigns").json()
     assert listed["total"] == 1 and [c["id"] for c in listed["campaigns"]] == ["spring"]

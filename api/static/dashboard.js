@@ -60,6 +60,10 @@ function campaignRow(c) {
     const cls = ratio > 1.1 ? "ahead" : ratio < 0.9 ? "behind" : "";
     pace = `<span class="pace ${cls}">${(ratio * 100).toFixed(0)}% of plan</span>`;
   }
+  const engine = [];
+  if (c.pacing.engine_planned !== null) engine.push(`engine planned ${money(c.pacing.engine_planned)} for its last tick`);
+  if (c.pacing.lam !== null) engine.push(`pacing multiplier ${c.pacing.lam.toFixed(3)}`);
+  if (c.pacing.no_bid_reason) engine.push(`no bid: ${c.pacing.no_bid_reason}`);
   const target = c.spec.target_cpa;
   const cpa = c.outcomes.cpa;
   let cpaCell = `<span class="cpa">${cpa === null ? "-" : money(cpa)}</span>`;
@@ -73,7 +77,7 @@ function campaignRow(c) {
     <td><span class="badge ${c.status}">${c.status}</span></td>
     <td class="num"><span class="spent">${money(c.balance.spent)}</span>
       <span class="muted">/ <span class="budget">${money(budget)}</span></span></td>
-    <td><span class="bar" title="spent ${(spentShare * 100).toFixed(1)}% of budget${planShare === null ? "" :
+    <td title="${escapeHtml(engine.join("; "))}"><span class="bar" title="spent ${(spentShare * 100).toFixed(1)}% of budget${planShare === null ? "" :
       `, plan ${(planShare * 100).toFixed(1)}%`}"><span class="fill" style="width:${(spentShare * 100).toFixed(2)}%"></span>${
       planShare === null ? "" : `<span class="mark" style="left:${(planShare * 100).toFixed(2)}%"></span>`}</span>
       ${pace}</td>
