@@ -13,8 +13,6 @@ vectorised pass over all platforms and metrics:
 * isolated one-tick spikes (out and straight back) are replaced by their neighbours' mean;
 * a zero volume is an outage: it is kept out of the fit, and ``up`` says whether the platform was
   serving at the last tick;
-* ``drift``, the same shrunk slope fitted over a longer window (``drift_window``), is the trend
-  the engine extends, damped, over the rest of a campaign's flight.
 
 With fewer than ``min_obs`` observations a series falls back to its last value (or to ``prior``).
 Outputs are clipped to their domain: prices > 0, volumes >= 0, rates in [0, 1].
@@ -58,12 +56,10 @@ class PlatformForecast:
 
     ``ahead[h-1]`` is the forecast ``h`` ticks after the last observed tick; ``next`` is ``ahead[0]``.
     ``volume`` figures are clicks *while the platform serves*; ``up`` is False during an outage.
-    ``log_sd`` is the one-step forecast error of each metric in log space, ``drift`` the longer-run
-    trend of each metric in log units per tick.
+    ``log_sd`` is the one-step forecast error of each metric in log space.
     """
 
     ahead: tuple[Figures, ...]
-    drift: Figures
     log_sd: Figures
     up: bool
     observations: int
@@ -80,7 +76,6 @@ class PlatformForecast:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ahead": [_json_list(f) for f in self.ahead],
-            "drift": _json_list(self.drift),
             "log_sd": _json_list(self.log_sd),
             "up": self.up,
             "observations": self.observations,
@@ -90,7 +85,6 @@ class PlatformForecast:
     def from_dict(cls, data: Mapping[str, Any]) -> PlatformForecast:
         return cls(
             ahead=tuple(Figures(*map(_num, f)) for f in data["ahead"]),
-            drift=Figures(*map(_num, data["drift"])),
             log_sd=Figures(*map(_num, data["log_sd"])),
             up=bool(data["up"]),
             observations=int(data["observations"]),
@@ -133,7 +127,6 @@ class ForecastArrays:
     """The raw result of :func:`forecast_arrays`: log-space arrays, NaN where nothing is known."""
 
     ahead: FloatArray  # (platforms, horizon, 3)
-    drift: FloatArray  # (platforms, 3), log units per tick
     log_sd: FloatArray  # (platforms, 3)
     up: NDArray[np.bool_]  # (platforms,)
     observations: NDArray[np.int64]  # (platforms,), of the sparsest metric
@@ -144,15 +137,14 @@ def forecast_arrays(
     *,
     window: int = 30,
     horizon: int = 5,
-    drift_window: int = 120,
     min_obs: int = 5,
     prior: ArrayLike | None = None,
 ) -> ForecastArrays:
     """Fit every (platform, metric) series of ``history`` at once; see the module docstring.
 
     ``history`` has shape (platforms, ticks, 3) with metrics in ``METRICS`` order, oldest tick first
-    and NaN for a missing tick. The forecasts use the last ``window`` ticks and the drift the last
-    ``drift_window``. ``prior`` (platforms, 3), in natural units, stands in for a series with no data.
+    and NaN for a missing tick; only the last ``window`` ticks are used. ``prior`` (platforms, 3),
+    in natural units, stands in for a series with no data.
     """
     if window < 2 or horizon < 1 or min_obs < 1:
         raise ValueError("window must be >= 2, horizon >= 1 and min_obs >= 1")
@@ -170,7 +162,6 @@ def forecast_arrays(
     x[vol_rows] = np.where(series[vol_rows] > 0, x[vol_rows], np.nan)  # an outage is not a level
 
     ahead, log_sd, n_obs = _trend_ar1(_after_shift(_despike(x[:, -window:])), horizon, min_obs)
-    drift = _fit(_after_shift(_despike(x[:, -max(drift_window, window) :]))).slope
     if prior is not None:
         with np.errstate(divide="ignore"):
             prior_log = np.log(np.asarray(prior, dtype=float).reshape(n_plat * 3))
@@ -179,7 +170,6 @@ def forecast_arrays(
         log_sd[missing] = _PRIOR_LOG_SD
     return ForecastArrays(
         ahead=np.moveaxis(ahead.reshape(n_plat, 3, horizon), 1, 2),
-        drift=drift.reshape(n_plat, 3),
         log_sd=log_sd.reshape(n_plat, 3),
         up=up,
         observations=n_obs.reshape(n_plat, 3).min(axis=1).astype(np.int64),
@@ -193,7 +183,6 @@ def forecast(
     *,
     window: int = 30,
     horizon: int = 5,
-    drift_window: int = 120,
     min_obs: int = 5,
     prior: ArrayLike | None = None,
 ) -> Forecasts:
@@ -201,11 +190,9 @@ def forecast(
 
     Platforms are in the order of ``history``'s first axis; one with no observation is left out.
     """
-    arr = forecast_arrays(
-        history, window=window, horizon=horizon, drift_window=drift_window, min_obs=min_obs, prior=prior
-    )
-    if len(platforms) != arr.drift.shape[0]:
-        raise ValueError(f"{len(platforms)} platform ids for {arr.drift.shape[0]} platforms of history")
+    arr = forecast_arrays(history, window=window, horizon=horizon, min_obs=min_obs, prior=prior)
+    if len(platforms) != arr.up.shape[0]:
+        raise ValueError(f"{len(platforms)} platform ids for {arr.up.shape[0]} platforms of history")
     ahead = _natural(arr.ahead)
     out: dict[str, PlatformForecast] = {}
     for i, pid in enumerate(platforms):
@@ -213,7 +200,6 @@ def forecast(
             continue
         out[pid] = PlatformForecast(
             ahead=tuple(Figures(*map(float, row)) for row in ahead[i]),
-            drift=Figures(*map(float, arr.drift[i])),
             log_sd=Figures(*map(float, arr.log_sd[i])),
             up=bool(arr.up[i]),
             observations=int(arr.observations[i]),
@@ -362,7 +348,7 @@ def _trend_ar1(x: FloatArray, horizon: int, min_obs: int) -> tuple[FloatArray, F
     )
     # Never extrapolate far outside what the window has seen.
     lo, hi = np.where(mask, x, np.inf).min(axis=1), np.where(mask, x, -np.inf).max(axis=1)
-    reach = np.abs(fit.slope)[:, None] * h + 3 * fit.sd[:, None]
+    reach = np.abs(fit.slope)[:, None] * gap + 3 * fit.sd[:, None] * np.sqrt(gap)
     fc = np.clip(fc, lo[:, None] - reach, hi[:, None] + reach)
 
     short = fit.n < min_obs

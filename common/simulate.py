@@ -27,8 +27,6 @@ from common.market import outcomes
 from common.models import Bid
 from common.scenario import Scenario
 
-HISTORY = 240  # feed ticks handed to the forecasts: the trend uses the last `window`, the level all
-
 
 @dataclass
 class CampaignTally:
@@ -88,8 +86,6 @@ def run(
     aggressiveness: float = 1.0,
     tuning: Tuning = DEFAULT_TUNING,
     window: int = 30,
-    history: int = HISTORY,
-    drift_window: int = 120,
 ) -> BacktestResult:
     """Run every campaign of ``scenario`` through the engine; write the decision log to ``log``."""
     started = time.perf_counter()
@@ -103,7 +99,7 @@ def run(
         live = [c for c in scenario.campaigns if c.in_flight(t) and tallies[c.id].remaining > 0]
         if not live:
             continue
-        fc = _forecasts(feed[:, max(0, t - history) : t], pids, t, window, drift_window)
+        fc = _forecasts(feed[:, max(0, t - window) : t], pids, t, window)
         placed: list[Bid] = []
         clock = time.perf_counter()
         for spec in live:
@@ -128,10 +124,10 @@ def run(
     return BacktestResult(tallies, decisions, time.perf_counter() - started, decide_seconds)
 
 
-def _forecasts(history: np.ndarray, pids: Sequence[str], tick: int, window: int, drift_window: int) -> Forecasts:
+def _forecasts(history: np.ndarray, pids: Sequence[str], tick: int, window: int) -> Forecasts:
     if history.shape[1] == 0:
         return Forecasts(tick, {})
-    fc = forecast(history, pids, tick, window=window, drift_window=drift_window)
+    fc = forecast(history, pids, tick, window=window)
     return Forecasts.from_dict(json.loads(json.dumps(fc.to_dict())))  # as cached for the fleet
 
 
