@@ -157,4 +157,8 @@ class ApiContext:
 
     def close(self) -> None:
         self._pinger.shutdown(wait=False, cancel_futures=True)
+        if "celery" in self.__dict__:
+            self.celery.close()
+        if "broker" in self.__dict__ and self.broker is not None and self.broker is not self.r:
+            self.broker.close()
         self.r.close()
