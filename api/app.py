@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from api import campaigns, decisions, errors, feed, system
 from api.context import ApiContext
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         ctx.close()
 
-    app = FastAPI(
+    # The documentation pages load Swagger UI and ReDoc from the installed package, not from a CDN.
+    app = FastAPIOffline(
         title="campaign-engine",
         version="0.1.0",
         description=DESCRIPTION,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,20 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
-    assert client.get("/docs").status_code == 200
+
+
+def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
+    """The machine running the engine may have no internet: no page may need a CDN."""
+    for page in ("/docs", "/redoc", "/"):
+        response = client.get(page)
+        assert response.status_code == 200, page
+        for url in re.findall(r'(?:src|href)="([^"]+)"', response.text):
+            assert not url.startswith(("http:", "https:", "//")), (page, url)
+            if not url.startswith("data:"):
+                assert client.get(url).status_code == 200, (page, url)
+    for asset in ("dashboard.js", "charts.js", "dashboard.css"):
+        text = client.get(f"/static/{asset}").text
+        assert not re.search(r"https?://", text), asset
 
 
 # --- the dashboard's JSON ------------------------------------------------------------------------
