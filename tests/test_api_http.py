@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -128,3 +130,11 @@ def test_api_process_over_http_with_a_live_fleet(r: redis.Redis, redis_url: str,
             api.process.terminate()
             api.process.wait(timeout=15)
             assert time.monotonic() - started < 8
+
+
+def test_api_command_needs_the_fleets_redis(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CE_REDIS_URL"}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "api"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "CE_REDIS_URL" in done.stderr and "Traceback" not in done.stderr
