@@ -103,7 +103,11 @@ def system_view(ctx: ApiContext) -> SystemView:
 
 @dashboard.get("/overview", response_model=Overview)
 def overview(request: Request, ctx: Context) -> Overview:
-    """Campaigns with balance, outcomes, pacing and ROI trend, fleet totals and the system's state."""
+    """Campaigns with balance, outcomes, pacing and ROI trend, fleet totals and the system's state.
+
+    ``now`` is taken before anything is read: every figure is at least as recent as it.
+    """
+    now = time.time()
     system = system_view(ctx)
     tick = ctx.tick_info()
     ids = ctx.store.ids()
@@ -125,7 +129,7 @@ def overview(request: Request, ctx: Context) -> Overview:
         value=sum(v.outcomes.value for v in views),
         conversions=sum(v.outcomes.conversions for v in views),
     )
-    return Overview(now=time.time(), system=system, totals=totals, campaigns=rows, trend_ticks=window)
+    return Overview(now=now, system=system, totals=totals, campaigns=rows, trend_ticks=window)
 
 
 @dashboard.get("/platforms", response_model=PlatformsView)
