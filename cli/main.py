@@ -100,6 +100,43 @@ def backtest(
     console.print(f"decision log: {out}" + (f", report: {report}" if report else ""))
 
 
+@app.command()
+def pareto(
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    out: Annotated[Path, typer.Option(help="Where to write the plot (PNG).")] = Path("frontier.png"),
+    levels: Annotated[str, typer.Option(help="Comma-separated aggressiveness settings to backtest.")] = "",
+    group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
+) -> None:
+    """Sweep aggressiveness, backtest each setting, and plot value against spend and waste."""
+    from cli.pareto import DEFAULT_SETTINGS, efficiency_text, plot, sweep
+    from common.pareto import frontier
+    from common.scenario import Scenario
+
+    try:
+        chosen = tuple(float(x) for x in levels.split(",")) if levels.strip() else DEFAULT_SETTINGS
+    except ValueError:
+        err.print(f"[red]error:[/] --levels: must be numbers separated by commas, got {levels!r}")
+        raise typer.Exit(2) from None
+    if any(not 0.0 <= x <= 3.0 for x in chosen):
+        err.print("[red]error:[/] --levels: each setting must be between 0 and 3")
+        raise typer.Exit(2)
+    settings = load_settings().model_copy(update={"campaigns_per_task": group})
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    try:
+        points = sweep(settings, scenario, chosen, console)
+        plot(points, Scenario.load(scenario), out)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    on_front = {p.aggressiveness for p in frontier(points)}
+    for p in points:
+        mark = "frontier" if p.aggressiveness in on_front else ""
+        console.print(
+            f"aggressiveness {p.aggressiveness:>5g}  value {p.value:>12,.2f}  spend {p.spend:>12,.2f}  "
+            f"waste {p.waste:>10,.2f}  efficiency {efficiency_text(p):>7}  {mark}"
+        )
+    console.print(f"plot: {out}")
+
+
 @scenario_app.command("generate")
 def scenario_generate(
     out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],

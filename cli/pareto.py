@@ -1,0 +1,70 @@
+"""``campaign-engine pareto``: sweep ``aggressiveness``, backtest each point, plot the frontier."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.progress import Progress
+
+from cli.backtest import run_backtest
+from common.hindsight import optimum
+from common.pareto import ParetoPoint, frontier
+from common.scenario import Scenario
+from common.settings import Settings
+
+DEFAULT_SETTINGS = (0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
+
+
+def sweep(settings: Settings, scenario_path: Path, levels: Sequence[float], console: Console) -> list[ParetoPoint]:
+    points = []
+    with tempfile.TemporaryDirectory(prefix="ce-pareto-") as tmp, Progress(console=console, transient=True) as bar:
+        task = bar.add_task("sweeping aggressiveness", total=len(levels))
+        for level in levels:
+            report = run_backtest(
+                settings.model_copy(update={"aggressiveness": level}), scenario_path,
+                Path(tmp) / f"decisions-{level}.jsonl", None, "inline", console, show_progress=False,
+            )  # fmt: skip
+            totals = report.totals()
+            waste = sum(c.waste for c in report.campaigns)
+            points.append(ParetoPoint(level, totals["value"], totals["spend"], waste, totals["efficiency"]))
+            bar.advance(task)
+    return points
+
+
+def plot(points: list[ParetoPoint], scenario: Scenario, out: Path) -> None:
+    best = [optimum(spec, scenario) for spec in scenario.campaigns]
+    best_value, best_spend = sum(o.value for o in best), sum(o.spend for o in best)
+    front = frontier(points)
+    fig, (by_spend, by_waste) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    for ax, x_of, label in (
+        (by_spend, lambda p: p.spend, "spend"),
+        (by_waste, lambda p: p.waste, "waste (paid above click value)"),
+    ):
+        ax.scatter([x_of(p) for p in points], [p.value for p in points], color="#9aa5b1", label="backtest", zorder=2)
+        line = sorted(front, key=x_of)
+        ax.plot([x_of(p) for p in line], [p.value for p in line], "-o", color="#1f77b4", label="frontier", zorder=3)
+        for p in points:
+            ax.annotate(f"{p.aggressiveness:g}", (x_of(p), p.value), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)  # fmt: skip
+        ax.scatter([best_spend if label == "spend" else 0.0], [best_value], marker="*", s=220, color="#d62728",
+                   label="hindsight optimum", zorder=4)  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel("value won")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(f"{scenario.name}: value against spend and waste, by aggressiveness")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def efficiency_text(p: ParetoPoint) -> str:
+    return "n/a" if p.efficiency is None or math.isnan(p.efficiency) else f"{100 * p.efficiency:.2f}%"
