@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -45,10 +47,11 @@ def plot(points: list[ParetoPoint], scenario: Scenario, out: Path) -> None:
     best_value, best_spend = sum(o.value for o in best), sum(o.spend for o in best)
     front = frontier(points)
     fig, (by_spend, by_waste) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
-    for ax, x_of, label in (
-        (by_spend, lambda p: p.spend, "spend"),
-        (by_waste, lambda p: p.waste, "waste (paid above click value)"),
-    ):
+    axes: list[tuple[Any, Callable[[ParetoPoint], float], str]] = [
+        (by_spend, attrgetter("spend"), "spend"),
+        (by_waste, attrgetter("waste"), "waste (paid above click value)"),
+    ]
+    for ax, x_of, label in axes:
         ax.scatter([x_of(p) for p in points], [p.value for p in points], color="#9aa5b1", label="backtest", zorder=2)
         line = sorted(front, key=x_of)
         ax.plot([x_of(p) for p in line], [p.value for p in line], "-o", color="#1f77b4", label="frontier", zorder=3)
