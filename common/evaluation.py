@@ -164,8 +164,14 @@ class CampaignView:
 
 
 def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
+    """The tick's cached forecasts, read and parsed once per process and tick (they never change)."""
+    memo = fleet.memo.get("forecasts")
+    if memo is not None and memo[0] == tick:
+        return memo[1], memo[2]
     doc = forecasts_for(fleet, tick)
-    return Forecasts.from_dict(doc), {str(pid): float(sigma) for pid, sigma in doc.get("sigmas", {}).items()}
+    parsed = Forecasts.from_dict(doc), {str(pid): float(sigma) for pid, sigma in doc.get("sigmas", {}).items()}
+    fleet.memo["forecasts"] = (tick, *parsed)
+    return parsed
 
 
 def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:

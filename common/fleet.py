@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import redis
 
@@ -37,6 +38,8 @@ class Fleet:
     r: redis.Redis
     market: Scenario
     platforms: PlatformAdapter
+    # Per-process memo of values that never change once written (the forecasts of a tick).
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, market: Scenario | None = None) -> Fleet:
