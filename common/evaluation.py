@@ -88,6 +88,11 @@ def evaluate(
         if campaign is None or campaign.status is not CampaignStatus.ACTIVE or not campaign.spec.in_flight(tick):
             report.skipped += 1
             continue
+        if view.balance.remaining == 0 and view.balance.reserved == 0:
+            # Spent to the last micro-unit (an operator may have lowered the budget to what was spent).
+            fleet.store.finish(campaign.id)
+            report.skipped += 1
+            continue
         report.evaluated += 1
         decision = decide(view.engine_state(tick), forecasts, sigmas, fleet.settings.aggressiveness)
         report.decisions[campaign.id] = decision

@@ -113,3 +113,34 @@ def test_two_beats_run_each_tick_once(redis_url: str, market: Path, tmp_path: Pa
     # Every campaign bid at most once per platform per tick.
     seen = Counter((d["campaign"], d["platform"], d["tick"]) for _id, d in client.xrange(keys.DECISIONS))
     assert seen and max(seen.values()) == 1
+
+
+def test_campaigns_finish_when_their_flight_ends_or_budget_runs_out(fleet: Fleet, market: Path) -> None:
+    from common.models import CampaignSpec, CampaignStatus
+
+    load_campaigns(fleet.r, market, 0)
+    pid = next(iter(fleet.market.platforms))
+    for cid in ("short", "spent", "lowered"):
+        end, budget = (12, 1e6) if cid == "short" else (400, 50.0)
+        fleet.store.create(CampaignSpec(id=cid, budget=budget, value_per_conversion=400.0, platforms={pid: 0.05},
+                                        end_tick=end))  # fmt: skip
+    # "spent" spends its whole budget in one tick; "lowered" has its budget cut to what it spent.
+    fleet.ledger.reserve("spent", 0, {pid: 50_000_000})
+    fleet.ledger.settle("spent", 0, {pid: 50_000_000})
+    fleet.ledger.reserve("lowered", 0, {pid: 20_000_000})
+    fleet.ledger.settle("lowered", 0, {pid: 12_500_000})
+    fleet.store.update("lowered", {"budget": 12.5})
+    for t in range(1, 12):
+        plan = begin(fleet, t)
+        assert plan is not None
+        for group in plan.groups:
+            evaluate(fleet, group, t)
+    assert fleet.store.get("spent").status is CampaignStatus.FINISHED
+    assert fleet.store.get("lowered").status is CampaignStatus.FINISHED
+    assert fleet.store.get("short").status is CampaignStatus.ACTIVE
+    assert fleet.store.ids(CampaignStatus.ACTIVE) == ["short"]
+    plan = begin(fleet, 12)
+    assert plan is not None and plan.campaigns == 0, "nothing is due once the flight is over"
+    assert fleet.store.get("short").status is CampaignStatus.FINISHED
+    balance = fleet.ledger.balance("short")
+    assert balance.spent > 0 and balance.reserved == 0
