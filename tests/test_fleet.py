@@ -144,3 +144,30 @@ def test_campaigns_finish_when_their_flight_ends_or_budget_runs_out(fleet: Fleet
     assert fleet.store.get("short").status is CampaignStatus.FINISHED
     balance = fleet.ledger.balance("short")
     assert balance.spent > 0 and balance.reserved == 0
+
+
+@pytest.mark.slow
+def test_beat_sweeps_reservations_left_open_by_a_crash(redis_url: str, market: Path, tmp_path: Path) -> None:
+    """A reservation whose evaluation died before settling is released by the scheduled sweeper."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ids = load_campaigns(client, market, 3)
+    settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path, tick_seconds=0.5)
+    f = Fleet.from_settings(settings)
+    try:
+        f.clock.epoch()  # start the fleet's clock now, as the first tick would
+        grant = f.ledger.reserve(ids[0], 0, {next(iter(f.store.get(ids[0]).spec.platforms)): 1_000_000})
+        assert grant.total > 0 and f.ledger.balance(ids[0]).reserved == grant.total
+        env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="0.5", CE_RESERVATION_GRACE_TICKS="2")
+        with running(env, tmp_path / "logs") as group:
+            deadline = time.monotonic() + 30
+            while f.ledger.open_ticks(ids[0]) and time.monotonic() < deadline:
+                assert not group.dead(), "a fleet process died"
+                time.sleep(0.2)
+        balance = f.ledger.balance(ids[0])
+        assert 0 not in f.ledger.open_ticks(ids[0])
+        assert balance.budget == balance.remaining + balance.reserved + balance.spent
+        entries = [e for _id, e in client.xrange(keys.ledger(ids[0]))]
+        assert any(e["kind"] == "release" and e["tick"] == "0" and int(e["amount"]) == grant.total for e in entries)
+    finally:
+        f.r.close()
+        client.close()

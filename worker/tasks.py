@@ -13,6 +13,7 @@ from celery.signals import task_revoked
 from common import keys
 from common import tick as ticks
 from common.evaluation import evaluate as evaluate_group
+from common.ledger.sweeper import sweep_all
 from worker.context import fleet
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ def sweep() -> int:
     """Release reservations left open past their deadline and grace (crashed evaluations)."""
     f = fleet()
     current = f.clock.tick_at(time.time())
-    before = current - f.settings.reservation_grace_ticks
-    released = f.ledger.sweep(f.store.ids(), before)
+    released = sweep_all(f.ledger, current, f.settings.reservation_grace_ticks)
     if released:
         log.warning("sweeper released %d stale reservations", released, extra={"tick": current})
     return released
