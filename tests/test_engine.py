@@ -58,8 +58,23 @@ def test_bids_on_every_listed_platform_with_the_same_margin_per_conversion() -> 
 
 def test_a_binding_budget_is_paced_over_the_rest_of_the_flight() -> None:
     spec = _spec(budget=50.0)
-    d = decide(_state(spec, tick=10), MARKET, SIGMAS)
+    d = decide(_state(spec, tick=10), MARKET, SIGMAS, tuning=Tuning(front_load=0.0))
     assert d.expected * 90 == pytest.approx(50.0, rel=1e-4)  # 90 ticks left at today's figures
+
+
+def test_front_load_spends_ahead_of_the_plan_most_when_bidding_near_the_click_value() -> None:
+    plain, ahead = Tuning(front_load=0.0), Tuning(front_load=0.2)
+
+    def lead(budget: float) -> float:
+        # The scale comes from the last tick's level, as stored in the pacing state.
+        last = decide(_state(_spec(budget=budget), tick=9), MARKET, SIGMAS, tuning=plain).pacing
+        state = _state(_spec(budget=budget), tick=10, pacing=last)
+        return (
+            decide(state, MARKET, SIGMAS, tuning=ahead).expected / decide(state, MARKET, SIGMAS, tuning=plain).expected
+        )
+
+    tight, loose = lead(5.0), lead(60.0)
+    assert 1.0 < tight < loose <= 1.2 + 1e-9
 
 
 def test_a_budget_that_does_not_bind_bids_the_shaded_click_value() -> None:
@@ -160,7 +175,7 @@ def test_pacing_state_round_trips_through_json() -> None:
 
 def test_ticks_left_is_needed_without_an_end_tick() -> None:
     spec = _spec(end_tick=None)
-    assert decide(_state(spec), MARKET, SIGMAS).reason is NoBid.OUTSIDE_FLIGHT
+    assert decide(_state(spec), MARKET, SIGMAS).reason is NoBid.NO_FLIGHT_END
     assert decide(_state(spec, ticks_left=50), MARKET, SIGMAS).bids
 
 
@@ -251,4 +266,4 @@ def test_missing_forecasts_mean_no_bid(case: tuple[CampaignState, Forecasts]) ->
     state, _ = case
     d = decide(state, Forecasts(state.tick, {}), SIGMAS)
     assert d.bids == ()
-    assert d.reason in (NoBid.NO_FORECAST, NoBid.OUTSIDE_FLIGHT, NoBid.BUDGET_SPENT)
+    assert d.reason in (NoBid.NO_FORECAST, NoBid.OUTSIDE_FLIGHT, NoBid.BUDGET_SPENT, NoBid.NO_FLIGHT_END)

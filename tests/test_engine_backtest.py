@@ -16,10 +16,11 @@ from common.scenario import PlatformSeries, Scenario
 from common.simulate import main, run
 from tests.shared import scenario_path, scorer
 
-# The bar the engine is held to on the shared scenarios; see docs/engine.md for the measured figures.
+# Floors a little under the figures measured with the defaults (docs/engine.md: smooth-20 0.967 and
+# 0.922 at the 10th percentile, shocks-200 0.968 and 0.929), so that a regression fails loudly.
 BAR = {
-    "smooth-20": {"efficiency": 0.96, "efficiency_p10": 0.92},
-    "shocks-200": {"efficiency": 0.96, "efficiency_p10": 0.91},
+    "smooth-20": {"efficiency": 0.96, "efficiency_p10": 0.915},
+    "shocks-200": {"efficiency": 0.96, "efficiency_p10": 0.92},
 }
 
 
@@ -133,3 +134,12 @@ def test_quality_on_smooth_20(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_quality_on_shocks_200(tmp_path: Path) -> None:
     _check_bar("shocks-200", tmp_path)
+
+
+@pytest.mark.benchmark
+def test_decision_time() -> None:
+    """Time per campaign decision (the engine alone, forecasts shared by the tick)."""
+    result = run(generate(campaigns=200, platforms=5, ticks=200, seed=9))
+    per_decision = result.decide_seconds / result.decisions
+    print(f"\n{result.decisions} decisions, {1e6 * per_decision:.1f} us each")
+    assert per_decision < 1e-3

@@ -28,8 +28,10 @@ class Tuning:
     """Constants of the strategy; the defaults are the ones the documented figures were measured with.
 
     ``shade``: the highest bid stays below the click value by this many standard deviations of
-    the CVR forecast error (log space). ``front_load``: plan to spend this fraction more than the
-    budget left, so a flight whose market turns poor late does not end with money unspent.
+    the CVR forecast error (log space). ``front_load``: plan to spend up to this fraction more
+    than the budget left, scaled by ``(alpha / click value)^2``. Money left at the end of a flight
+    is value lost for good, and a campaign already bidding near its click value cannot catch up
+    if its market turns poor; one bidding well below it can, so it keeps to the plan.
     ``cap_sigmas`` and ``cap_floor``: the spend cap's margin over the expected cost.
     ``bias_rate``: how fast the realised/expected spend ratio is learnt (0 = never).
     ``min_win``: platforms where the bid would win less than this share of auctions are skipped.
@@ -37,7 +39,7 @@ class Tuning:
     """
 
     shade: float = 0.5
-    front_load: float = 0.0
+    front_load: float = 0.2
     cap_sigmas: float = 3.0
     cap_floor: float = 1.5
     bias_rate: float = 0.05
@@ -48,6 +50,7 @@ class Tuning:
 DEFAULT_TUNING = Tuning()
 _DUST = 1e-9  # currency amounts below this are treated as zero
 _UNKNOWN_LOG_SD = 0.15
+_MAX_LAM = 1e12  # keeps the pacing state finite (JSON) when the level collapses to ~0
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
@@ -79,6 +82,8 @@ def decide(
         bias = updated_bias(bias, pacing.expected, state.spent - pacing.spent, tuning.bias_rate)
     idle = PacingState(lam=pacing.lam, bias=bias, tick=state.tick, spent=state.spent, expected=0.0)
 
+    if spec.end_tick is None and state.ticks_left is None:
+        return Decision((), idle, NoBid.NO_FLIGHT_END)
     ticks_left = state.flight_ticks_left
     if not spec.in_flight(state.tick) or ticks_left <= 0:
         return Decision((), idle, NoBid.OUTSIDE_FLIGHT)
@@ -94,11 +99,15 @@ def decide(
 
     lanes = [o.lane for o in options]
     guess = vpc / (1 + pacing.lam) if pacing.lam > -1 else ceiling
-    alpha = budget_alpha(lanes, state.remaining * (1 + tuning.front_load) / bias, ceiling, guess)
+    # Spending a little ahead of the plan hedges a market that turns poor later: near the click
+    # value there is no room to catch up, well below it there is (see Tuning.front_load).
+    near_value = min(1.0, guess / ceiling) if ceiling > 0 else 0.0
+    target = state.remaining * (1 + tuning.front_load * near_value * near_value) / bias
+    alpha = budget_alpha(lanes, target, ceiling, guess)
     cpa_binds = False
     if spec.target_cpa is not None and tuning.respect_target_cpa:
         alpha, cpa_binds = cpa_alpha(lanes, alpha, spec.target_cpa, state.spent, state.conversions)
-    lam = vpc / alpha - 1 if alpha > 0 else pacing.lam
+    lam = min(vpc / alpha - 1, _MAX_LAM) if alpha > 0 else pacing.lam
 
     bids, expected = _bids(spec.id, options, alpha, state.remaining, tuning)
     reach = conversions = None

@@ -15,6 +15,7 @@ class NoBid(StrEnum):
     """Why a campaign places no bid at a tick."""
 
     OUTSIDE_FLIGHT = "outside flight"
+    NO_FLIGHT_END = "flight has no end tick and no ticks_left was given"
     BUDGET_SPENT = "budget spent"
     NO_FORECAST = "no forecast for any listed platform"
     NO_VALUE = "no platform has positive expected value at the current multiplier"
