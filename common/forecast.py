@@ -367,7 +367,7 @@ class ForecastError:
     points: dict[str, int]
 
 
-def forecast_error(series: ArrayLike, *, start: int = 10, window: int = 30, **kwargs: Any) -> ForecastError:
+def forecast_error(series: ArrayLike, *, start: int = 10, window: int = 30, min_obs: int = 5) -> ForecastError:
     """Backtest one-step forecasts over ``series`` (platforms, ticks, 3): MAPE per metric.
 
     For every tick from ``start`` on, the forecast made from the ticks before it is compared with
@@ -376,11 +376,10 @@ def forecast_error(series: ArrayLike, *, start: int = 10, window: int = 30, **kw
     """
     data = np.asarray(series, dtype=float)
     n_ticks = data.shape[1]
-    history_len = max(window, int(kwargs.pop("history", 240)))
     abs_err = {m: [0.0, 0.0] for m in METRICS}
     points = dict.fromkeys(METRICS, 0)
     for t in range(max(start, 1), n_ticks):
-        arr = forecast_arrays(data[:, max(0, t - history_len) : t], window=window, **kwargs)
+        arr = forecast_arrays(data[:, max(0, t - window) : t], window=window, min_obs=min_obs)
         model = _natural(arr.ahead[:, 0])
         model[:, VOLUME] = np.where(arr.up, model[:, VOLUME], 0.0)
         naive = data[:, t - 1]

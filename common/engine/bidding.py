@@ -180,15 +180,12 @@ def _options(
     return out
 
 
-def _margin(market: Market, bid: float, sd_volume: float, sd_cpc: float, tuning: Tuning) -> float:
+def _margin(z: float, tail: float, sigma: float, sd_volume: float, sd_cpc: float, tuning: Tuning) -> float:
     """Spend-cap margin over the expected cost: a few standard deviations of the cost's forecast error.
 
     Cost is linear in volume but, for a bid low in the price distribution, very sensitive to the
-    price level: its elasticity to log cpc is ``1 - pdf(z) / (sigma * cdf(z))``.
+    price level: with ``tail = cdf(z)`` its elasticity to log cpc is ``1 - pdf(z) / (sigma * tail)``.
     """
-    sigma = market.sigma
-    z = (math.log(bid) - market.mu) / sigma - sigma
-    tail = ncdf(z)
     elasticity = 1 - math.exp(-0.5 * z * z) * _INV_SQRT_2PI / (sigma * tail) if tail > 1e-300 else -abs(z) / sigma
     noise = math.hypot(sd_volume, elasticity * sd_cpc)
     return max(tuning.cap_floor, math.exp(min(tuning.cap_sigmas * noise, 5.0)))
@@ -210,15 +207,20 @@ def _bids(
     for o in options:
         m = o.lane.market
         bid = m.bid(alpha)
-        if bid <= 0 or m.mean_cost <= 0 or m.clicks(bid) < tuning.min_win * m.volume:
+        if bid <= 0 or m.mean_cost <= 0:
             continue
-        cost = m.cost(bid)
+        win = (math.log(bid) - m.mu) / m.sigma  # share of auctions won is cdf(win)
+        if ncdf(win) < tuning.min_win:
+            continue
+        z = win - m.sigma
+        tail = ncdf(z)
+        cost = m.mean_cost * tail  # MARKET.md's expected cost without a cap
         if cost <= _DUST:
             continue
         platforms.append(o.platform)
         bids.append(bid)
         costs.append(cost)
-        caps.append(cost * _margin(m, bid, o.sd_volume, o.sd_cpc, tuning))
+        caps.append(cost * _margin(z, tail, m.sigma, o.sd_volume, o.sd_cpc, tuning))
         if o.up:
             expected += cost
     if not platforms:

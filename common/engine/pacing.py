@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 _SQRT1_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_MIN_LOG_ALPHA = -60.0  # below this a bid wins nothing anyway
 
 
 def ncdf(z: float) -> float:
@@ -106,37 +107,37 @@ def outcome(lanes: Sequence[Lane], alpha: float) -> tuple[float, float, float]:
 
 
 def budget_alpha(lanes: Sequence[Lane], budget: float, alpha_max: float, guess: float) -> float:
-    """The largest ``alpha <= alpha_max`` whose expected spend fits ``budget``.
+    """The largest ``alpha <= alpha_max`` whose expected spend fits ``budget`` (to a relative 1e-6).
 
-    Safeguarded Newton in ``log(alpha)``, started from ``guess`` (the last tick's level), so a
-    tick usually costs a handful of iterations.
+    Safeguarded Newton in ``log(alpha)`` started from ``guess`` (the last tick's level), so a tick
+    usually costs two or three evaluations of the spend.
     """
     if budget <= 0 or alpha_max <= 0:
         return 0.0
     hi = math.log(alpha_max)
     if spend(lanes, alpha_max)[0] <= budget:
         return alpha_max
-    lo = hi - 2.0
-    while spend(lanes, math.exp(lo))[0] > budget:
-        hi, lo = lo, lo - 4.0
-        if lo < -60:
-            return math.exp(lo)
-    u = min(max(math.log(guess), lo), hi) if guess > 0 else (lo + hi) / 2
-    for _ in range(60):
+    lo = -math.inf  # the highest level known to fit
+    u = min(math.log(guess), hi) if guess > 0 else hi
+    for _ in range(200):
         total, slope = spend(lanes, math.exp(u))
         gap = total - budget
         if abs(gap) <= 1e-6 * budget:
-            break
+            return math.exp(u)
         if gap > 0:
             hi = u
         else:
             lo = u
-        if hi - lo < 1e-9:
+        if hi - lo < 1e-9 or u < _MIN_LOG_ALPHA:
             break
         step = u - gap / slope if slope > 0 else math.nan
-        u = step if lo < step < hi else (lo + hi) / 2
-    # Never return a level whose expected spend exceeds the budget by more than the tolerance.
-    return math.exp(u if spend(lanes, math.exp(u))[0] <= budget * (1 + 1e-6) else lo)
+        if lo < step < hi:
+            u = step
+        elif lo == -math.inf:
+            u = hi - 2.0  # no level known to fit yet: search downwards
+        else:
+            u = (lo + hi) / 2
+    return math.exp(lo) if lo > -math.inf else math.exp(u)
 
 
 def cpa_alpha(
