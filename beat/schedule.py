@@ -32,3 +32,12 @@ class AlignedInterval(schedule):  # type: ignore[misc]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return self.__class__, (self.period,)
+
+
+def slot_start(seconds: float) -> float:
+    """Unix time of the tick boundary beat fires for: the nearest multiple of the tick length.
+
+    Sent with the tick so that the number is beat's, not the clock of whichever worker picks the
+    message up (a worker a few milliseconds behind would otherwise run the previous tick).
+    """
+    return round(time.time() / seconds) * seconds

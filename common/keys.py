@@ -55,6 +55,11 @@ def state(campaign_id: str) -> str:
     return f"{campaign_tag(campaign_id)}:state"
 
 
+def campaign_lock(campaign_id: str) -> str:
+    """Short-lived lock that serialises changes to one campaign's definition."""
+    return f"{campaign_tag(campaign_id)}:lock"
+
+
 def evaluated(campaign_id: str, tick: int) -> str:
     """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing."""
     return f"{campaign_tag(campaign_id)}:eval:{tick}"

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common import keys
 from common.errors import InvalidInput
 
+MAX_BUDGET = (2**53 - 1) / 1_000_000  # currency units the ledger's integer micro-units can hold
+
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -44,6 +46,14 @@ class CampaignSpec(_Strict):
     def _id_is_key_safe(cls, value: str) -> str:
         if not keys.CAMPAIGN_ID_PATTERN.match(value):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
+        return value
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_in_micro_units(cls, value: float) -> float:
+        # The ledger keeps whole micro-units below 2^53 (exact in Lua's doubles).
+        if not 1e-6 <= value <= MAX_BUDGET:
+            raise ValueError(f"must be between 0.000001 and {MAX_BUDGET:,.0f}")
         return value
 
     @field_validator("platforms")

@@ -10,6 +10,7 @@ from typing import Any, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common import keys
 from common.errors import InvalidInput
 from common.market import FloatArray
 from common.models import CampaignSpec, PlatformFigures, PlatformInfo
@@ -18,7 +19,7 @@ from common.models import CampaignSpec, PlatformFigures, PlatformInfo
 class _PlatformFile(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=64, pattern=keys.PLATFORM_ID_PATTERN.pattern)
     price_sigma: float = Field(gt=0)
     cpc: list[float]
     cvr: list[float]
@@ -105,8 +106,10 @@ class Scenario:
             unknown = sorted(set(spec.platforms) - set(platforms))
             if unknown:
                 raise InvalidInput.one(f"scenario.campaigns.{i}.platforms", f"unknown platform {unknown[0]!r}")
+            if spec.start_tick >= raw.ticks:
+                raise InvalidInput.one(f"scenario.campaigns.{i}.start_tick", f"must be below ticks ({raw.ticks})")
             if spec.end_tick is None:
-                spec = spec.model_copy(update={"end_tick": raw.ticks})
+                spec = CampaignSpec.model_validate({**spec.model_dump(), "end_tick": raw.ticks})
             campaigns.append(spec)
         ids = [c.id for c in campaigns]
         if len(set(ids)) != len(ids):

@@ -17,7 +17,7 @@ import redis
 from pydantic import ValidationError
 
 from common import keys
-from common.errors import InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound
 from common.ledger import Balance, Ledger
 from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
 from common.money import to_micros
@@ -47,7 +47,10 @@ class CampaignStore:
         return {pid: PlatformInfo.model_validate_json(doc) for pid, doc in sorted(raw.items())}
 
     # --- campaigns ------------------------------------------------------------------------------
-    def _check_platforms(self, spec: CampaignSpec) -> None:
+    def _check_new(self, spec: CampaignSpec) -> None:
+        """Checks that need the store: known platforms, and a flight end to pace the budget over."""
+        if spec.end_tick is None:
+            raise InvalidInput.one("end_tick", "is required: the budget is paced over the flight")
         known = self.platforms()
         unknown = sorted(set(spec.platforms) - set(known))
         if unknown:
@@ -57,7 +60,7 @@ class CampaignStore:
     def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
         """Validate and store a new campaign with its budget; ``InvalidInput`` writes nothing."""
         spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
-        self._check_platforms(spec)
+        self._check_new(spec)
         campaign_key = keys.campaign(spec.id)
         fields = _hash_fields(spec, CampaignStatus.ACTIVE)
         # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
@@ -87,8 +90,13 @@ class CampaignStore:
             pipe.hgetall(keys.campaign(cid))
         found = {}
         for cid, raw in zip(ids, pipe.execute(), strict=True):
-            if raw.get("spec"):
+            if not raw.get("spec"):
+                continue
+            try:
                 found[cid] = campaign_from_hash(raw)
+            except (ValueError, KeyError) as exc:
+                # One unreadable record must not stop the tick for every other campaign.
+                log.error("campaign %s is unreadable and skipped: %s", cid, exc, extra={"campaign": cid})
         return found
 
     @store_call("list campaigns")
@@ -110,19 +118,28 @@ class CampaignStore:
         if bad:
             reason = "cannot be changed" if bad[0] == "id" else "is not a campaign field"
             raise InvalidInput.one(bad[0], reason)
-        current = self.get(campaign_id)
-        merged = {**current.spec.model_dump(), **changes}
+        # One change at a time per campaign: the budget delta is computed from what is stored, so two
+        # concurrent changes must not both apply theirs.
+        lock = self.r.lock(keys.campaign_lock(campaign_id), timeout=10, blocking_timeout=5)
+        if not lock.acquire():
+            raise Conflict(f"campaign {campaign_id!r} is being changed by another request; try again")
         try:
-            spec = CampaignSpec.model_validate(merged)
-        except ValidationError as exc:
-            raise InvalidInput.from_pydantic(exc) from None
-        self._check_platforms(spec)
-        delta = to_micros(spec.budget) - to_micros(current.spec.budget)
-        if delta:
-            # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
-            self.ledger.adjust(campaign_id, delta)
-        self.r.hset(keys.campaign(campaign_id), mapping=_hash_fields(spec, current.status))
-        return Campaign(spec=spec, status=current.status)
+            current = self.get(campaign_id)
+            merged = {**current.spec.model_dump(), **changes}
+            try:
+                spec = CampaignSpec.model_validate(merged)
+            except ValidationError as exc:
+                raise InvalidInput.from_pydantic(exc) from None
+            self._check_new(spec)
+            delta = to_micros(spec.budget) - self.ledger.balance(campaign_id).budget
+            if delta:
+                # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
+                self.ledger.adjust(campaign_id, delta)
+            # The status is not written back: a pause or finish racing this change keeps its effect.
+            self.r.hset(keys.campaign(campaign_id), mapping=_spec_fields(spec))
+        finally:
+            lock.release()
+        return self.get(campaign_id)
 
     def pause(self, campaign_id: str) -> Campaign:
         return self._set_status(campaign_id, CampaignStatus.PAUSED, allowed_from={CampaignStatus.ACTIVE})
@@ -138,16 +155,17 @@ class CampaignStore:
     @store_call("change campaign status")
     def _set_status(self, campaign_id: str, status: CampaignStatus, allowed_from: set[CampaignStatus]) -> Campaign:
         current = self.get(campaign_id)
-        if current.status is status:
-            return current
-        if current.status not in allowed_from:
-            raise InvalidInput.one("status", f"a {current.status.value} campaign cannot become {status.value}")
-        self.r.hset(keys.campaign(campaign_id), "status", status.value)
+        if current.status is not status:
+            if current.status not in allowed_from:
+                raise InvalidInput.one("status", f"a {current.status.value} campaign cannot become {status.value}")
+            self.r.hset(keys.campaign(campaign_id), "status", status.value)
+            log.info("campaign %s", status.value, extra={"campaign": campaign_id})
+        # The fleet-wide index follows the status, also when a repeated call finds it already set
+        # (so an index left behind by an interrupted change is repaired).
         if status is CampaignStatus.ACTIVE:
             self.r.sadd(keys.ACTIVE, campaign_id)
         else:
             self.r.srem(keys.ACTIVE, campaign_id)
-        log.info("campaign %s", status.value, extra={"campaign": campaign_id})
         return Campaign(spec=current.spec, status=status)
 
     @store_call("delete campaign")
@@ -172,13 +190,16 @@ def _escape(pattern: str) -> str:
     return "".join("\\" + ch if ch in "*?[]{}\\" else ch for ch in pattern)
 
 
-def _hash_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
+def _spec_fields(spec: CampaignSpec) -> Fields:
     return {
         "spec": spec.model_dump_json(),
-        "status": status.value,
         "start_tick": str(spec.start_tick),
         "end_tick": "" if spec.end_tick is None else str(spec.end_tick),
     }
+
+
+def _hash_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
+    return {**_spec_fields(spec), "status": status.value}
 
 
 def campaign_from_hash(raw: Mapping[str, str]) -> Campaign:

@@ -87,7 +87,7 @@ def test_live_fleet_evaluates_every_campaign_every_tick(redis_url: str, market: 
         wait_for_ticks(client, 1, group, timeout=30)
         start = client.xlen(keys.TICK_STATS)
         entries = wait_for_ticks(client, start + 5, group, timeout=10 * 2 + 20)
-    ticks = [e for e in entries[start - 1 :]]
+    ticks = entries[start:]
     assert ticks, "ticks ran"
     for entry in ticks:
         assert int(entry["fanned"]) == len(ids), entry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,23 @@ def test_generated_scenarios_are_reproducible_and_valid() -> None:
         assert (series.cpc > 0).all() and ((series.cvr >= 0) & (series.cvr <= 1)).all() and (series.volume >= 0).all()
     for spec in a.campaigns:
         assert isinstance(spec, CampaignSpec) and spec.end_tick is not None and spec.end_tick <= 100
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d["platforms"][0].update(id="search engine"), "scenario.platforms.0.id"),
+        (lambda d: d["campaigns"][0].update(start_tick=50, end_tick=None), "scenario.campaigns.0.start_tick"),
+        (lambda d: d["platforms"][0]["cpc"].pop(), "platforms.0.cpc"),
+        (lambda d: d["campaigns"][0].update(budget=-1), "scenario.campaigns.0.budget"),
+    ],
+)
+def test_bad_scenario_files_name_the_field(change: Any, field: str) -> None:
+    from common.errors import InvalidInput
+    from common.scenario import Scenario
+
+    doc = generate(campaigns=2, platforms=2, ticks=50, seed=1).to_dict()
+    change(doc)
+    with pytest.raises(InvalidInput) as info:
+        Scenario.from_dict(doc)
+    assert field in str(info.value)

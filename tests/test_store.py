@@ -60,6 +60,9 @@ def test_every_key_of_a_campaign_carries_its_hash_tag(store: CampaignStore, r: r
         ({"id": "{c:x}"}, "id", "letters, digits"),
         ({"max_bid": -1}, "max_bid", "greater than 0"),
         ({"colour": "red"}, "colour", "not permitted"),
+        ({"budget": 1e-7}, "budget", "between 0.000001"),
+        ({"budget": 1e10}, "budget", "between 0.000001"),
+        ({"end_tick": None}, "end_tick", "required"),
     ],
 )
 def test_bad_input_names_the_field_and_writes_nothing(
@@ -121,3 +124,42 @@ def test_delete_removes_every_key(store: CampaignStore, r: redis.Redis) -> None:
     assert store.ids() == ["c2"]
     with pytest.raises(NotFound):
         store.get("c1")
+
+
+def test_concurrent_budget_changes_apply_once_each(store: CampaignStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.create(campaign(budget=250.0))
+    targets = [300.0, 300.0, 400.0, 275.0, 300.0, 260.0]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda b: _retrying_update(store, b), targets))
+    spec_budget = store.get("c1").spec.budget
+    assert spec_budget in targets
+    assert store.balance("c1").budget == round(spec_budget * 1_000_000), "the ledger holds what the campaign says"
+
+
+def _retrying_update(store: CampaignStore, budget: float) -> None:
+    from common.errors import Conflict
+
+    for _ in range(50):
+        try:
+            store.update("c1", {"budget": budget})
+            return
+        except Conflict:
+            continue
+    raise AssertionError("the campaign lock was never free")
+
+
+def test_an_update_never_undoes_a_status_change(store: CampaignStore) -> None:
+    store.create(campaign())
+    store.finish("c1")
+    updated = store.update("c1", {"max_bid": 4.0})
+    assert updated.status is CampaignStatus.FINISHED
+    assert store.ids(CampaignStatus.ACTIVE) == []
+
+
+def test_a_repeated_status_change_repairs_the_index(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign())
+    r.srem("ce:campaigns:active", "c1")  # as if a change had been interrupted
+    store.resume("c1")
+    assert store.ids(CampaignStatus.ACTIVE) == ["c1"]

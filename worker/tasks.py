@@ -20,15 +20,17 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name="ce.tick", ignore_result=True, acks_late=False)
-def tick(number: int | None = None, live: bool = True) -> int | None:
+def tick(number: int | None = None, live: bool = True, scheduled_at: float | None = None) -> int | None:
     """Run a tick: publish the feed, forecast, fan out one evaluation task per group of campaigns.
 
-    Beat sends it with no arguments: the tick under way now, whose evaluations expire at its
-    deadline. A backtest names the tick and runs it with ``live=False``: no deadline.
+    Beat sends the tick boundary it fired for (``scheduled_at``): the tick starting then, whose
+    evaluations expire at its deadline. A backtest names the tick and runs it with ``live=False``:
+    no deadline.
     """
     f = fleet()
     started = time.time()
-    number = f.clock.tick_at(started) if number is None else number
+    if number is None:
+        number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
     plan = ticks.begin(f, number)
     if plan is None:
         return None
