@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 TICK_STATS_MAXLEN = 10_000
 # Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
 TICK_KEY_TTL = 86_400
-# Ticks of feed history handed to the forecaster: its window, and the longer drift fit, within it.
-FEED_HISTORY = 240
+# Ticks of feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual view.
+FEED_RETENTION = 240
 COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
 
 
@@ -47,7 +47,7 @@ def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
     pids = list(platforms)
     if not pids:
         return {"tick": tick, "platforms": {}, "sigmas": {}}
-    history = fleet.feed.window(pids, tick - 1, FEED_HISTORY)
+    history = fleet.feed.window(pids, tick - 1, fleet.settings.forecast_window)
     doc = forecast(history, pids, tick, window=fleet.settings.forecast_window).to_dict()
     doc["sigmas"] = {pid: info.price_sigma for pid, info in platforms.items()}
     return doc
@@ -64,7 +64,8 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         return None
     if simulate_feed and tick > 0:
         fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-        fleet.feed.trim(list(fleet.market.platforms), tick - FEED_HISTORY - 2, 8)
+        kept = max(FEED_RETENTION, fleet.settings.forecast_window)
+        fleet.feed.trim(list(fleet.market.platforms), tick - kept - 2, 8)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     size = fleet.settings.campaigns_per_task
