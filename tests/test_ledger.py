@@ -9,18 +9,22 @@ import pytest
 import redis
 
 from common import keys
-from common.errors import InvalidInput, LedgerError, NotFound, StoreUnavailable
+from common.errors import Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
 from common.ledger import (
     MAX_MICROS,
     AdjustRefused,
     Balance,
+    Grant,
     Ledger,
     LedgerInputError,
     NoReservation,
     NotReservable,
     ReservationReleased,
+    ReservationSettled,
     ReservationState,
+    ReservationSubmitted,
     SettleRefused,
+    Swept,
     UnknownBudget,
 )
 from common.redis_server import free_port
@@ -46,6 +50,10 @@ def c1(client: redis.Redis, ledger: Ledger) -> str:
     make_campaign(client, "c1")
     ledger.open("c1", 1000)
     return "c1"
+
+
+def _t(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def refused_without_change(
@@ -143,6 +151,7 @@ def test_reserve_grants_in_full_when_it_fits(client: redis.Redis, ledger: Ledger
     grant = ledger.reserve(c1, 3, {"search": 200, "social": 100})
     assert grant.granted == {"search": 200, "social": 100}
     assert (grant.remaining, grant.state, grant.replay, grant.total) == (700, ReservationState.OPEN, False, 300)
+    assert not grant.usable  # bids wait for submit
     assert ledger.balance(c1) == Balance(1000, 700, 300, 0)
     assert ledger.open_ticks(c1) == [3]
     assert audit(client, c1).sums == {"adjust": 1000, "reserve": 300}
@@ -284,6 +293,121 @@ def test_settle_refuses_bad_input(client: redis.Redis, ledger: Ledger, c1: str, 
     assert isinstance(err, LedgerInputError) and err.errors[0][0] == field
 
 
+# --- submit -------------------------------------------------------------------------------------
+def _record(client: redis.Redis, cid: str, tick: int) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in client.hgetall(keys.reservation(cid, tick)).items()
+    }
+
+
+def test_submit_moves_an_open_reservation_to_submitted(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 3, {"search": 200, "social": 100})
+    before = snapshot(client)
+    sub = ledger.submit(c1, 3)
+    assert sub.granted == {"search": 200, "social": 100} and list(sub.granted) == ["search", "social"]
+    assert (sub.state, sub.replay, sub.remaining, sub.usable) == (ReservationState.SUBMITTED, False, 700, True)
+    # Only the record's state changed: no money moved, no stream entry, still unsettled.
+    after = snapshot(client)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {keys.reservation(c1, 3)} and _record(client, c1, 3)["state"] == "submitted"
+    assert ledger.balance(c1) == Balance(1000, 700, 300, 0)
+    assert ledger.open_ticks(c1) == [3]
+    assert audit(client, c1).states == {3: "submitted"}
+    assert ledger.reserve(c1, 3, {"a": 1}).state is ReservationState.SUBMITTED
+
+
+def test_submit_again_is_a_replay_that_writes_nothing(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 3, {"a": 50})
+    first = ledger.submit(c1, 3)
+    before = snapshot(client)
+    again = ledger.submit(c1, 3)
+    assert snapshot(client) == before
+    assert again.replay and again.granted == first.granted and again.state is ReservationState.SUBMITTED
+    assert not again.usable  # its bids may already be out: bid nothing on a replay
+
+
+def test_submit_of_a_zero_grant(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 0, {"a": 1000})
+    ledger.reserve(c1, 1, {"a": 5})
+    sub = ledger.submit(c1, 1)
+    assert sub.granted == {"a": 0} and sub.total == 0 and sub.usable
+    assert ledger.settle(c1, 1, {}).returned == 0
+    audit(client, c1)
+
+
+def test_submit_is_refused_when_no_bid_may_be_placed(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    err = refused_without_change(client, NoReservation, ledger.submit, c1, 7, match="never reserved; do not bid")
+    assert "campaign c1 tick 7" in str(err)
+    ledger.reserve(c1, 7, {"a": 10})
+    ledger.release(c1, 7)
+    err = refused_without_change(client, ReservationReleased, ledger.submit, c1, 7, match="released.*do not bid")
+    assert isinstance(err, Conflict)
+    ledger.reserve(c1, 8, {"a": 10})
+    ledger.settle(c1, 8, {"a": 4})
+    err = refused_without_change(client, ReservationSettled, ledger.submit, c1, 8, match="settled.*do not bid")
+    assert isinstance(err, Conflict)
+    # A submitted and then settled reservation: submit refuses too (the first reply was the one to bid on).
+    ledger.reserve(c1, 9, {"a": 10})
+    ledger.submit(c1, 9)
+    ledger.settle(c1, 9, {"a": 10})
+    refused_without_change(client, ReservationSettled, ledger.submit, c1, 9)
+    audit(client, c1, expect_open=False)
+
+
+@pytest.mark.parametrize(("cid", "tick", "field"), [("c1", -1, "tick"), ("c1", True, "tick"), ("a b", 0, "campaign")])
+def test_submit_refuses_bad_input(
+    client: redis.Redis, ledger: Ledger, c1: str, cid: Any, tick: Any, field: str
+) -> None:
+    ledger.reserve(c1, 0, {"a": 10})
+    err = refused_without_change(client, LedgerInputError, ledger.submit, cid, tick)
+    assert isinstance(err, LedgerInputError) and err.errors[0][0] == field
+    with pytest.raises(LedgerInputError):
+        ledger.submit_many([(c1, 0), (cid, tick)])
+    assert ledger.open_ticks(c1) == [0] and _record(client, c1, 0)["state"] == "open"
+
+
+def test_settle_of_a_submitted_reservation(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 2, {"a": 300, "b": 200})
+    ledger.submit(c1, 2)
+    refused_without_change(client, SettleRefused, ledger.settle, c1, 2, {"a": 301})
+    result = ledger.settle(c1, 2, {"a": 120})
+    assert (result.spent, result.returned, result.remaining, result.replay) == ({"a": 120, "b": 0}, 380, 880, False)
+    assert ledger.balance(c1) == Balance(1000, 880, 0, 120)
+    before = snapshot(client)
+    assert ledger.settle(c1, 2, {"a": 7}).replay
+    assert snapshot(client) == before
+    found = audit(client, c1, expect_open=False)
+    assert found.states == {2: "settled"} and not found.charged_by_sweeper
+
+
+def test_release_of_a_submitted_reservation_is_refused(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 4, {"a": 100})
+    ledger.submit(c1, 4)
+    err = refused_without_change(client, ReservationSubmitted, ledger.release, c1, 4, match="submitted")
+    assert isinstance(err, Conflict) and "campaign c1 tick 4" in str(err)
+    assert ledger.settle(c1, 4, {"a": 30}).total == 30
+    assert ledger.release(c1, 4) == 0  # settled now: nothing to release, as before
+
+
+def test_submit_many_keeps_refusals_in_place(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    make_campaign(client, "c2")
+    ledger.open("c2", 10)
+    ledger.reserve_many([(c1, 1, {"a": 100}), (c1, 2, {"a": 50}), ("c2", 1, {"a": 10}), (c1, 3, {"a": 1})])
+    ledger.release(c1, 2)
+    ledger.settle(c1, 3, {})
+    got = ledger.submit_many([(c1, 1), (c1, 2), ("c2", 1), (c1, 1), (c1, 3), (c1, 9)])
+    kinds = [type(g).__name__ for g in got]
+    assert kinds == ["Grant", "ReservationReleased", "Grant", "Grant", "ReservationSettled", "NoReservation"]
+    first, _, other, again, *_ = got
+    assert isinstance(first, Grant) and first.usable and first.granted == {"a": 100} and first.remaining == 900
+    assert isinstance(other, Grant) and other.usable and other.campaign == "c2" and other.remaining == 0
+    assert isinstance(again, Grant) and again.replay and not again.usable
+    assert ledger.submit_many([]) == []
+    audit(client, c1)
+    audit(client, "c2")
+
+
 # --- release and sweep --------------------------------------------------------------------------
 def test_release_is_idempotent_and_leaves_settled_alone(client: redis.Redis, ledger: Ledger, c1: str) -> None:
     ledger.reserve(c1, 1, {"a": 100, "b": 20})
@@ -307,19 +431,19 @@ def test_sweep_releases_only_ticks_before_the_cutoff(client: redis.Redis, ledger
         ledger.reserve(c1, tick, {"a": 10})
     ledger.settle(c1, 1, {"a": 4})
     ledger.reserve("c2", 0, {"a": 50})
-    assert ledger.sweep([c1, "c2", "c1"], 4) == 4  # c1 ticks 0, 2, 3 and c2 tick 0
+    assert ledger.sweep([c1, "c2", "c1"], 4) == Swept(released=4)  # c1 ticks 0, 2, 3 and c2 tick 0
     assert ledger.open_ticks(c1) == [4, 5]
-    assert ledger.sweep([c1, "c2"], 4) == 0
+    assert ledger.sweep([c1, "c2"], 4) == Swept()
     assert ledger.balance("c2") == Balance(50, 50, 0, 0)
     audit(client, c1)
-    assert ledger.sweep([c1], 6) == 2
+    assert ledger.sweep([c1], 6).closed == 2
     audit(client, c1, expect_open=False)
 
 
 def test_sweep_before_the_grace_has_passed_releases_nothing(ledger: Ledger, c1: str) -> None:
     ledger.reserve(c1, 0, {"a": 1})
-    assert ledger.sweep([c1], 0) == 0
-    assert ledger.sweep([c1], -3) == 0
+    assert ledger.sweep([c1], 0) == Swept()
+    assert ledger.sweep([c1], -3) == Swept()
     assert ledger.open_ticks(c1) == [0]
     with pytest.raises(LedgerInputError, match="before_tick"):
         ledger.sweep([c1], 1.5)  # type: ignore[arg-type]
@@ -330,7 +454,8 @@ def test_sweep_pages_through_many_open_reservations(
 ) -> None:
     monkeypatch.setattr("common.ledger.ledger.SWEEP_PAGE", 3)
     ledger.reserve_many((c1, tick, {"a": 1}) for tick in range(10))
-    assert ledger.sweep([c1], 100) == 10
+    ledger.submit_many((c1, tick) for tick in range(0, 10, 3))
+    assert ledger.sweep([c1], 100) == Swept(released=6, charged=4)
     audit(client, c1, expect_open=False)
 
 
@@ -343,6 +468,97 @@ def test_sweep_all_uses_the_campaign_index(client: redis.Redis, ledger: Ledger, 
     assert sweep_all(ledger, current_tick=5, grace_ticks=3) == 2
     assert sweep_all(ledger, current_tick=2, grace_ticks=3) == 0
     assert ledger.open_ticks(c1) == [2, 3, 4]
+
+
+def test_sweep_charges_a_submitted_reservation_at_its_full_grant(
+    client: redis.Redis, ledger: Ledger, c1: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger.reserve(c1, 1, {"a": 100, "b": 20, "c": 0})
+    ledger.submit(c1, 1)
+    assert ledger.sweep([c1], 2) == Swept(charged=1)
+    # Every grant is charged: the platforms may have spent up to it, the ledger must not under-count.
+    assert ledger.balance(c1) == Balance(1000, 880, 0, 120)
+    record = _record(client, c1, 1)
+    assert record["state"] == "settled" and record["charged_by"] == "sweeper"
+    assert (record["c:a"], record["c:b"], record["c:c"], record["spent"], record["returned"]) == (
+        "100",
+        "20",
+        "0",
+        "120",
+        "0",
+    )
+    found = audit(client, c1, expect_open=False)
+    assert found.charged_by_sweeper == {1} and found.sums["settle"] == 120 and found.sums["release"] == 0
+    stream: list[Any] = client.xrange(keys.ledger(c1))  # type: ignore[assignment]
+    entries = [{_t(k): _t(v) for k, v in f.items()} for _, f in stream]
+    assert [(e["kind"], e["platform"], e["amount"], e.get("by")) for e in entries if e["kind"] == "settle"] == [
+        ("settle", "a", "100", "sweeper"),
+        ("settle", "b", "20", "sweeper"),
+    ]
+    # The late real settle is a replay of the full charge; it says so, and writes nothing.
+    before = snapshot(client)
+    with caplog.at_level("WARNING", logger="common.ledger.ledger"):
+        late = ledger.settle(c1, 1, {"a": 60})
+    assert late.replay and late.spent == {"a": 100, "b": 20, "c": 0} and late.returned == 0
+    assert "the first settlement stands" in caplog.text
+    assert snapshot(client) == before
+    assert ledger.sweep([c1], 2) == Swept()
+    assert ledger.release(c1, 1) == 0
+
+
+def test_a_settle_before_the_sweep_wins(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    ledger.reserve(c1, 1, {"a": 100})
+    ledger.submit(c1, 1)
+    ledger.settle(c1, 1, {"a": 30})
+    before = snapshot(client)
+    assert ledger.sweep([c1], 5) == Swept()
+    assert snapshot(client) == before
+    assert ledger.balance(c1) == Balance(1000, 970, 0, 30)
+
+
+def test_a_submit_after_the_sweep_released_is_refused(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    """An evaluation stalled past the cut-off: its reservation was released, so it must not bid."""
+    ledger.reserve(c1, 1, {"a": 100})
+    assert ledger.sweep([c1], 2) == Swept(released=1)
+    refused_without_change(client, ReservationReleased, ledger.submit, c1, 1)
+    refused_without_change(client, ReservationReleased, ledger.settle, c1, 1, {"a": 1})
+    assert ledger.balance(c1) == Balance(1000, 1000, 0, 0)
+
+
+def test_sweep_over_a_mix_of_states(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    from common.ledger.sweeper import sweep_all
+
+    make_campaign(client, "c2")
+    ledger.open("c2", 500)
+    client.sadd(keys.CAMPAIGNS, c1, "c2")
+    for tick in range(8):
+        ledger.reserve(c1, tick, {"a": 10, "b": 5})
+    ledger.reserve("c2", 0, {"x": 200})
+    ledger.reserve("c2", 6, {"x": 100})
+    ledger.submit_many([(c1, 1), (c1, 2), (c1, 3), (c1, 6), ("c2", 0), ("c2", 6)])
+    ledger.settle(c1, 2, {"a": 7})  # submitted and settled
+    ledger.settle(c1, 4, {"b": 5})  # settled without submit
+    ledger.release(c1, 5)
+    # Due (tick < 6): c1 0 open, 1 and 3 submitted; c2 0 submitted. Ticks 6 and 7 are not due yet.
+    assert ledger.sweep([c1, "c2"], 6) == Swept(released=1, charged=3)
+    states = audit(client, c1).states
+    assert states == {
+        0: "released",
+        1: "settled",
+        2: "settled",
+        3: "settled",
+        4: "settled",
+        5: "released",
+        6: "submitted",
+        7: "open",
+    }
+    assert audit(client, c1).charged_by_sweeper == {1, 3}
+    assert ledger.balance(c1) == Balance(1000, 1000 - 30 - 7 - 5 - 30, 30, 30 + 7 + 5)
+    assert ledger.balance("c2") == Balance(500, 200, 100, 200)
+    assert sweep_all(ledger, current_tick=10, grace_ticks=2) == 3  # c1 6 charged, 7 released; c2 6 charged
+    assert audit(client, c1, expect_open=False).charged_by_sweeper == {1, 3, 6}
+    assert audit(client, "c2", expect_open=False).charged_by_sweeper == {0, 6}
+    assert ledger.balance("c2") == Balance(500, 200, 0, 300)
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -383,6 +599,10 @@ def test_unreachable_redis_is_store_unavailable() -> None:
         ledger.balance("c1")
     with pytest.raises(StoreUnavailable):
         ledger.sweep(["c1"], 5)
+    with pytest.raises(StoreUnavailable):
+        ledger.submit("c1", 0)
+    with pytest.raises(StoreUnavailable):
+        ledger.submit_many([("c1", 0)])
 
 
 def test_redis_error_that_is_not_a_refusal_is_store_unavailable(client: redis.Redis, ledger: Ledger, c1: str) -> None:

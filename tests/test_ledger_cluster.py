@@ -107,10 +107,13 @@ def scenario(client: Any) -> list[Any]:
         out.append(_outcome(ledger.open, cid, 10_000 + 1_000 * i))
     for tick in range(6):
         out.append(_outcome(ledger.reserve_many, [(cid, tick, {"a": 900 + tick, "b": 2_000}) for cid in CAMPAIGNS]))
+        out.append(_outcome(ledger.submit_many, [(cid, tick) for cid in CAMPAIGNS[1::3]]))  # some left to the sweep
         costs = [(cid, tick, {"a": 450 + i, "b": 3 * i}) for i, cid in enumerate(CAMPAIGNS)]
         if tick % 3 == 1:
             out.append(_outcome(ledger.settle, CAMPAIGNS[0], tick, {"a": 10**6}))
-            out.append(_outcome(ledger.release, CAMPAIGNS[1], tick))
+            out.append(_outcome(ledger.release, CAMPAIGNS[1], tick))  # submitted: refused
+            out.append(_outcome(ledger.release, CAMPAIGNS[2], tick))
+            out.append(_outcome(ledger.submit, CAMPAIGNS[2], tick))  # released: refused
         if tick % 2:
             out.append(_outcome(ledger.settle_many, costs))
         out.append(_outcome(ledger.reserve, CAMPAIGNS[tick], tick, {"c": 5}))
@@ -143,7 +146,9 @@ def test_cluster_gives_the_same_results_as_one_server(cluster: RedisCluster, r: 
     on_one_server = scenario(r)
     assert on_cluster == on_one_server
     audit_all(cluster, CAMPAIGNS)
-    Ledger(cluster).sweep(CAMPAIGNS, 100)
+    swept = Ledger(cluster).sweep(CAMPAIGNS, 100)
+    assert swept.released > 0 and swept.charged > 0, swept
+    assert swept == Ledger(r).sweep(CAMPAIGNS, 100)
     audit_all(cluster, CAMPAIGNS, expect_open=False)
 
 

@@ -1,9 +1,9 @@
 """Property test: random sequences of ledger calls agree with a plain in-memory model.
 
 Hypothesis drives the real scripts on the real server with duplicates, calls out of order (settle
-before reserve, release after settle, settle after release), pauses, flights, adjustments, batches,
-sweeps and script flushes; after every step the balances must match the model and every invariant
-must hold exactly.
+before reserve, release after settle, settle after release, submit after release or settle, release
+after submit), pauses, flights, adjustments, batches, sweeps and script flushes; after every step the
+balances and every reservation's state must match the model and every invariant must hold exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from common.errors import LedgerError
 from common.ledger import (
@@ -26,9 +33,12 @@ from common.ledger import (
     NoReservation,
     NotReservable,
     ReservationReleased,
+    ReservationSettled,
     ReservationState,
+    ReservationSubmitted,
     Settlement,
     SettleRefused,
+    Swept,
     UnknownBudget,
 )
 from tests.ledger_helpers import audit, make_campaign
@@ -52,6 +62,7 @@ class Res:
     grants: dict[str, int]
     costs: dict[str, int] = field(default_factory=dict)
     released: int = 0
+    charged: bool = False  # settled by the sweeper at the full grant
 
 
 @dataclass
@@ -97,6 +108,20 @@ class Model:
         camp.res[tick] = Res("open", grants)
         return Grant(cid, tick, grants, camp.balance[1], ReservationState.OPEN, False)
 
+    def submit(self, cid: str, tick: int) -> Grant | type[LedgerError]:
+        camp = self.camps[cid]
+        r = camp.res.get(tick)
+        if r is None:
+            return NoReservation
+        if r.state == "released":
+            return ReservationReleased
+        if r.state == "settled":
+            return ReservationSettled
+        assert camp.balance is not None
+        replay = r.state == "submitted"
+        r.state = "submitted"
+        return Grant(cid, tick, r.grants, camp.balance[1], ReservationState.SUBMITTED, replay)
+
     def settle(self, cid: str, tick: int, costs: dict[str, int]) -> Settlement | type[LedgerError]:
         camp = self.camps[cid]
         r = camp.res.get(tick)
@@ -119,11 +144,13 @@ class Model:
         camp.balance[3] += spent
         return Settlement(cid, tick, r.costs, granted - spent, camp.balance[1], False)
 
-    def release(self, cid: str, tick: int) -> int:
+    def release(self, cid: str, tick: int) -> int | type[LedgerError]:
         camp = self.camps[cid]
         r = camp.res.get(tick)
         if r is None or r.state == "settled":
             return 0
+        if r.state == "submitted":
+            return ReservationSubmitted
         if r.state == "open":
             assert camp.balance is not None
             r.state = "released"
@@ -131,6 +158,24 @@ class Model:
             camp.balance[1] += r.released
             camp.balance[2] -= r.released
         return r.released
+
+    def sweep(self, before: int) -> Swept:
+        """Open reservations below the cut-off are released, submitted ones charged at their full grant."""
+        released = charged = 0
+        if before <= 0:
+            return Swept()
+        for cid, camp in self.camps.items():
+            for tick, r in camp.res.items():
+                if tick >= before:
+                    continue
+                if r.state == "open":
+                    self.release(cid, tick)
+                    released += 1
+                elif r.state == "submitted":
+                    self.settle(cid, tick, r.grants)
+                    r.charged = True
+                    charged += 1
+        return Swept(released, charged)
 
     def adjust(self, cid: str, delta: int, op: str) -> Balance | type[LedgerError]:
         camp = self.camps[cid]
@@ -176,6 +221,12 @@ class LedgerMachine(RuleBasedStateMachine):
         except LedgerError as exc:
             return exc
 
+    @initialize(budgets=st.dictionaries(cids, st.integers(1, 1000)))
+    def open_some(self, budgets: dict[str, int]) -> None:
+        """Most runs start with budgets (some with none, so that reserving without one is tried too)."""
+        for cid, budget in budgets.items():
+            self.open(cid, budget)
+
     @rule(cid=cids, budget=st.integers(1, 1000))
     def open(self, cid: str, budget: int) -> None:
         same(self.ledger.open(cid, budget), self.model.open(cid, budget))
@@ -202,8 +253,42 @@ class LedgerMachine(RuleBasedStateMachine):
         same(self._call(lambda: self.ledger.settle(cid, tick, chosen)), self.model.settle(cid, tick, chosen))
 
     @rule(cid=cids, tick=ticks)
+    def submit(self, cid: str, tick: int) -> None:
+        same(self._call(lambda: self.ledger.submit(cid, tick)), self.model.submit(cid, tick))
+
+    @rule(cid=cids, tick=ticks, caps=caps)
+    def reserve_then_submit(self, cid: str, tick: int, caps: dict[str, int]) -> None:
+        """The caller's path: submit right after a fresh reserve (random submits mostly miss)."""
+        same(self._call(lambda: self.ledger.reserve(cid, tick, caps)), self.model.reserve(cid, tick, caps))
+        same(self._call(lambda: self.ledger.submit(cid, tick)), self.model.submit(cid, tick))
+
+    @precondition(lambda self: any(camp.res for camp in self.model.camps.values()))
+    @rule(data=st.data(), action=st.sampled_from(["submit", "release", "sweep_it", "settle_all"]))
+    def on_a_reservation(self, data: st.DataObject, action: str) -> None:
+        """Act on a reservation that exists, whatever its state: random (campaign, tick) mostly miss."""
+        known = sorted((cid, tick) for cid, camp in self.model.camps.items() for tick in camp.res)
+        unsettled = [(cid, t) for cid, t in known if self.model.camps[cid].res[t].state in ("open", "submitted")]
+        prefer_unsettled: bool = data.draw(st.booleans())
+        cid, tick = data.draw(st.sampled_from(unsettled if unsettled and prefer_unsettled else known))
+        if action == "submit":
+            self.submit(cid, tick)
+        elif action == "release":
+            self.release(cid, tick)
+        elif action == "sweep_it":
+            self.sweep(tick + 1)
+        else:  # the real cost was the whole grant (or the sweeper charged it: then a replay)
+            grants = self.model.camps[cid].res[tick].grants
+            same(self._call(lambda: self.ledger.settle(cid, tick, grants)), self.model.settle(cid, tick, grants))
+
+    @rule(requests=st.lists(st.tuples(cids, ticks), min_size=1, max_size=4))
+    def submit_many(self, requests: list[tuple[str, int]]) -> None:
+        got = self.ledger.submit_many(requests)
+        for actual, (cid, tick) in zip(got, requests, strict=True):
+            same(actual, self.model.submit(cid, tick))
+
+    @rule(cid=cids, tick=ticks)
     def release(self, cid: str, tick: int) -> None:
-        same(self.ledger.release(cid, tick), self.model.release(cid, tick))
+        same(self._call(lambda: self.ledger.release(cid, tick)), self.model.release(cid, tick))
 
     @rule(cid=cids, delta=st.integers(-1500, 1500).filter(bool), op=st.sampled_from(["op1", "op2", None]))
     def adjust(self, cid: str, delta: int, op: str | None) -> None:
@@ -224,13 +309,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(before=st.integers(0, 8))
     def sweep(self, before: int) -> None:
-        expected = sum(
-            1
-            for cid, camp in self.model.camps.items()
-            for tick, r in list(camp.res.items())
-            if r.state == "open" and tick < before and self.model.release(cid, tick) >= 0
-        )
-        same(self.ledger.sweep(CIDS, before), expected)
+        same(self.ledger.sweep(CIDS, before), self.model.sweep(before))
 
     @rule()
     def lose_scripts(self) -> None:
@@ -244,7 +323,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 continue
             assert self.ledger.balance(cid) == Balance(*camp.balance)
             found = audit(self.client, cid)
-            assert found.open_ticks == sorted(t for t, r in camp.res.items() if r.state == "open")
+            assert found.open_ticks == sorted(t for t, r in camp.res.items() if r.state in ("open", "submitted"))
+            assert found.states == {t: r.state for t, r in camp.res.items()}
+            assert found.charged_by_sweeper == {t for t, r in camp.res.items() if r.charged}
 
 
 def test_ledger_agrees_with_the_model(redis_url: str) -> None:

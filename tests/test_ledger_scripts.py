@@ -51,7 +51,32 @@ def test_scripts_check_their_own_arguments(r: redis.Redis, tick: str) -> None:
         reserve(keys=rkeys, args=[tick, "a", "1"])
     with pytest.raises(redis.ResponseError, match=r"^LEDGER bad_input caps\.a"):
         reserve(keys=rkeys, args=["1", "a", tick])
+    submit = r.register_script(source("submit"))
+    with pytest.raises(redis.ResponseError, match=r"^LEDGER bad_input tick"):
+        submit(keys=[keys.budget("c1"), keys.reservation("c1", 1)], args=[tick])
     assert snapshot(r) == before
+
+
+def test_release_takes_only_the_sweep_mode(r: redis.Redis) -> None:
+    """release.lua charges a submitted reservation only when told it is the sweeper; other modes are refused."""
+    make_campaign(r, "c1")
+    ledger = Ledger(r)
+    ledger.open("c1", 100)
+    ledger.reserve("c1", 1, {"a": 40})
+    ledger.submit("c1", 1)
+    release = r.register_script(source("release"))
+    rkeys = [keys.budget("c1"), keys.reservation("c1", 1), keys.reservations("c1"), keys.ledger("c1")]
+    before = snapshot(r)
+    for mode in ("", "Sweep", "charge"):
+        with pytest.raises(redis.ResponseError, match=r"^LEDGER bad_input mode"):
+            release(keys=rkeys, args=["1", mode])
+    with pytest.raises(redis.ResponseError, match=r"^LEDGER submitted"):
+        release(keys=rkeys, args=["1"])
+    assert snapshot(r) == before
+    assert release(keys=rkeys, args=["1", "sweep"]) == ["charged", 40]
+    assert release(keys=rkeys, args=["1", "sweep"]) == ["settled", 0]
+    assert ledger.balance("c1") == Balance(100, 60, 0, 40)
+    audit(r, "c1", expect_open=False)
 
 
 def test_single_calls_reload_scripts_after_a_flush(r: redis.Redis) -> None:
@@ -60,6 +85,8 @@ def test_single_calls_reload_scripts_after_a_flush(r: redis.Redis) -> None:
     ledger.open("c1", 100)
     r.script_flush()
     assert ledger.reserve("c1", 0, {"a": 40}).granted == {"a": 40}
+    r.script_flush()
+    assert ledger.submit("c1", 0).usable
     r.script_flush()
     assert ledger.settle("c1", 0, {"a": 10}).total == 10
     r.script_flush()
@@ -76,6 +103,9 @@ def test_batches_reload_scripts_after_a_flush_without_running_twice(r: redis.Red
     r.script_flush()
     grants = ledger.reserve_many([(cid, 0, {"a": 30}) for cid in cids])
     assert all(not isinstance(g, Exception) and not g.replay for g in grants)
+    r.script_flush()
+    submitted = ledger.submit_many([(cid, 0) for cid in cids])
+    assert all(not isinstance(g, Exception) and g.usable for g in submitted)
     r.script_flush()
     settled = ledger.settle_many([(cid, 0, {"a": 30}) for cid in cids])
     assert all(not isinstance(s, Exception) and not s.replay for s in settled)

@@ -1,4 +1,4 @@
-"""The budget ledger: reserve before bidding, settle what was spent, release what was not.
+"""The budget ledger: reserve, submit just before bidding, settle what was spent, release what was not bid.
 
 Amounts are integer micro-units (``common.money`` converts). See docs/ledger.md.
 """
@@ -10,11 +10,13 @@ from common.ledger.errors import (
     NoReservation,
     NotReservable,
     ReservationReleased,
+    ReservationSettled,
+    ReservationSubmitted,
     SettleRefused,
     UnknownBudget,
 )
 from common.ledger.ledger import MAX_MICROS, Ledger
-from common.ledger.records import Balance, Grant, ReservationState, Settlement
+from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
 
 __all__ = [
     "MAX_MICROS",
@@ -27,8 +29,11 @@ __all__ = [
     "NoReservation",
     "NotReservable",
     "ReservationReleased",
+    "ReservationSettled",
     "ReservationState",
+    "ReservationSubmitted",
     "SettleRefused",
     "Settlement",
+    "Swept",
     "UnknownBudget",
 ]

@@ -25,11 +25,22 @@ class NotReservable(LedgerError):
 
 
 class NoReservation(LedgerError, NotFound):
-    """Settle of a tick that was never reserved."""
+    """Settle or submit of a tick that was never reserved."""
 
 
 class ReservationReleased(LedgerError, Conflict):
-    """Settle of a reservation that was already released (by ``release`` or the sweeper)."""
+    """Settle or submit of a reservation that was already released (by ``release`` or the sweeper).
+
+    Refused by ``submit``, it means: place no bid, the grant is back in remaining.
+    """
+
+
+class ReservationSettled(LedgerError, Conflict):
+    """Submit of a reservation that is already settled: it holds nothing, so no bid may be placed."""
+
+
+class ReservationSubmitted(LedgerError, Conflict):
+    """Release of a submitted reservation: its bids went out, only settle (or the sweeper's charge) closes it."""
 
 
 class SettleRefused(LedgerError):
@@ -50,6 +61,8 @@ _BY_CODE: dict[str, type[LedgerError]] = {
     "bad_campaign": NotReservable,
     "no_reservation": NoReservation,
     "released": ReservationReleased,
+    "settled": ReservationSettled,
+    "submitted": ReservationSubmitted,
     "over_grant": SettleRefused,
     "unknown_platform": SettleRefused,
     "below_committed": AdjustRefused,

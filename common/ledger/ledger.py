@@ -1,9 +1,13 @@
 """The budget ledger: every micro-unit a campaign holds, reserves and spends, moved by Lua scripts.
 
 Each movement is one script run inside the campaign's hash slot, so it is atomic and valid on Redis
-Cluster. Reserve, settle and release are keyed by (campaign, tick) and adjust by an operation id, so
-any call may be repeated (a redelivered task, a client retry after a lost reply) without moving
-money twice: a repeat returns the first result.
+Cluster. Reserve, submit, settle and release are keyed by (campaign, tick) and adjust by an operation
+id, so any call may be repeated (a redelivered task, a client retry after a lost reply) without
+moving money twice: a repeat returns the first result.
+
+A caller reserves, then submits the reservation right before its bids go out, then settles what
+they cost. A submitted reservation is never released: if its settle never comes, the sweeper
+charges every grant in full (a platform may have spent up to it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from common import keys
 from common.errors import LedgerError, StoreUnavailable
 from common.ledger.errors import LedgerInputError, UnknownBudget, from_reply, is_refusal
-from common.ledger.records import Balance, Grant, ReservationState, Settlement
+from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
 from common.ledger.scripts import Call, Client, Scripts
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ OP_ID_MAX = 64
 SWEEP_PAGE = 500
 
 Request = tuple[str, int, Mapping[str, int]]
+Key = tuple[str, int]
 
 
 class Ledger:
@@ -112,10 +117,34 @@ class Ledger:
             for (cid, tick, _), reply in zip(batch, replies, strict=True)
         ]
 
+    def submit(self, campaign: str, tick: int) -> Grant:
+        """Mark the reservation as bid on; call it right before the bids go to the platforms.
+
+        Returns the grant with state ``submitted``: bid only when ``usable`` (a fresh submit), each
+        bid capped by its platform's grant. A repeat returns the same grant with ``replay`` set and
+        changes nothing: its bids may already be out, so place none and do not settle it with made
+        up costs (the sweeper charges it in full unless the first caller settles). Refused, with
+        nothing written, by ``NoReservation``, ``ReservationReleased`` (the sweeper or ``release``
+        gave the grant back) or ``ReservationSettled``: then no bid may be placed.
+        """
+        reply = self._run(_submit_call(campaign, tick), campaign, tick)
+        return _grant(campaign, tick, reply, "submit")
+
+    def submit_many(self, requests: Iterable[Key]) -> list[Grant | LedgerError]:
+        """``submit`` for many (campaign, tick) in one round trip; refusals come back in place."""
+        batch = list(requests)
+        replies = self._run_many([_submit_call(cid, tick) for cid, tick in batch])
+        return [
+            _refusal(reply, cid, tick) or _grant(cid, tick, reply, "submit")
+            for (cid, tick), reply in zip(batch, replies, strict=True)
+        ]
+
     def settle(self, campaign: str, tick: int, costs: Mapping[str, int]) -> Settlement:
         """Charge ``costs`` (platform -> micro-units, each <= its grant); the rest goes back to remaining.
 
-        A repeat returns the first settlement and changes nothing. Refused with ``NoReservation``,
+        The reservation may be open or submitted. A repeat returns the first settlement and changes
+        nothing; so does a settle after the sweeper charged a submitted reservation in full (the
+        returned ``spent`` is then every grant). Refused with ``NoReservation``,
         ``ReservationReleased`` or ``SettleRefused``.
         """
         reply = self._run(_settle_call(campaign, tick, costs), campaign, tick)
@@ -131,32 +160,41 @@ class Ledger:
         ]
 
     def release(self, campaign: str, tick: int) -> int:
-        """Give back an unsettled reservation; returns the micro-units it released.
+        """Give back an open reservation (never submitted); returns the micro-units it released.
 
         A repeat returns the same amount and changes nothing; a settled or unknown tick releases 0.
+        A submitted reservation is refused with ``ReservationSubmitted``, nothing written: its bids
+        may have spent the grant, so only settle (or the sweeper's full charge) closes it.
         """
         outcome, amount = self._run(_release_call(campaign, tick), campaign, tick)
         log.debug("release", extra={"campaign": campaign, "tick": tick, "outcome": _text(outcome), "amount": amount})
         return int(amount)
 
     def open_ticks(self, campaign: str, before_tick: int | None = None) -> list[int]:
-        """Ticks of the campaign's open reservations, oldest first (all, or those < ``before_tick``)."""
+        """Ticks of the campaign's unsettled (open or submitted) reservations, oldest first.
+
+        All of them, or those < ``before_tick``.
+        """
         _campaign_id(campaign)
         upper = "+inf" if before_tick is None else f"({_tick(before_tick)}"
         with _store("read open reservations"):
             ticks: list[Any] = self.client.zrangebyscore(keys.reservations(campaign), "-inf", upper)  # type: ignore[assignment]
         return [int(t) for t in ticks]
 
-    def sweep(self, campaigns: Iterable[str], before_tick: int) -> int:
-        """Release every open reservation with tick < ``before_tick``; returns how many this call released.
+    def sweep(self, campaigns: Iterable[str], before_tick: int) -> Swept:
+        """Close every unsettled reservation with tick < ``before_tick``; returns what this call closed.
 
-        Racing a settle is safe: whichever script runs first wins and the other sees its outcome.
-        A cut-off of 0 or below (early in a run, before the grace has passed) releases nothing.
+        An open one is released (its grant goes back to remaining). A submitted one is charged at
+        its full grant (every grant moves to spent, `settle` entries marked `by sweeper`): its bids
+        went out and their real cost never arrived, and a platform may have charged up to each grant.
+        Racing a settle or a submit is safe: each is one script, whichever runs first wins and the
+        other sees its outcome. A cut-off of 0 or below (early in a run, before the grace has
+        passed) closes nothing.
         """
         if isinstance(before_tick, bool) or not isinstance(before_tick, int):
             raise LedgerInputError.one("before_tick", f"must be an integer tick, got {before_tick!r}")
         pending = [_campaign_id(cid) for cid in campaigns] if before_tick > 0 else []
-        released = 0
+        released = charged = 0
         while pending:
             with _store("read open reservations"):
                 pipe = self.client.pipeline(transaction=False)
@@ -164,22 +202,36 @@ class Ledger:
                     pipe.zrangebyscore(keys.reservations(cid), "-inf", f"({before_tick}", start=0, num=SWEEP_PAGE)
                 pages = pipe.execute()
             due = [(cid, int(t)) for cid, page in zip(pending, pages, strict=True) for t in page]
-            replies = self._run_many([_release_call(cid, tick) for cid, tick in due])
+            replies = self._run_many([_release_call(cid, tick, sweep=True) for cid, tick in due])
             failed = set()
             for (cid, tick), reply in zip(due, replies, strict=True):
                 refusal = _refusal(reply, cid, tick)
                 if refusal is not None:
-                    log.error("sweep could not release: %s", refusal, extra={"campaign": cid, "tick": tick})
+                    log.error("sweep could not close: %s", refusal, extra={"campaign": cid, "tick": tick})
                     failed.add(cid)
-                elif _text(reply[0]) == "released":
+                    continue
+                outcome, amount = _text(reply[0]), int(reply[1])
+                if outcome == "released":
                     released += 1
-                    log.debug("swept", extra={"campaign": cid, "tick": tick, "amount": int(reply[1])})
+                    log.debug("swept", extra={"campaign": cid, "tick": tick, "amount": amount})
+                elif outcome == "charged":
+                    charged += 1
+                    log.warning(
+                        "submitted reservation never settled: charged its full grant",
+                        extra={"campaign": cid, "tick": tick, "amount": amount},
+                    )
             pending = [
                 cid for cid, page in zip(pending, pages, strict=True) if len(page) == SWEEP_PAGE and cid not in failed
             ]
-        if released:
-            log.info("sweep released %d reservations", released, extra={"before_tick": before_tick})
-        return released
+        result = Swept(released, charged)
+        if result.closed:
+            log.info(
+                "sweep released %d and charged %d reservations",
+                released,
+                charged,
+                extra={"before_tick": before_tick},
+            )
+        return result
 
     # --- plumbing -----------------------------------------------------------------------------
     def _run(self, call: Call, campaign: str, tick: int | None = None) -> Any:
@@ -267,12 +319,17 @@ def _settle_call(campaign: str, tick: int, costs: Mapping[str, int]) -> Call:
     )
 
 
-def _release_call(campaign: str, tick: int) -> Call:
+def _submit_call(campaign: str, tick: int) -> Call:
+    _campaign_id(campaign)
+    return Call("submit", (keys.budget(campaign), keys.reservation(campaign, tick)), (_tick(tick),))
+
+
+def _release_call(campaign: str, tick: int, *, sweep: bool = False) -> Call:
     _campaign_id(campaign)
     return Call(
         "release",
         (keys.budget(campaign), keys.reservation(campaign, tick), keys.reservations(campaign), keys.ledger(campaign)),
-        (_tick(tick),),
+        (_tick(tick), "sweep") if sweep else (_tick(tick),),
     )
 
 
@@ -289,14 +346,15 @@ def _refusal(reply: Any, campaign: str, tick: int) -> LedgerError | None:
     return from_reply(str(reply), campaign, tick) if isinstance(reply, redis.ResponseError) else None
 
 
-def _grant(campaign: str, tick: int, reply: Sequence[Any]) -> Grant:
+def _grant(campaign: str, tick: int, reply: Sequence[Any], call: str = "reserve") -> Grant:
     grant = Grant(
         campaign, tick, _pairs(reply[3:]), int(reply[2]), ReservationState(_text(reply[1])), bool(int(reply[0]))
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
-            "reserve %s",
-            "replayed" if grant.replay else "granted",
+            "%s %s",
+            call,
+            "replayed" if grant.replay else "done",
             extra={"campaign": campaign, "tick": tick, "granted": grant.granted, "remaining": grant.remaining},
         )
     return grant

@@ -7,7 +7,15 @@ from enum import StrEnum
 
 
 class ReservationState(StrEnum):
+    """Life of one (campaign, tick) reservation: open -> submitted -> settled, or open -> released.
+
+    ``open``: granted, no bid placed yet; settle or release closes it. ``submitted``: ``submit``
+    marked it just before its bids went out; a platform may have charged up to each grant, so it is
+    never released: settle closes it, or the sweeper charges every grant in full.
+    """
+
     OPEN = "open"
+    SUBMITTED = "submitted"
     SETTLED = "settled"
     RELEASED = "released"
 
@@ -26,8 +34,9 @@ class Balance:
 class Grant:
     """What ``reserve`` granted for one (campaign, tick), per platform in the order asked.
 
-    ``replay`` is true when an earlier call had already reserved this tick: ``granted`` is that first
-    grant and ``state`` says what became of it since (a released grant can no longer be spent).
+    ``reserve`` returns it with state ``open``; ``submit`` returns the same grant with state
+    ``submitted``. ``replay`` is true when an earlier call had already made the grant (reserve) or
+    submitted it (submit): ``granted`` is the first grant and ``state`` says what became of it since.
     ``remaining`` is the campaign's remaining budget after the call.
     """
 
@@ -44,8 +53,27 @@ class Grant:
 
     @property
     def usable(self) -> bool:
-        """True when bids may be placed against this grant."""
-        return self.state is ReservationState.OPEN
+        """True when bids may be placed against this grant: only a fresh reply of ``submit``.
+
+        A grant from ``reserve`` is not usable yet (submit it first); a replayed submit is not
+        usable either: an earlier call submitted it and its bids may already be out.
+        """
+        return self.state is ReservationState.SUBMITTED and not self.replay
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What one sweep closed: open reservations ``released``, submitted ones ``charged`` in full."""
+
+    released: int = 0
+    charged: int = 0
+
+    @property
+    def closed(self) -> int:
+        return self.released + self.charged
+
+    def __add__(self, other: Swept) -> Swept:
+        return Swept(self.released + other.released, self.charged + other.charged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,17 @@
-"""The sweeper: releases reservations left open past their tick, so that their budget can be spent again.
+"""The sweeper: closes reservations left unsettled past their tick.
 
-A worker that dies between reserve and settle leaves its reservation open. A reservation of tick t
-may still be settled until tick t + grace (a tick's costs are known only after it ends); at tick T
-the sweeper releases every reservation still open with t < T - grace. Racing a late settle is safe:
-each is one script, and whichever runs second sees the first one's outcome.
+A worker that dies between reserve and settle leaves its reservation unsettled. A reservation of
+tick t may still be settled until tick t + grace (a tick's costs are known only after it ends); at
+tick T the sweeper closes every reservation still unsettled with t < T - grace:
+
+- an ``open`` one (never submitted, so no bid was placed against it) is released: its budget can be
+  spent again;
+- a ``submitted`` one (its bids went out, their cost never reached the ledger) is charged at its
+  full grant: a platform may have spent up to each grant, so giving it back could spend it twice.
+
+Racing a late submit or settle is safe: each is one script, and whichever runs second sees the
+first one's outcome (a submit after the release is refused, so no bid is placed; a settle after the
+full charge is a replay of it).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from redis.exceptions import RedisClusterException
 from common import keys
 from common.errors import StoreUnavailable
 from common.ledger.ledger import Ledger
+from common.ledger.records import Swept
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +36,28 @@ def cutoff(current_tick: int, grace_ticks: int) -> int:
 
 
 def sweep_all(ledger: Ledger, current_tick: int, grace_ticks: int, *, batch: int = 500) -> int:
-    """Release every due reservation of every campaign in ``ce:campaigns``; returns how many."""
+    """Close every due reservation of every campaign in ``ce:campaigns``; returns how many it closed.
+
+    That is released (open) plus charged in full (submitted); both counts are logged.
+    """
     before = cutoff(current_tick, grace_ticks)
     if before == 0:
         return 0
-    released = 0
+    total = Swept()
     try:
         for group in _chunks(ledger.client.sscan_iter(keys.CAMPAIGNS, count=batch), batch):
-            released += ledger.sweep(group, before)
+            total += ledger.sweep(group, before)
     except (redis.RedisError, RedisClusterException) as exc:
         raise StoreUnavailable(f"sweep: Redis is unavailable or failed ({exc})") from exc
-    log.info("sweep of tick %d released %d reservations", current_tick, released, extra={"tick": current_tick})
-    return released
+    log.log(
+        logging.WARNING if total.charged else logging.INFO,
+        "sweep of tick %d released %d reservations and charged %d submitted ones at their full grant",
+        current_tick,
+        total.released,
+        total.charged,
+        extra={"tick": current_tick, "released": total.released, "charged": total.charged},
+    )
+    return total.closed
 
 
 def _chunks(items: Iterable[str | bytes], size: int) -> Iterator[list[str]]:

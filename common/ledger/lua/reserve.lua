@@ -3,7 +3,8 @@
 -- KEYS[1]  {c:<id>}:campaign    hash written by the campaign store: status, start_tick, end_tick
 -- KEYS[2]  {c:<id>}:budget      hash of micro-units: budget, remaining, reserved, spent
 -- KEYS[3]  {c:<id>}:res:<tick>  this tick's reservation record
--- KEYS[4]  {c:<id>}:open        sorted set of open reservation ticks (score = tick)
+-- KEYS[4]  {c:<id>}:open        sorted set of unsettled (open or submitted) reservation ticks
+--                               (score = tick)
 -- KEYS[5]  {c:<id>}:ledger      stream of money movements
 -- ARGV[1]  tick, an integer >= 0
 -- ARGV[2], ARGV[3], ...  platform, cap pairs (cap in micro-units >= 0), in the order to fill
@@ -11,8 +12,8 @@
 -- Returns {replay, state, remaining, platform_1, granted_1, platform_2, granted_2, ...}.
 -- replay is 0 when this call made the grant (state "open"). When the tick was already reserved,
 -- replay is 1: the first grant comes back as it was, with the reservation's current state (open,
--- settled or released) and the current remaining; the caps of this call are ignored and nothing
--- is written.
+-- submitted, settled or released) and the current remaining; the caps of this call are ignored and
+-- nothing is written.
 -- Refusals (error reply, nothing written): "LEDGER bad_input <field>: <reason>",
 -- "LEDGER no_budget ...", "LEDGER not_reservable ...", "LEDGER bad_campaign ...".
 --

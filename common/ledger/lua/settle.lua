@@ -1,8 +1,9 @@
 -- settle: charge what one tick's bids cost against that tick's reservation, once.
+-- The reservation may be open (reserved, never submitted) or submitted (its bids went out).
 --
 -- KEYS[1]  {c:<id>}:budget      hash of micro-units: budget, remaining, reserved, spent
 -- KEYS[2]  {c:<id>}:res:<tick>  the tick's reservation record
--- KEYS[3]  {c:<id>}:open        sorted set of open reservation ticks
+-- KEYS[3]  {c:<id>}:open        sorted set of unsettled (open or submitted) reservation ticks
 -- KEYS[4]  {c:<id>}:ledger      stream of money movements
 -- ARGV[1]  tick, an integer >= 0
 -- ARGV[2], ARGV[3], ...  platform, cost pairs (cost in micro-units >= 0); a granted platform that
@@ -11,8 +12,9 @@
 -- Each cost moves from reserved to spent (a `settle` entry); the rest of each platform's grant goes
 -- back to remaining (a `release` entry).
 -- Returns {replay, remaining, returned, platform_1, cost_1, platform_2, cost_2, ...} over the
--- granted platforms in grant order. replay is 1 when the tick was already settled: the first
--- result comes back, the costs of this call are ignored and nothing is written.
+-- granted platforms in grant order. replay is 1 when the tick was already settled (by an earlier
+-- settle, or charged at its full grant by the sweeper): the first result comes back, the costs of
+-- this call are ignored and nothing is written.
 -- Refusals (error reply, nothing written): "LEDGER bad_input ...", "LEDGER no_reservation ...",
 -- "LEDGER released ...", "LEDGER over_grant ...", "LEDGER unknown_platform ...", "LEDGER corrupt ...".
 
@@ -66,6 +68,9 @@ if not state then
 end
 if state == 'released' then
     fail('released', 'the reservation was released; its grant is back in remaining')
+end
+if state ~= 'open' and state ~= 'submitted' and state ~= 'settled' then
+    fail('corrupt', 'the reservation has an unknown state ' .. string.format('%q', state))
 end
 
 local platforms = {}

@@ -1,0 +1,67 @@
+-- submit: mark one (campaign, tick) reservation as bid on, just before its bids go to the platforms.
+--
+-- KEYS[1]  {c:<id>}:budget      hash of micro-units: budget, remaining, reserved, spent (read only)
+-- KEYS[2]  {c:<id>}:res:<tick>  the tick's reservation record
+-- ARGV[1]  tick, an integer >= 0
+--
+-- Moves no money and writes no stream entry: it sets the record's state from "open" to "submitted".
+-- From then on the grant may have been spent by a platform, so the reservation is never released:
+-- it is closed only by settle, or by the sweeper charging every grant in full (release.lua).
+-- Returns {replay, state, remaining, platform_1, granted_1, platform_2, granted_2, ...}, the same
+-- shape as reserve. replay is 0 when this call moved the state to "submitted"; 1 when an earlier
+-- call had (nothing is written; bids must be placed only on the first submit's reply).
+-- Refusals (error reply, nothing written; the caller must not bid):
+-- "LEDGER bad_input ...", "LEDGER no_reservation ..." (never reserved),
+-- "LEDGER released ..." (released by release or the sweeper; its grant is back in remaining),
+-- "LEDGER settled ..." (already settled; it holds nothing any more).
+
+local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
+
+local function fail(code, message)
+    error({ err = 'LEDGER ' .. code .. ' ' .. message })
+end
+
+-- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
+local function per_platform(key, prefix, platforms)
+    local names = {}
+    for i, platform in ipairs(platforms) do
+        names[i] = prefix .. platform
+    end
+    return redis.call('HMGET', key, unpack(names))
+end
+
+local raw = ARGV[1]
+if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') or tonumber(raw) > MAX then
+    fail('bad_input', 'tick: must be an integer >= 0, got ' .. tostring(raw))
+end
+
+local record = redis.call('HMGET', KEYS[2], 'state', 'platforms')
+local state = record[1]
+if not state then
+    fail('no_reservation', 'this tick was never reserved; do not bid')
+end
+if state == 'released' then
+    fail('released', 'the reservation was released (its grant is back in remaining); do not bid')
+end
+if state == 'settled' then
+    fail('settled', 'the reservation is already settled and holds nothing; do not bid')
+end
+
+local replay = 1
+if state == 'open' then
+    redis.call('HSET', KEYS[2], 'state', 'submitted')
+    replay = 0
+elseif state ~= 'submitted' then
+    fail('corrupt', 'the reservation has an unknown state ' .. string.format('%q', state))
+end
+
+local platforms = {}
+for platform in string.gmatch(record[2], '[^,]+') do
+    platforms[#platforms + 1] = platform
+end
+local out = { replay, 'submitted', tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0') }
+for i, granted in ipairs(per_platform(KEYS[2], 'g:', platforms)) do
+    out[#out + 1] = platforms[i]
+    out[#out + 1] = tonumber(granted)
+end
+return out
