@@ -16,7 +16,7 @@ from typing import Any
 
 from common import keys, metrics
 from common.engine import CampaignState, Decision, PacingState, decide
-from common.errors import LedgerError
+from common.errors import LedgerError, StoreUnavailable
 from common.fleet import Fleet
 from common.forecast import Forecasts
 from common.ledger import Balance
@@ -28,6 +28,11 @@ from common.store import campaign_from_hash
 from common.tick import TICK_KEY_TTL, forecasts_for
 
 log = logging.getLogger(__name__)
+
+# A redelivered evaluation arrives within the broker's visibility timeout (a minute): the mark that
+# recognises it needs to outlive that, not the day the tick's counters are kept.
+EVALUATION_MARK_TTL = 600
+SETTLE_ATTEMPTS = 4
 
 DECISION_FIELDS = ("ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions", "waste")
 
@@ -101,47 +106,85 @@ def evaluate(
         else:
             log.debug("no bid: %s", decision.reason, extra={"tick": tick, "campaign": campaign.id})
 
-    grants = fleet.ledger.reserve_many(
-        [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in d.bids}) for c, d in wanted]
-    )
-    orders: list[Order] = []
-    reserved: list[str] = []
-    granted: dict[tuple[str, str], int] = {}
-    for (campaign, decision), grant in zip(wanted, grants, strict=True):
-        if isinstance(grant, LedgerError):
-            # Paused, finished or out of budget since it was read: no bid this tick.
-            log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
-            report.refused += 1
-            continue
-        if not grant.usable or grant.replay:
-            continue
-        reserved.append(campaign.id)
-        report.reserved += 1
-        for b in decision.bids:
-            cap = grant.granted.get(b.platform, 0)
-            if cap > 0:
-                granted[b.campaign, b.platform] = cap
-                orders.append(Order(Bid(b.campaign, b.platform, b.bid, from_micros(cap)), campaign.spec))
+    if wanted and deadline is not None and now() > deadline:
+        # The decisions took past the deadline (a wait on the forecasts): bid nothing on stale data.
+        for campaign, _ in wanted:
+            del report.decisions[campaign.id]
+        report.evaluated -= len(wanted)
+        report.late += len(wanted)
+        wanted = []
+    orders, granted = _reserve_and_submit(fleet, report, wanted, tick)
     outcomes = fleet.platforms.submit(tick, orders)
     report.placed = [
         Placed(o.bid, out, out.conversions * o.campaign.value_per_conversion)
         for o, out in zip(orders, outcomes, strict=True)
     ]
-
-    costs: dict[str, dict[str, int]] = {cid: {} for cid in reserved}
-    for placed in report.placed:
-        # A capped bid's cost equals its cap up to float rounding: charge at most the grant itself.
-        cap = granted[placed.bid.campaign, placed.bid.platform]
-        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), cap)
-    settled = fleet.ledger.settle_many([(cid, tick, spent) for cid, spent in costs.items()])
-    for cid, result in zip(costs, settled, strict=True):
-        if isinstance(result, LedgerError):
-            # The reservation stays open and the sweeper returns it; the bid's outcome is recorded.
-            log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
-        elif result.remaining == 0:
-            fleet.store.finish(cid)
+    _settle(fleet, report, granted, tick)
     _record(fleet, report, started, now)
     return report
+
+
+def _reserve_and_submit(
+    fleet: Fleet, report: GroupReport, wanted: list[tuple[Campaign, Decision]], tick: int
+) -> tuple[list[Order], dict[str, dict[str, int]]]:
+    """Reserve each campaign's caps, then mark the grants submitted: only those may be bid on.
+
+    ``submit`` comes right before the bids go out. From then on the sweeper never gives the grant
+    back (the platform may have charged it): if the settle never arrives, it charges it in full.
+    A grant the sweeper released first (a stalled evaluation) is refused at submit: no bid.
+    """
+    grants = fleet.ledger.reserve_many(
+        [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in d.bids}) for c, d in wanted]
+    )
+    fresh: list[tuple[Campaign, Decision]] = []
+    for (campaign, decision), grant in zip(wanted, grants, strict=True):
+        if isinstance(grant, LedgerError):
+            # Paused, finished or out of budget since it was read: no bid this tick.
+            log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+            report.refused += 1
+        elif grant.replay:
+            log.warning("reservation already made by another delivery", extra={"tick": tick, "campaign": campaign.id})
+        else:
+            fresh.append((campaign, decision))
+    submitted = fleet.ledger.submit_many([(c.id, tick) for c, _ in fresh])
+    orders: list[Order] = []
+    granted: dict[str, dict[str, int]] = {}
+    for (campaign, decision), grant in zip(fresh, submitted, strict=True):
+        if isinstance(grant, LedgerError) or not grant.usable:
+            log.warning("grant not submitted: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+            continue
+        report.reserved += 1
+        granted[campaign.id] = dict(grant.granted)
+        for b in decision.bids:
+            cap = grant.granted.get(b.platform, 0)
+            if cap > 0:
+                orders.append(Order(Bid(b.campaign, b.platform, b.bid, from_micros(cap)), campaign.spec))
+    return orders, granted
+
+
+def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]], tick: int) -> None:
+    """Charge what the platforms charged, retrying while Redis is unreachable (settle is idempotent).
+
+    Every submitted reservation is settled, those whose bids won nothing too (at zero).
+    """
+    costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
+    for placed in report.placed:
+        # A capped bid's cost equals its cap up to float rounding: charge at most the grant itself.
+        cap = granted[placed.bid.campaign][placed.bid.platform]
+        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), cap)
+    requests = [(cid, tick, spent) for cid, spent in costs.items()]
+    for attempt in range(SETTLE_ATTEMPTS):
+        try:
+            settled = fleet.ledger.settle_many(requests)
+            break
+        except StoreUnavailable:
+            if attempt == SETTLE_ATTEMPTS - 1:
+                # The reservations stay submitted: the sweeper charges them in full, never less.
+                raise
+            time.sleep(0.05 * 2**attempt)
+    for (cid, _, _), result in zip(requests, settled, strict=True):
+        if isinstance(result, LedgerError):
+            log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
 
 
 @dataclass(frozen=True)
@@ -187,7 +230,7 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
     """
     pipe = fleet.r.pipeline(transaction=False)
     for cid in campaign_ids:
-        pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=TICK_KEY_TTL)
+        pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
         pipe.hgetall(keys.campaign(cid))
         pipe.hgetall(keys.budget(cid))
         pipe.hgetall(keys.state(cid))

@@ -171,3 +171,48 @@ def test_beat_sweeps_reservations_left_open_by_a_crash(redis_url: str, market: P
     finally:
         f.r.close()
         client.close()
+
+
+class _CrashAfterCharging:
+    """A platform that charges the bids and then the evaluating process dies before it settles."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.charged: dict[str, float] = {}
+
+    def submit(self, tick: int, orders: list[object]) -> list[object]:
+        outcomes = self.inner.submit(tick, orders)  # type: ignore[attr-defined]
+        for order, out in zip(orders, outcomes, strict=True):
+            cid = order.bid.campaign  # type: ignore[attr-defined]
+            self.charged[cid] = self.charged.get(cid, 0.0) + out.cost
+        if orders:
+            raise SystemExit("worker killed after the platform charged")
+        return outcomes
+
+
+def test_a_crash_between_bidding_and_settling_is_charged_in_full(fleet: Fleet, market: Path) -> None:
+    from common.ledger.sweeper import sweep_all
+    from common.money import from_micros
+
+    ids = load_campaigns(fleet.r, market, 6)
+    for t in range(1, 4):
+        plan = begin(fleet, t)
+        assert plan is not None
+        if t < 3:
+            for group in plan.groups:
+                evaluate(fleet, group, t)
+    crashing = _CrashAfterCharging(fleet.platforms)
+    fleet.platforms = crashing  # type: ignore[assignment]
+    before = {cid: fleet.ledger.balance(cid).spent for cid in ids}
+    with pytest.raises(SystemExit):
+        evaluate(fleet, ids, 3)
+    assert crashing.charged, "bids went out"
+    # A redelivery of the same evaluation bids nothing more.
+    assert evaluate(fleet, ids, 3).placed == []
+    sweep_all(fleet.ledger, current_tick=3 + 5, grace_ticks=3)
+    for cid in ids:
+        balance = fleet.ledger.balance(cid)
+        assert balance.reserved == 0 and fleet.ledger.open_ticks(cid) == []
+        assert balance.budget == balance.remaining + balance.spent
+        charged = crashing.charged.get(cid, 0.0)
+        assert from_micros(balance.spent - before[cid]) >= charged - 1e-9, (cid, balance, charged)
