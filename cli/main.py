@@ -41,6 +41,9 @@ def up(
     campaigns: Annotated[int, typer.Option(min=0, max=100_000, help="Demo campaigns to load.")] = 200,
     duration: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the embedded Redis's state from the last run.")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Worker processes (default: four per core).")
+    ] = None,
 ) -> None:
     """Run the whole fleet here: Redis (embedded unless CE_REDIS_URL), worker, beat and Flower."""
     from cli.up import run_up
@@ -48,7 +51,7 @@ def up(
     settings = load_settings()
     configure_logging(settings)
     try:
-        code = run_up(settings, campaigns, duration, keep, console)
+        code = run_up(settings, campaigns, duration, keep, console, concurrency)
     except CampaignEngineError as exc:
         raise fail(exc) from None
     raise typer.Exit(code)

@@ -46,7 +46,7 @@ def load_campaigns(client: redis.Redis, scenario_path: Path, campaigns: int, see
 
 
 @contextmanager
-def running(env: dict[str, str], log_dir: Path, *, beats: int = 1, concurrency: int = 2) -> Iterator[ProcessGroup]:
+def running(env: dict[str, str], log_dir: Path, *, beats: int = 1, concurrency: int = 4) -> Iterator[ProcessGroup]:
     group = ProcessGroup(log_dir)
     try:
         group.spawn(
