@@ -127,31 +127,25 @@ def evaluate(
 def _reserve_and_submit(
     fleet: Fleet, report: GroupReport, wanted: list[tuple[Campaign, Decision]], tick: int
 ) -> tuple[list[Order], dict[str, dict[str, int]]]:
-    """Reserve each campaign's caps, then mark the grants submitted: only those may be bid on.
+    """Reserve each campaign's caps and mark the grants submitted, in one round trip.
 
-    ``submit`` comes right before the bids go out. From then on the sweeper never gives the grant
-    back (the platform may have charged it): if the settle never arrives, it charges it in full.
-    A grant the sweeper released first (a stalled evaluation) is refused at submit: no bid.
+    Only a fresh submit may be bid on, and the bids go out right after it. From then on the sweeper
+    never gives the grant back (the platform may have charged it): if the settle never arrives, it
+    charges it in full. A grant the sweeper released first (a stalled evaluation) is refused: no bid.
     """
-    grants = fleet.ledger.reserve_many(
+    submitted = fleet.ledger.reserve_and_submit_many(
         [(c.id, tick, {b.platform: to_micros_floor(b.spend_cap) for b in d.bids}) for c, d in wanted]
     )
-    fresh: list[tuple[Campaign, Decision]] = []
-    for (campaign, decision), grant in zip(wanted, grants, strict=True):
-        if isinstance(grant, LedgerError):
-            # Paused, finished or out of budget since it was read: no bid this tick.
-            log.info("no reservation: %s", grant, extra={"tick": tick, "campaign": campaign.id})
-            report.refused += 1
-        elif grant.replay:
-            log.warning("reservation already made by another delivery", extra={"tick": tick, "campaign": campaign.id})
-        else:
-            fresh.append((campaign, decision))
-    submitted = fleet.ledger.submit_many([(c.id, tick) for c, _ in fresh])
     orders: list[Order] = []
     granted: dict[str, dict[str, int]] = {}
-    for (campaign, decision), grant in zip(fresh, submitted, strict=True):
-        if isinstance(grant, LedgerError) or not grant.usable:
-            log.warning("grant not submitted: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+    for (campaign, decision), grant in zip(wanted, submitted, strict=True):
+        if isinstance(grant, LedgerError):
+            # Paused, finished or out of budget since it was read, or released by the sweeper.
+            log.info("no grant: %s", grant, extra={"tick": tick, "campaign": campaign.id})
+            report.refused += 1
+            continue
+        if not grant.usable:
+            log.warning("grant already submitted by another delivery", extra={"tick": tick, "campaign": campaign.id})
             continue
         report.reserved += 1
         granted[campaign.id] = dict(grant.granted)

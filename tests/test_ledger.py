@@ -612,3 +612,21 @@ def test_redis_error_that_is_not_a_refusal_is_store_unavailable(client: redis.Re
         ledger.reserve("c2", 0, {"a": 1})
     with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
         ledger.reserve_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})])
+
+
+def test_reserve_and_submit_in_one_round_trip(client: redis.Redis, ledger: Ledger) -> None:
+    """Both steps in one pipeline: a fresh grant is usable, a refused reserve refuses its submit."""
+    make_campaign(client, "rs1")
+    make_campaign(client, "rs2", status="paused")
+    ledger.open("rs1", 1_000)
+    ledger.open("rs2", 1_000)
+    fresh, refused = ledger.reserve_and_submit_many([("rs1", 4, {"search": 600}), ("rs2", 4, {"search": 600})])
+    assert not isinstance(fresh, Exception) and fresh.usable and fresh.state is ReservationState.SUBMITTED
+    assert fresh.granted == {"search": 600}
+    assert isinstance(refused, NotReservable)
+    again = ledger.reserve_and_submit_many([("rs1", 4, {"search": 600})])[0]
+    assert not isinstance(again, Exception) and again.replay and not again.usable
+    assert ledger.balance("rs1") == Balance(budget=1_000, remaining=400, reserved=600, spent=0)
+    assert ledger.balance("rs2").reserved == 0
+    audit(client, "rs1")
+    audit(client, "rs2")
