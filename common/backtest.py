@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -192,10 +192,3 @@ def _json_default(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)

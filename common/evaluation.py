@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 EVALUATION_MARK_TTL = 600
 SETTLE_ATTEMPTS = 4
 
-DECISION_FIELDS = ("ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks", "conversions", "waste")
-
 
 @dataclass
 class Placed:
@@ -59,8 +57,9 @@ class GroupReport:
     decisions: dict[str, Decision] = field(default_factory=dict)
 
     @property
-    def spend(self) -> float:
-        return sum(p.outcome.cost for p in self.placed)
+    def spend_micros(self) -> int:
+        """What the bids cost, each rounded up to the micro-unit as the ledger charges it."""
+        return sum(to_micros_ceil(p.outcome.cost) for p in self.placed)
 
     @property
     def value(self) -> float:
@@ -287,7 +286,7 @@ def _count(
     for name, amount in (
         ("evaluated", report.evaluated), ("late", report.late), ("duplicates", report.duplicates),
         ("skipped", report.skipped), ("bids", len(report.placed)),
-        ("spend_micros", sum(to_micros_ceil(p.outcome.cost) for p in report.placed)),
+        ("spend_micros", report.spend_micros),
     ):  # fmt: skip
         if amount:
             pipe.hincrby(counters, name, amount)

@@ -6,8 +6,6 @@ used by the simulated platforms, the backtests and the decision engine's expecta
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
@@ -63,11 +61,3 @@ def outcome(
     """The outcome of a single bid."""
     cost, clicks, conversions, waste = outcomes(volume, cpc, sigma, cvr, value_per_conversion, bid, spend_cap)
     return Outcome(float(cost), float(clicks), float(conversions), float(waste))
-
-
-def expected_cost_full(volume: float, cpc: float, sigma: float, bid: float) -> float:
-    """Uncapped expected cost of a bid; used to size spend caps."""
-    if bid <= 0 or volume <= 0:
-        return 0.0
-    mu = math.log(cpc)
-    return float(volume * math.exp(mu + sigma**2 / 2) * ndtr((math.log(bid) - mu - sigma**2) / sigma))

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import redis
 
 from common import keys
-from common.money import to_micros_ceil
 
 # Seconds from a tick's start to the end of its slowest evaluation.
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -58,6 +57,8 @@ class EvaluationCounts(Protocol):
     @property
     def refused(self) -> int: ...
     @property
+    def spend_micros(self) -> int: ...
+    @property
     def placed(self) -> Sequence[_Placed]: ...
 
 
@@ -73,7 +74,7 @@ def count_evaluation(pipe: Any, report: EvaluationCounts) -> None:
         "reservations_granted": report.reserved,
         "reservations_refused": report.refused,
         "bids": len(report.placed),
-        "spend_micros": sum(to_micros_ceil(p.outcome.cost) for p in report.placed),
+        "spend_micros": report.spend_micros,
     }
     for name, amount in increments.items():
         if amount:
