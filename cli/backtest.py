@@ -68,6 +68,8 @@ def _celery_executor(settings: Settings, fleet: Fleet, stack: ExitStack) -> Exec
     env = child_env(settings, settings.redis_url, settings.scenario)
     env["CE_CAMPAIGNS_PER_TASK"] = str(settings.campaigns_per_task)
     env["CE_AGGRESSIVENESS"] = repr(settings.aggressiveness)
+    if settings.season_ticks is not None:
+        env["CE_SEASON_TICKS"] = str(settings.season_ticks)
     group = ProcessGroup(log_dir)
     stack.callback(group.stop_all)
     group.spawn(

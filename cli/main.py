@@ -81,6 +81,10 @@ def backtest(
     executor: Annotated[str, typer.Option(help="inline (this process) or celery (real workers).")] = "inline",
     group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
     aggressiveness: Annotated[float | None, typer.Option(min=0.0, max=3.0, help="Override CE_AGGRESSIVENESS.")] = None,
+    season_ticks: Annotated[
+        int | None,
+        typer.Option(min=0, max=100_000, help="Ticks in one volume cycle; default the scenario's length, 0 none."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a scenario through the fleet's path tick by tick and write its decision log."""
@@ -93,6 +97,8 @@ def backtest(
     updates: dict[str, object] = {"campaigns_per_task": group}
     if aggressiveness is not None:
         updates["aggressiveness"] = aggressiveness
+    if season_ticks is not None:
+        updates["season_ticks"] = season_ticks
     settings = settings.model_copy(update=updates)
     configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
     try:

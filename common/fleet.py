@@ -46,6 +46,12 @@ class Fleet:
         market = market or load_market(settings)
         return cls(settings, connect(settings.state_url), market, SimulatedPlatforms(market))
 
+    @property
+    def season(self) -> int:
+        """Ticks in one cycle of the market's volume; 0 when the forecasts model no cycle."""
+        configured = self.settings.season_ticks
+        return self.market.ticks if configured is None else configured
+
     @cached_property
     def store(self) -> CampaignStore:
         return CampaignStore(self.r)

@@ -13,6 +13,8 @@ vectorised pass over all platforms and metrics:
 * isolated one-tick spikes (out and straight back) are replaced by their neighbours' mean;
 * a zero volume is an outage: it is kept out of the fit, and ``up`` says whether the platform was
   serving at the last tick;
+* given the length of a season, the daily cycle of volume is fitted to the whole season's history
+  (:mod:`common.season`); ``outlook`` says how much volume the rest of a flight holds.
 
 With fewer than ``min_obs`` observations a series falls back to its last value (or to ``prior``).
 Outputs are clipped to their domain: prices > 0, volumes >= 0, rates in [0, 1].
@@ -29,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from common.market import FloatArray
+from common.season import VolumeOutlook, fit_cycle, outlook
 
 METRICS = ("cpc", "cvr", "volume")
 CPC, CVR, VOLUME = 0, 1, 2
@@ -56,13 +59,15 @@ class PlatformForecast:
 
     ``ahead[h-1]`` is the forecast ``h`` ticks after the last observed tick; ``next`` is ``ahead[0]``.
     ``volume`` figures are clicks *while the platform serves*; ``up`` is False during an outage.
-    ``log_sd`` is the one-step forecast error of each metric in log space.
+    ``log_sd`` is the one-step forecast error of each metric in log space. ``outlook``, when a
+    season is known, is the volume of the coming ticks relative to ``next.volume``.
     """
 
     ahead: tuple[Figures, ...]
     log_sd: Figures
     up: bool
     observations: int
+    outlook: VolumeOutlook | None = None
 
     @property
     def next(self) -> Figures:
@@ -79,6 +84,7 @@ class PlatformForecast:
             "log_sd": _json_list(self.log_sd),
             "up": self.up,
             "observations": self.observations,
+            "outlook": None if self.outlook is None else self.outlook.to_dict(),
         }
 
     @classmethod
@@ -88,6 +94,7 @@ class PlatformForecast:
             log_sd=Figures(*map(_num, data["log_sd"])),
             up=bool(data["up"]),
             observations=int(data["observations"]),
+            outlook=VolumeOutlook.from_dict(data["outlook"]) if data.get("outlook") else None,
         )
 
 
@@ -185,10 +192,13 @@ def forecast(
     horizon: int = 5,
     min_obs: int = 5,
     prior: ArrayLike | None = None,
+    season: int = 0,
 ) -> Forecasts:
     """Forecasts for ``tick`` from the feed of the ticks before it (``history[:, -1]`` is tick - 1).
 
     Platforms are in the order of ``history``'s first axis; one with no observation is left out.
+    With ``season`` > 0 (ticks in one cycle of the market), each platform's volume cycle is fitted
+    to the last ``season`` ticks of ``history`` and its ``outlook`` set.
     """
     arr = forecast_arrays(history, window=window, horizon=horizon, min_obs=min_obs, prior=prior)
     if len(platforms) != arr.up.shape[0]:
@@ -203,8 +213,17 @@ def forecast(
             log_sd=Figures(*map(float, arr.log_sd[i])),
             up=bool(arr.up[i]),
             observations=int(arr.observations[i]),
+            outlook=_outlook(history, i, tick, season),
         )
     return Forecasts(tick, out)
+
+
+def _outlook(history: ArrayLike, platform: int, tick: int, season: int) -> VolumeOutlook | None:
+    if season <= 0:
+        return None
+    volume = np.asarray(history, dtype=float)[platform, -season:, VOLUME]
+    cycle = fit_cycle(volume, tick - volume.size, season)
+    return None if cycle is None else outlook(cycle, tick, season)
 
 
 def _natural(log_values: FloatArray) -> FloatArray:

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="Celery broker; defaults to redis_url.")
     tick_seconds: float = Field(default=2.0, gt=0.05, le=3600, description="Wall-clock length of a tick.")
     forecast_window: int = Field(default=30, ge=3, le=1_000, description="Ticks in the regression window.")
+    season_ticks: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Ticks in one cycle of the market's volume (a day); unset: the simulated market's length, 0: none.",
+    )
     campaigns_per_task: int = Field(default=1, ge=1, le=10_000, description="Campaigns per evaluate task.")
     reservation_grace_ticks: int = Field(
         default=3, ge=1, le=10_000, description="Ticks after its deadline before the sweeper releases a reservation."

@@ -86,8 +86,13 @@ def run(
     aggressiveness: float = 1.0,
     tuning: Tuning = DEFAULT_TUNING,
     window: int = 30,
+    season: int | None = None,
 ) -> BacktestResult:
-    """Run every campaign of ``scenario`` through the engine; write the decision log to ``log``."""
+    """Run every campaign of ``scenario`` through the engine; write the decision log to ``log``.
+
+    ``season`` is the length of the market's volume cycle in ticks; by default the scenario's
+    length (one cycle per scenario), 0 for none.
+    """
     started = time.perf_counter()
     pids = list(scenario.platforms)
     feed = feed_array(scenario)
@@ -95,11 +100,13 @@ def run(
     tallies = {c.id: CampaignTally(remaining=c.budget) for c in scenario.campaigns}
     decisions = 0
     decide_seconds = 0.0
+    season = scenario.ticks if season is None else season
+    span = max(window, season)
     for t in range(scenario.ticks):
         live = [c for c in scenario.campaigns if c.in_flight(t) and tallies[c.id].remaining > 0]
         if not live:
             continue
-        fc = _forecasts(feed[:, max(0, t - window) : t], pids, t, window)
+        fc = _forecasts(feed[:, max(0, t - span) : t], pids, t, window, season)
         placed: list[Bid] = []
         clock = time.perf_counter()
         for spec in live:
@@ -124,10 +131,10 @@ def run(
     return BacktestResult(tallies, decisions, time.perf_counter() - started, decide_seconds)
 
 
-def _forecasts(history: np.ndarray, pids: Sequence[str], tick: int, window: int) -> Forecasts:
+def _forecasts(history: np.ndarray, pids: Sequence[str], tick: int, window: int, season: int) -> Forecasts:
     if history.shape[1] == 0:
         return Forecasts(tick, {})
-    fc = forecast(history, pids, tick, window=window)
+    fc = forecast(history, pids, tick, window=window, season=season)
     return Forecasts.from_dict(json.loads(json.dumps(fc.to_dict())))  # as cached for the fleet
 
 

@@ -47,8 +47,9 @@ def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
     pids = list(platforms)
     if not pids:
         return {"tick": tick, "platforms": {}, "sigmas": {}}
-    history = fleet.feed.window(pids, tick - 1, fleet.settings.forecast_window)
-    doc = forecast(history, pids, tick, window=fleet.settings.forecast_window).to_dict()
+    window = fleet.settings.forecast_window
+    history = fleet.feed.window(pids, tick - 1, max(window, fleet.season))
+    doc = forecast(history, pids, tick, window=window, season=fleet.season).to_dict()
     doc["sigmas"] = {pid: info.price_sigma for pid, info in platforms.items()}
     return doc
 
@@ -64,7 +65,7 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         return None
     if simulate_feed and tick > 0:
         fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-        kept = max(FEED_RETENTION, fleet.settings.forecast_window)
+        kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
         fleet.feed.trim(list(fleet.market.platforms), tick - kept - 2, 8)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)

@@ -39,7 +39,7 @@ class Tuning:
     """
 
     shade: float = 0.5
-    front_load: float = 0.2
+    front_load: float = 0.5
     cap_sigmas: float = 3.0
     cap_floor: float = 1.5
     bias_rate: float = 0.05
@@ -174,9 +174,12 @@ def _options(
         nxt, sd = f.next, f.log_sd
         value_cap = ceiling * math.exp(-tuning.shade * _known(sd.cvr))
         market = Market.of(share * nxt.volume, nxt.cpc, sigma, nxt.cvr, min(max_bid, value_cap * nxt.cvr))
-        # A platform in an outage is assumed back from the next tick on.
-        ticks = ticks_left if f.up else ticks_left - 1
-        out.append(_Option(pid, Lane(market, float(ticks)), f.up, _known(sd.volume), _known(sd.cpc)))
+        # Volume over the rest of the flight, in ticks of the next tick's; a platform in an outage
+        # is assumed back from the next tick on.
+        ticks = f.outlook.ticks(ticks_left) if f.outlook is not None else float(ticks_left)
+        if not f.up:
+            ticks = max(ticks - 1.0, 0.0)
+        out.append(_Option(pid, Lane(market, ticks), f.up, _known(sd.volume), _known(sd.cpc)))
     return out
 
 
