@@ -8,6 +8,7 @@ history, ``log v(t) = level + a cos(wt) + b sin(wt) + AR(1) noise`` with ``w = 2
 * by generalised least squares: the residuals are strongly autocorrelated, so the fit is
   prewhitened with their AR(1) coefficient (Cochrane-Orcutt, a few rounds); ordinary least squares
   would treat a few wandering ticks as hundreds of independent observations;
+* robustly: innovations far outside the usual ones (a shock's jump) get Huber weights;
 * with a Gaussian prior on ``a`` and ``b`` (sd ``amplitude_sd`` in log units): while only a small
   part of a cycle has been seen the data barely pin the harmonic down, and the prior keeps it
   near flat, which is the persistence forecast; a market without such a cycle fits to ~flat too.
@@ -33,6 +34,7 @@ AMPLITUDE_SD = 0.5  # prior sd of the cycle's cos and sin coefficients, log unit
 MIN_OBSERVATIONS = 20
 OUTLOOK_POINTS = 48  # cumulative volume is kept every season / this many ticks
 _GLS_ROUNDS = 3
+_HUBER = 1.5  # innovations beyond this many robust sds are down-weighted (shocks, outage edges)
 _MAX_PHI = 0.99
 
 
@@ -107,13 +109,18 @@ def fit_cycle(
     phi = 0.0
     noise = max(float(np.var(np.diff(y))) / 2, 1e-10)
     coef = np.zeros(3)
+    weight = np.ones(y.size - 1)
     for _ in range(_GLS_ROUNDS + 1):
         ys, xs = y[1:] - phi * y[:-1], x[1:] - phi * x[:-1]
-        coef = np.linalg.solve(xs.T @ xs + noise * prior, xs.T @ ys)
+        wx = xs * weight[:, None]
+        coef = np.linalg.solve(wx.T @ xs + noise * prior, wx.T @ ys)
         resid = y - x @ coef
         lagged = float(resid[:-1] @ resid[:-1])
         phi = min(max(float(resid[1:] @ resid[:-1]) / lagged, 0.0), _MAX_PHI) if lagged > 0 else 0.0
-        noise = max(float(np.var(resid[1:] - phi * resid[:-1])), 1e-10)
+        innovation = resid[1:] - phi * resid[:-1]
+        noise = max(float(np.var(innovation)), 1e-10)
+        scale = 1.4826 * float(np.median(np.abs(innovation))) + 1e-12
+        weight = np.minimum(1.0, _HUBER * scale / np.maximum(np.abs(innovation), 1e-300))
     return float(coef[1]), float(coef[2])
 
 
