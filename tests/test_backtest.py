@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from rich.console import Console
 
 from cli.backtest import run_backtest
@@ -122,3 +123,16 @@ def test_inline_and_celery_executors_write_the_same_log(
     _backtest(settings, small, celery, "celery")
     assert inline.read_bytes() == celery.read_bytes()
     assert inline.stat().st_size > 0
+
+
+def test_the_season_setting_reaches_the_forecasts(
+    r: redis.Redis, settings: Settings, small: Path, tmp_path: Path
+) -> None:
+    """By default the volume cycle spans the scenario; CE_SEASON_TICKS=0 plans without it."""
+    cycled, flat = tmp_path / "cycled.jsonl", tmp_path / "flat.jsonl"
+    _backtest(settings, small, cycled)
+    r.flushdb()
+    _backtest(settings.model_copy(update={"season_ticks": 0}), small, flat)
+    assert cycled.read_bytes() != flat.read_bytes()
+    for log in (cycled, flat):
+        assert scorer().score(str(small), str(log))["violations"] == 0
