@@ -7,15 +7,15 @@ constant ``alpha`` per campaign; online, every tick solves
     sum over platforms of ticks_p * expected_spend_p(alpha) = remaining budget
 
 where ``expected_spend_p`` is MARKET.md's expected cost at this tick's forecast and ``ticks_p``
-the ticks left in the flight (this one only if the platform is serving). If even
-``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind. Solving
-again every tick against the budget actually left is the feedback: spending less than planned
-raises ``alpha`` (catch-up), spending more lowers it.
+the ticks left in the flight, weighted by the platform's volume cycle (a busy evening ahead counts
+for more than its ticks; see :mod:`common.season`) and less this tick if the platform is down. If
+even ``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind.
+Solving again every tick against the budget actually left is the feedback: spending less than
+planned raises ``alpha`` (catch-up), spending more lowers it.
 
-Assuming today's figures for the rest of the flight is deliberate. In backtests on generated
-markets it beat extending the fitted trend, reverting to a long-run level and resampling past
-ticks; with the true mean of the future figures in its place, the same solve reaches ~0.995 of the
-hindsight optimum, so what remains is how far the rest of a flight can be forecast at all.
+Prices and conversion rates are assumed to stay at today's forecast: in backtests, extending
+their trends, reverting them to a long-run level or fitting them a cycle all did worse, and what
+remains of the gap on the shared scenarios is their shocks, which nothing causal foresees.
 
 Scalar ``math`` over a handful of platforms: a decision costs tens of microseconds.
 """
