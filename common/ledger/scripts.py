@@ -1,5 +1,8 @@
 """The ledger's Lua scripts: read from ``lua/*.lua``, registered once per client, run one or many.
 
+Redis scripts cannot import, so the helpers they share (argument checks, ``fail``, ``fmt``) live in
+``lua/prelude.lua`` and are put in front of each script's own text.
+
 Single calls go through redis-py's ``Script``, which loads a script the server does not know
 (NOSCRIPT, e.g. after a restart) and calls it again. Batches do not: redis-py's pipeline sends
 ``SCRIPT EXISTS`` before every execute (one more round trip per batch) and a cluster pipeline does
@@ -31,10 +34,14 @@ NAMES = ("open", "reserve", "submit", "settle", "release", "adjust")
 _NOSCRIPT_ATTEMPTS = 3
 
 
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua``."""
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """The script Redis runs: ``lua/prelude.lua`` followed by ``lua/<name>.lua``."""
+    return _read("prelude") + "\n" + _read(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,16 +12,6 @@
 -- "LEDGER below_committed ..." (lowering below spent + reserved), "LEDGER too_large ...",
 -- "LEDGER op_reused ..." (the id was applied with another delta).
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
-local function fmt(n)
-    return string.format('%d', n)
-end
-
 local raw = ARGV[1]
 if type(raw) ~= 'string' or #raw > 17 or not string.match(raw, '^%-?%d+$') then
     fail('bad_input', 'delta: must be an integer of micro-units, got ' .. tostring(raw))

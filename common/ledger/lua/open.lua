@@ -9,16 +9,6 @@
 -- was written and the current figures come back (a second open never changes a budget: adjust does).
 -- Refusal (error reply, nothing written): "LEDGER bad_input <field>: <reason>".
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
-local function fmt(n)
-    return string.format('%d', n)
-end
-
 local raw = ARGV[1]
 if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
     fail('bad_input', 'budget: must be an integer of micro-units, got ' .. tostring(raw))

@@ -27,30 +27,7 @@
 -- Refusals (error reply, nothing written): "LEDGER bad_input ...", "LEDGER corrupt ...",
 -- "LEDGER submitted ..." (a submitted reservation, without "sweep").
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
-local function fmt(n)
-    return string.format('%d', n)
-end
-
--- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
-local function per_platform(key, prefix, platforms)
-    local names = {}
-    for i, platform in ipairs(platforms) do
-        names[i] = prefix .. platform
-    end
-    return redis.call('HMGET', key, unpack(names))
-end
-
-local raw = ARGV[1]
-if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') or tonumber(raw) > MAX then
-    fail('bad_input', 'tick: must be an integer >= 0, got ' .. tostring(raw))
-end
-local tick = tonumber(raw)
+local tick = amount(ARGV[1], 'tick')
 local sweep = ARGV[2] == 'sweep'
 if ARGV[2] ~= nil and not sweep then
     fail('bad_input', 'mode: must be "sweep" or absent, got ' .. tostring(ARGV[2]))

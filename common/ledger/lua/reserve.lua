@@ -22,36 +22,6 @@
 -- cap nothing fits any more), so the budget could never be spent down and the campaign would
 -- never finish. The caller lists platforms best first, so the best one is filled when money is short.
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
-local function fmt(n)
-    return string.format('%d', n)
-end
-
--- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
-local function per_platform(key, prefix, platforms)
-    local names = {}
-    for i, platform in ipairs(platforms) do
-        names[i] = prefix .. platform
-    end
-    return redis.call('HMGET', key, unpack(names))
-end
-
-local function amount(raw, field)
-    if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
-        fail('bad_input', field .. ': must be an integer >= 0, got ' .. tostring(raw))
-    end
-    local n = tonumber(raw)
-    if n > MAX then
-        fail('bad_input', field .. ': must be <= ' .. fmt(MAX) .. ', got ' .. raw)
-    end
-    return n
-end
-
 local tick = amount(ARGV[1], 'tick')
 if #ARGV < 3 or #ARGV % 2 ~= 1 then
     fail('bad_input', 'caps: give at least one platform, cap pair')

@@ -18,36 +18,6 @@
 -- Refusals (error reply, nothing written): "LEDGER bad_input ...", "LEDGER no_reservation ...",
 -- "LEDGER released ...", "LEDGER over_grant ...", "LEDGER unknown_platform ...", "LEDGER corrupt ...".
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
-local function fmt(n)
-    return string.format('%d', n)
-end
-
--- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
-local function per_platform(key, prefix, platforms)
-    local names = {}
-    for i, platform in ipairs(platforms) do
-        names[i] = prefix .. platform
-    end
-    return redis.call('HMGET', key, unpack(names))
-end
-
-local function amount(raw, field)
-    if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
-        fail('bad_input', field .. ': must be an integer >= 0, got ' .. tostring(raw))
-    end
-    local n = tonumber(raw)
-    if n > MAX then
-        fail('bad_input', field .. ': must be <= ' .. fmt(MAX) .. ', got ' .. raw)
-    end
-    return n
-end
-
 local tick = amount(ARGV[1], 'tick')
 if #ARGV % 2 ~= 1 then
     fail('bad_input', 'costs: expected platform, cost pairs')

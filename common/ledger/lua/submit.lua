@@ -15,25 +15,7 @@
 -- "LEDGER released ..." (released by release or the sweeper; its grant is back in remaining),
 -- "LEDGER settled ..." (already settled; it holds nothing any more).
 
-local MAX = 9007199254740991 -- 2^53 - 1: Lua numbers are doubles, exact up to here
-
-local function fail(code, message)
-    error({ err = 'LEDGER ' .. code .. ' ' .. message })
-end
-
--- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
-local function per_platform(key, prefix, platforms)
-    local names = {}
-    for i, platform in ipairs(platforms) do
-        names[i] = prefix .. platform
-    end
-    return redis.call('HMGET', key, unpack(names))
-end
-
-local raw = ARGV[1]
-if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') or tonumber(raw) > MAX then
-    fail('bad_input', 'tick: must be an integer >= 0, got ' .. tostring(raw))
-end
+amount(ARGV[1], 'tick')
 
 local record = redis.call('HMGET', KEYS[2], 'state', 'platforms')
 local state = record[1]
