@@ -20,10 +20,10 @@ import redis
 from celery import Celery
 
 from common import keys
-from common.feed import FeedStore
+from common.fleet.feed import FeedStore
+from common.fleet.store import CampaignStore
 from common.redis_conn import connect
 from common.settings import Settings
-from common.store import CampaignStore
 
 log = logging.getLogger(__name__)
 

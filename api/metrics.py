@@ -1,6 +1,6 @@
 """Prometheus exposition of the fleet's metrics, read from Redis at each scrape.
 
-The counters are kept in Redis by the workers (``common.metrics``); this collector turns one
+The counters are kept in Redis by the workers (``common.fleet.metrics``); this collector turns one
 snapshot of them, plus a few live readings (queues, workers, the clock), into metric families.
 """
 
@@ -21,8 +21,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.context import ApiContext
-from common import keys, metrics
+from common import keys
 from common.errors import StoreUnavailable
+from common.fleet import metrics
 from common.money import from_micros
 from common.redis_conn import translated_errors
 

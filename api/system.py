@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.metrics import FORECAST_METRICS, forecast_figures
+from common.fleet.metrics import FORECAST_METRICS, forecast_figures
 
 router = APIRouter(tags=["system"])
 dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])

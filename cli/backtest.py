@@ -13,11 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.processes import ProcessGroup
+from cli.redis_server import RedisServer
 from cli.up import child_env
-from common.backtest import BacktestReport, Executor, InlineExecutor, run, write_report
-from common.fleet import Fleet
-from common.redis_server import RedisServer
-from common.scenario import Scenario
+from common.backtest.runner import BacktestReport, Executor, InlineExecutor, run, write_report
+from common.fleet.fleet import Fleet
+from common.market.scenario import Scenario
 from common.settings import Settings
 
 ExecutorName = Literal["inline", "celery"]
@@ -40,7 +40,7 @@ def run_backtest(
             server = stack.enter_context(RedisServer(directory, appendonly=False))
             settings = settings.model_copy(update={"redis_url": server.url})
         settings = settings.model_copy(update={"scenario": scenario_path.resolve()})
-        fleet = Fleet.from_settings(settings, market=scenario)
+        fleet = Fleet.from_settings(settings, scenario=scenario)
         stack.callback(fleet.r.close)
         executor: Executor
         executor = _celery_executor(settings, fleet, stack) if executor_name == "celery" else InlineExecutor(fleet)

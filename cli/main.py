@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from common.errors import CampaignEngineError
-from common.generator import generate
 from common.logs import configure_logging
+from common.market.generator import generate
 from common.settings import Settings
 
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
@@ -118,8 +118,8 @@ def pareto(
 ) -> None:
     """Sweep aggressiveness, backtest each setting, and plot value against spend and waste."""
     from cli.pareto import DEFAULT_SETTINGS, efficiency_text, plot, sweep
-    from common.pareto import frontier
-    from common.scenario import Scenario
+    from common.backtest.pareto import frontier
+    from common.market.scenario import Scenario
 
     try:
         chosen = tuple(float(x) for x in levels.split(",")) if levels.strip() else DEFAULT_SETTINGS

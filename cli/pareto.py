@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cli.backtest import run_backtest
-from common.hindsight import optimum
-from common.pareto import ParetoPoint, frontier
-from common.scenario import Scenario
+from common.backtest.hindsight import optimum
+from common.backtest.pareto import ParetoPoint, frontier
+from common.market.scenario import Scenario
 from common.settings import Settings
 
 DEFAULT_SETTINGS = (0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)

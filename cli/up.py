@@ -19,15 +19,15 @@ import redis
 from rich.console import Console
 
 from cli.processes import ProcessGroup
+from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
 from common.errors import InvalidInput
-from common.fleet import DEFAULT_MARKET_TICKS
-from common.generator import generate
+from common.fleet.fleet import DEFAULT_MARKET_TICKS
+from common.fleet.store import CampaignStore
+from common.market.generator import generate
+from common.market.scenario import Scenario
 from common.redis_conn import connect
-from common.redis_server import FsyncPolicy, RedisServer
-from common.scenario import Scenario
 from common.settings import Settings
-from common.store import CampaignStore
 
 # The ledger's money must survive a crash of the embedded Redis: see docs/ledger.md.
 EMBEDDED_FSYNC: FsyncPolicy = "always"

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import keys
 from common.errors import InvalidInput
+
+FloatArray = NDArray[np.float64]
 
 MAX_BUDGET = (2**53 - 1) / 1_000_000  # currency units the ledger's integer micro-units can hold
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.redis_server import RedisServer
+from cli.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import redis
 
 from cli.processes import Child, ProcessGroup
 from common import keys
-from common.generator import generate
+from common.fleet.store import CampaignStore
+from common.market.generator import generate
 from common.models import PlatformInfo
-from common.store import CampaignStore
 
 
 def fleet_env(redis_url: str, run_dir: Path, scenario: Path, **extra: str) -> dict[str, str]:
@@ -33,7 +33,7 @@ def write_market(path: Path, campaigns: int = 0, ticks: int = 400, seed: int = 3
 
 
 def load_campaigns(client: redis.Redis, scenario_path: Path, campaigns: int, seed: int = 4) -> list[str]:
-    from common.scenario import Scenario
+    from common.market.scenario import Scenario
 
     market = Scenario.load(scenario_path)
     store = CampaignStore(client)

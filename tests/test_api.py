@@ -223,7 +223,7 @@ def test_pause_resume_delete(client: TestClient, r: redis.Redis) -> None:
 
 
 def test_a_finished_campaign_cannot_resume(client: TestClient, settings: Settings, r: redis.Redis) -> None:
-    from common.store import CampaignStore
+    from common.fleet.store import CampaignStore
 
     client.post("/campaigns", json=SPEC, headers=AUTH)
     CampaignStore(r).finish("spring")
@@ -341,7 +341,7 @@ def test_unexpected_failure_is_a_plain_500(settings: Settings, r: redis.Redis) -
 
 
 def test_unreachable_redis_is_503(tmp_path: Path) -> None:
-    from common.redis_server import free_port
+    from cli.redis_server import free_port
 
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", api_token=TOKEN)
     with TestClient(create_app(settings), client=LOOPBACK) as c:

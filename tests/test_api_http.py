@@ -18,8 +18,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.processes import Child, ProcessGroup
+from cli.redis_server import free_port
 from common import keys
-from common.redis_server import free_port
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 TOKEN = "http-test-token"

@@ -13,8 +13,8 @@ import redis
 from rich.console import Console
 
 from cli.backtest import run_backtest
-from common.generator import generate
-from common.scenario import PlatformSeries, Scenario
+from common.market.generator import generate
+from common.market.scenario import PlatformSeries, Scenario
 from common.settings import Settings
 from tests.shared import scorer
 
@@ -51,7 +51,7 @@ def test_decision_log_is_scored_clean_and_our_report_agrees(settings: Settings, 
 
 
 def test_every_cent_moves_through_the_ledger(settings: Settings, small: Path, tmp_path: Path) -> None:
-    from common.fleet import Fleet
+    from common.fleet.fleet import Fleet
 
     out = tmp_path / "decisions.jsonl"
     _backtest(settings, small, out)
@@ -59,7 +59,7 @@ def test_every_cent_moves_through_the_ledger(settings: Settings, small: Path, tm
     for line in out.read_text().splitlines():
         doc = json.loads(line)
         spent_log[doc["campaign"]] = spent_log.get(doc["campaign"], 0.0) + doc["cost"]
-    fleet = Fleet.from_settings(settings, market=Scenario.load(small))
+    fleet = Fleet.from_settings(settings, scenario=Scenario.load(small))
     try:
         for spec in Scenario.load(small).campaigns:
             b = fleet.ledger.balance(spec.id)

@@ -12,8 +12,8 @@ import psutil
 import pytest
 import redis
 
-from common.redis_server import RedisServer, find_redis_server
-from common.scenario import Scenario
+from cli.redis_server import RedisServer, find_redis_server
+from common.market.scenario import Scenario
 
 CLI = [sys.executable, "-m", "cli.main"]
 
@@ -82,7 +82,7 @@ def _run_up(tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns:
 
 
 def _free_port() -> int:
-    from common.redis_server import free_port
+    from cli.redis_server import free_port
 
     return free_port()
 

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from common.engine import CampaignState, Decision, NoBid, PacingState, Tuning, decide, decide_many
-from common.forecast import Figures, Forecasts, PlatformForecast
+from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.models import CampaignSpec
 
 PLATFORMS = ("search", "social", "video", "display")

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.generator import generate
-from common.scenario import PlatformSeries, Scenario
-from common.simulate import main, run
+from common.backtest.simulate import main, run
+from common.market.generator import generate
+from common.market.scenario import PlatformSeries, Scenario
 from tests.shared import scenario_path, scorer
 
 # The quality bar of the engine (docs/engine.md has the measured figures: smooth-20 0.976 and 0.935

@@ -11,12 +11,12 @@ import pytest
 import redis
 
 from common import keys
-from common.evaluation import evaluate
-from common.fleet import Fleet
+from common.fleet.evaluation import evaluate
+from common.fleet.fleet import Fleet
+from common.fleet.tick import begin, claim
+from common.market.scenario import Scenario
 from common.money import to_micros_ceil, to_micros_floor
-from common.scenario import Scenario
 from common.settings import Settings
-from common.tick import begin, claim
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 
@@ -46,7 +46,7 @@ def test_begin_publishes_the_previous_tick_and_plans_groups(fleet: Fleet, market
     assert plan is not None
     assert [len(g) for g in plan.groups] == [3, 3, 1]
     assert sorted(c for g in plan.groups for c in g) == sorted(ids)
-    window = fleet.feed.window(list(fleet.market.platforms), 4, 1)
+    window = fleet.feed.window(list(fleet.scenario.platforms), 4, 1)
     series = Scenario.load(market).platforms["search"]
     assert window[0, 0, 0] == pytest.approx(series.cpc[4])
     assert begin(fleet, 5) is None, "a second run of the same tick does nothing"
@@ -119,7 +119,7 @@ def test_campaigns_finish_when_their_flight_ends_or_budget_runs_out(fleet: Fleet
     from common.models import CampaignSpec, CampaignStatus
 
     load_campaigns(fleet.r, market, 0)
-    pid = next(iter(fleet.market.platforms))
+    pid = next(iter(fleet.scenario.platforms))
     for cid in ("short", "spent", "lowered"):
         end, budget = (12, 1e6) if cid == "short" else (400, 50.0)
         fleet.store.create(CampaignSpec(id=cid, budget=budget, value_per_conversion=400.0, platforms={pid: 0.05},

@@ -11,7 +11,7 @@ import httpx2
 import pytest
 import redis
 
-from common.redis_server import free_port
+from cli.redis_server import free_port
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 USER, PASSWORD = "ops", "s3cret-pass"

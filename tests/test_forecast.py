@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from common.forecast import CPC, CVR, VOLUME, Forecasts, forecast, forecast_arrays, forecast_error
-from common.generator import generate
+from common.forecast.forecasts import CPC, CVR, VOLUME, Forecasts, forecast, forecast_arrays, forecast_error
+from common.market.generator import generate
 
 
 def _history(cpc: np.ndarray, cvr: np.ndarray, volume: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import redis
 
+from cli.redis_server import free_port
 from common import keys
 from common.errors import Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
 from common.ledger import (
@@ -27,7 +28,6 @@ from common.ledger import (
     Swept,
     UnknownBudget,
 )
-from common.redis_server import free_port
 from tests.ledger_helpers import audit, make_campaign, snapshot
 
 

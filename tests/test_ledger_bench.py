@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
+from cli.redis_server import FsyncPolicy, RedisServer
 from common.ledger import Ledger
-from common.redis_server import FsyncPolicy, RedisServer
 from tests.ledger_helpers import audit_all, make_campaign
 
 SECONDS = 2.0

@@ -19,10 +19,10 @@ import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
+from cli.redis_server import RedisServer, find_redis_server
 from common import keys
 from common.errors import LedgerError
 from common.ledger import Ledger
-from common.redis_server import RedisServer, find_redis_server
 from tests.ledger_helpers import audit_all, make_campaign
 
 CAMPAIGNS = [f"k{i}" for i in range(30)]

@@ -24,10 +24,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cli.redis_server import RedisServer
 from common import keys
 from common.errors import StoreUnavailable
 from common.ledger import Grant, Ledger, Settlement, Swept
-from common.redis_server import RedisServer
 from tests.ledger_helpers import audit_all, make_campaign
 
 T = TypeVar("T")

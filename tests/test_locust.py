@@ -19,10 +19,10 @@ import pytest
 import redis
 
 from common import keys
-from common.feed import SimulatedFeed
+from common.fleet.feed import SimulatedFeed
+from common.fleet.store import CampaignStore
+from common.market.scenario import Scenario
 from common.models import CampaignStatus
-from common.scenario import Scenario
-from common.store import CampaignStore
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 from tests.test_api_http import api_process, wait_healthy
 

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.generator import generate
-from common.market import outcome, outcomes
+from common.market.generator import generate
+from common.market.model import outcome, outcomes
+from common.market.platforms import Order, SimulatedPlatforms
 from common.models import Bid, CampaignSpec
-from common.platforms import Order, SimulatedPlatforms
 from tests.shared import scorer
 
 
@@ -98,7 +98,7 @@ def test_generated_scenarios_are_reproducible_and_valid() -> None:
 )
 def test_bad_scenario_files_name_the_field(change: Any, field: str) -> None:
     from common.errors import InvalidInput
-    from common.scenario import Scenario
+    from common.market.scenario import Scenario
 
     doc = generate(campaigns=2, platforms=2, ticks=50, seed=1).to_dict()
     change(doc)

@@ -15,12 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from common import keys, metrics
-from common.evaluation import evaluate
-from common.fleet import Fleet
+from common import keys
+from common.fleet import metrics
+from common.fleet.evaluation import evaluate
+from common.fleet.fleet import Fleet
+from common.fleet.tick import begin
 from common.money import to_micros_ceil
 from common.settings import Settings
-from common.tick import begin
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 

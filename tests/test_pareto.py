@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.generator import generate
-from common.pareto import ParetoPoint, frontier
+from common.backtest.pareto import ParetoPoint, frontier
+from common.market.generator import generate
 
 
 def point(level: float, value: float, spend: float, waste: float) -> ParetoPoint:

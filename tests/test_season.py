@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from common.engine import CampaignState, decide
-from common.forecast import Figures, Forecasts, PlatformForecast, forecast
+from common.forecast.forecasts import Figures, Forecasts, PlatformForecast, forecast
+from common.forecast.season import VolumeOutlook, fit_cycle, outlook
 from common.models import CampaignSpec
-from common.season import VolumeOutlook, fit_cycle, outlook
 
 SEASON = 720
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from common.errors import InvalidInput, LedgerError, NotFound
+from common.fleet.store import CampaignStore
 from common.models import CampaignStatus, PlatformInfo
-from common.store import CampaignStore
 
 
 def campaign(**overrides: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from common import keys
-from common.fleet import Fleet
+from common.fleet.fleet import Fleet
 
 DONE_FIELDS = ("evaluated", "skipped", "duplicates", "late", "dropped")
 

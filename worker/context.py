@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from common.fleet import Fleet
+from common.fleet.fleet import Fleet
 from common.settings import get_settings
 
 _fleet: Fleet | None = None

@@ -11,8 +11,8 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
-from common import tick as ticks
-from common.evaluation import evaluate as evaluate_group
+from common.fleet import tick as ticks
+from common.fleet.evaluation import evaluate as evaluate_group
 from common.ledger.sweeper import sweep_all
 from worker.context import fleet
 

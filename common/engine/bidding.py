@@ -17,9 +17,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from common.engine.pacing import Lane, Market, budget_alpha, cpa_alpha, ncdf, outcome, updated_bias
+from common.engine.pacing import Auction, Lane, budget_alpha, cpa_alpha, ncdf, outcome, updated_bias
 from common.engine.state import CampaignState, Decision, Goal, NoBid, PacingState
-from common.forecast import Forecasts, PlatformForecast
+from common.forecast.forecasts import Forecasts, PlatformForecast
 from common.models import Bid
 
 
@@ -173,13 +173,13 @@ def _options(
             continue
         nxt, sd = f.next, f.log_sd
         value_cap = ceiling * math.exp(-tuning.shade * _known(sd.cvr))
-        market = Market.of(share * nxt.volume, nxt.cpc, sigma, nxt.cvr, min(max_bid, value_cap * nxt.cvr))
+        auction = Auction.of(share * nxt.volume, nxt.cpc, sigma, nxt.cvr, min(max_bid, value_cap * nxt.cvr))
         # Volume over the rest of the flight, in ticks of the next tick's; a platform in an outage
         # is assumed back from the next tick on.
         ticks = f.outlook.ticks(ticks_left) if f.outlook is not None else float(ticks_left)
         if not f.up:
             ticks = max(ticks - 1.0, 0.0)
-        out.append(_Option(pid, Lane(market, ticks), f.up, _known(sd.volume), _known(sd.cpc)))
+        out.append(_Option(pid, Lane(auction, ticks), f.up, _known(sd.volume), _known(sd.cpc)))
     return out
 
 
@@ -208,7 +208,7 @@ def _bids(
     caps: list[float] = []
     expected = 0.0
     for o in options:
-        m = o.lane.market
+        m = o.lane.auction
         bid = m.bid(alpha)
         if bid <= 0 or m.mean_cost <= 0:
             continue

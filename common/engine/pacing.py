@@ -8,7 +8,7 @@ constant ``alpha`` per campaign; online, every tick solves
 
 where ``expected_spend_p`` is MARKET.md's expected cost at this tick's forecast and ``ticks_p``
 the ticks left in the flight, weighted by the platform's volume cycle (a busy evening ahead counts
-for more than its ticks; see :mod:`common.season`) and less this tick if the platform is down. If
+for more than its ticks; see :mod:`common.forecast.season`) and less this tick if the platform is down. If
 even ``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind.
 Solving again every tick against the budget actually left is the feedback: spending less than
 planned raises ``alpha`` (catch-up), spending more lowers it.
@@ -36,7 +36,7 @@ def ncdf(z: float) -> float:
     return 0.5 * math.erfc(-z * _SQRT1_2)
 
 
-class Market(NamedTuple):
+class Auction(NamedTuple):
     """One platform at one tick's figures, as far as one campaign is concerned.
 
     ``volume`` is the campaign's share of the clicks, ``mu`` the log of the median price,
@@ -52,7 +52,7 @@ class Market(NamedTuple):
     mean_cost: float
 
     @classmethod
-    def of(cls, volume: float, cpc: float, sigma: float, cvr: float, bid_cap: float) -> Market:
+    def of(cls, volume: float, cpc: float, sigma: float, cvr: float, bid_cap: float) -> Auction:
         mu = math.log(cpc)
         return cls(volume, mu, sigma, cvr, bid_cap, volume * math.exp(mu + sigma * sigma / 2))
 
@@ -72,24 +72,24 @@ class Market(NamedTuple):
 
 
 class Lane(NamedTuple):
-    """A platform over the rest of the flight: its market and how many ticks it is expected to serve."""
+    """A platform over the rest of the flight: its auction and how many ticks it is expected to serve."""
 
-    market: Market
+    auction: Auction
     ticks: float
 
 
 def spend(lanes: Sequence[Lane], alpha: float) -> tuple[float, float]:
     """Expected spend over the rest of the flight at ``alpha`` and its derivative in ``log(alpha)``."""
     total = slope = 0.0
-    for market, ticks in lanes:
-        raw = alpha * market.cvr
-        if raw <= 0 or market.mean_cost <= 0:
+    for auction, ticks in lanes:
+        raw = alpha * auction.cvr
+        if raw <= 0 or auction.mean_cost <= 0:
             continue
-        sigma = market.sigma
-        z = (math.log(min(raw, market.bid_cap)) - market.mu) / sigma - sigma
-        weight = ticks * market.mean_cost
+        sigma = auction.sigma
+        z = (math.log(min(raw, auction.bid_cap)) - auction.mu) / sigma - sigma
+        weight = ticks * auction.mean_cost
         total += weight * 0.5 * math.erfc(-z * _SQRT1_2)
-        if raw < market.bid_cap:
+        if raw < auction.bid_cap:
             slope += weight * math.exp(-0.5 * z * z) * _INV_SQRT_2PI / sigma
     return total, slope
 
@@ -97,12 +97,12 @@ def spend(lanes: Sequence[Lane], alpha: float) -> tuple[float, float]:
 def outcome(lanes: Sequence[Lane], alpha: float) -> tuple[float, float, float]:
     """Expected spend, clicks and conversions over the rest of the flight at ``alpha``."""
     cost = clicks = conversions = 0.0
-    for market, ticks in lanes:
-        bid = market.bid(alpha)
-        c = ticks * market.clicks(bid)
-        cost += ticks * market.cost(bid)
+    for auction, ticks in lanes:
+        bid = auction.bid(alpha)
+        c = ticks * auction.clicks(bid)
+        cost += ticks * auction.cost(bid)
         clicks += c
-        conversions += c * market.cvr
+        conversions += c * auction.cvr
     return cost, clicks, conversions
 
 

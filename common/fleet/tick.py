@@ -9,9 +9,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import forecast_cache, keys, metrics
-from common.fleet import Fleet
-from common.forecast import forecast
+from common import keys
+from common.fleet import metrics
+from common.fleet.fleet import Fleet
+from common.forecast import cache as forecast_cache
+from common.forecast.forecasts import forecast
 from common.models import CampaignStatus
 from common.redis_conn import Fields
 
@@ -66,7 +68,7 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
     if simulate_feed and tick > 0:
         fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
         kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
-        fleet.feed.trim(list(fleet.market.platforms), tick - kept - 2, 8)
+        fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     size = fleet.settings.campaigns_per_task

@@ -5,7 +5,7 @@ outcomes of ticks ``< t``; the bids then clear against the true figures of tick 
 market model of MARKET.md. Forecasts go through their JSON form every tick, as they do when the
 fleet caches them. The decision log is MARKET.md's JSON Lines, ready for ``score.py``.
 
-    python -m common.simulate SCENARIO.json DECISIONS.jsonl [--aggressiveness 1.0]
+    python -m common.backtest.simulate SCENARIO.json DECISIONS.jsonl [--aggressiveness 1.0]
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import IO
 import numpy as np
 
 from common.engine import DEFAULT_TUNING, CampaignState, PacingState, Tuning, decide
-from common.forecast import Forecasts, forecast
-from common.market import outcomes
+from common.forecast.forecasts import Forecasts, forecast
+from common.market.model import outcomes
+from common.market.scenario import Scenario
 from common.models import Bid
-from common.scenario import Scenario
 
 
 @dataclass

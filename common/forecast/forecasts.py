@@ -14,7 +14,7 @@ vectorised pass over all platforms and metrics:
 * a zero volume is an outage: it is kept out of the fit, and ``up`` says whether the platform was
   serving at the last tick;
 * given the length of a season, the daily cycle of volume is fitted to the whole season's history
-  (:mod:`common.season`); ``outlook`` says how much volume the rest of a flight holds.
+  (:mod:`common.forecast.season`); ``outlook`` says how much volume the rest of a flight holds.
 
 With fewer than ``min_obs`` observations a series falls back to its last value (or to ``prior``).
 Outputs are clipped to their domain: prices > 0, volumes >= 0, rates in [0, 1].
@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from common.market import FloatArray
-from common.season import VolumeOutlook, fit_cycle, outlook
+from common.forecast.season import VolumeOutlook, fit_cycle, outlook
+from common.models import FloatArray
 
 METRICS = ("cpc", "cvr", "volume")
 CPC, CVR, VOLUME = 0, 1, 2

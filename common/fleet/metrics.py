@@ -42,7 +42,7 @@ class _Placed(Protocol):
 
 
 class EvaluationCounts(Protocol):
-    """What an evaluation of a group of campaigns reports (``common.evaluation.GroupReport``)."""
+    """What an evaluation of a group of campaigns reports (``common.fleet.evaluation.GroupReport``)."""
 
     @property
     def evaluated(self) -> int: ...
@@ -92,7 +92,7 @@ def bucket_field(seconds: float) -> str:
 
 
 def record_tick(client: redis.Redis, entry: Mapping[str, str]) -> bool:
-    """Enter a finished tick's summary (``common.tick.summarize``) into the metrics, once per tick.
+    """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
     Observes the tick's duration, moves drops counted since into ``evaluations_dropped`` and
     measures the forecast error of every platform. Returns False when the tick was already entered.

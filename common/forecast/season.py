@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from common.market import FloatArray
+from common.models import FloatArray
 
 AMPLITUDE_SD = 0.5  # prior sd of the cycle's cos and sin coefficients, log units
 MIN_OBSERVATIONS = 20

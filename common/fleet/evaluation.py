@@ -14,18 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import keys, metrics
+from common import keys
 from common.engine import CampaignState, Decision, PacingState, decide
 from common.errors import LedgerError, StoreUnavailable
-from common.fleet import Fleet
-from common.forecast import Forecasts
+from common.fleet import metrics
+from common.fleet.fleet import Fleet
+from common.fleet.store import campaign_from_hash
+from common.fleet.tick import TICK_KEY_TTL, forecasts_for
+from common.forecast.forecasts import Forecasts
 from common.ledger import Balance
+from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.platforms import Order
 from common.redis_conn import Fields
-from common.store import campaign_from_hash
-from common.tick import TICK_KEY_TTL, forecasts_for
 
 log = logging.getLogger(__name__)
 

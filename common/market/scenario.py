@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from common import keys
 from common.errors import InvalidInput
-from common.market import FloatArray
-from common.models import CampaignSpec, PlatformFigures, PlatformInfo
+from common.models import CampaignSpec, FloatArray, PlatformFigures, PlatformInfo
 
 
 class _PlatformFile(BaseModel):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.market import FloatArray, outcomes
-from common.models import CampaignSpec
-from common.scenario import Scenario
+from common.market.model import outcomes
+from common.market.scenario import Scenario
+from common.models import CampaignSpec, FloatArray
 
 BISECTION_STEPS = 60
 

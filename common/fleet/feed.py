@@ -15,10 +15,9 @@ import redis
 
 from common import keys
 from common.errors import InvalidInput
-from common.market import FloatArray
-from common.models import PlatformFigures
+from common.market.scenario import Scenario
+from common.models import FloatArray, PlatformFigures
 from common.redis_conn import store_call
-from common.scenario import Scenario
 
 METRICS = ("cpc", "cvr", "volume")
 

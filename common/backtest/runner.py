@@ -21,12 +21,12 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from common import keys
-from common import tick as ticks
-from common.evaluation import evaluate
-from common.fleet import Fleet
-from common.hindsight import optimum
+from common.backtest.hindsight import optimum
+from common.fleet import tick as ticks
+from common.fleet.evaluation import evaluate
+from common.fleet.fleet import Fleet
+from common.market.scenario import Scenario
 from common.models import PlatformInfo
-from common.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def run(
 
 def forecast_report(scenario: Scenario, window: int) -> dict[str, Any]:
     """One-step forecast error (MAPE per metric) of the engine's forecaster and of the naive last value."""
-    from common.forecast import forecast_error
+    from common.forecast.forecasts import forecast_error
 
     series = np.stack([np.stack([s.cpc, s.cvr, s.volume], axis=-1) for s in scenario.platforms.values()])
     err = forecast_error(series, window=window)

@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from common.market import outcomes
+from common.market.model import outcomes
+from common.market.scenario import Scenario
 from common.models import Bid, CampaignSpec, Outcome
-from common.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.market import FloatArray, outcomes
-from common.models import CampaignSpec
-from common.scenario import PlatformSeries, Scenario
+from common.market.model import outcomes
+from common.market.scenario import PlatformSeries, Scenario
+from common.models import CampaignSpec, FloatArray
 
 PLATFORM_NAMES = ("search", "social", "video", "display", "retail", "native", "audio", "ctv")
 

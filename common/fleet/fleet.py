@@ -9,15 +9,15 @@ from typing import Any
 
 import redis
 
-from common.clock import Clock
-from common.feed import FeedStore, SimulatedFeed
-from common.generator import generate
+from common.fleet.clock import Clock
+from common.fleet.feed import FeedStore, SimulatedFeed
+from common.fleet.store import CampaignStore
 from common.ledger import Ledger
-from common.platforms import PlatformAdapter, SimulatedPlatforms
+from common.market.generator import generate
+from common.market.platforms import PlatformAdapter, SimulatedPlatforms
+from common.market.scenario import Scenario
 from common.redis_conn import connect
-from common.scenario import Scenario
 from common.settings import Settings
-from common.store import CampaignStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MARKET_TICKS = 3600
 
 
-def load_market(settings: Settings) -> Scenario:
+def load_scenario(settings: Settings) -> Scenario:
     """The simulated market: the configured scenario file, else one generated from the seed."""
     if settings.scenario is not None:
         return Scenario.load(settings.scenario)
@@ -36,21 +36,21 @@ def load_market(settings: Settings) -> Scenario:
 class Fleet:
     settings: Settings
     r: redis.Redis
-    market: Scenario
+    scenario: Scenario  # the simulated market
     platforms: PlatformAdapter
     # Per-process memo of values that never change once written (the forecasts of a tick).
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, market: Scenario | None = None) -> Fleet:
-        market = market or load_market(settings)
-        return cls(settings, connect(settings.state_url), market, SimulatedPlatforms(market))
+    def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
+        scenario = scenario or load_scenario(settings)
+        return cls(settings, connect(settings.state_url), scenario, SimulatedPlatforms(scenario))
 
     @property
     def season(self) -> int:
         """Ticks in one cycle of the market's volume; 0 when the forecasts model no cycle."""
         configured = self.settings.season_ticks
-        return self.market.ticks if configured is None else configured
+        return self.scenario.ticks if configured is None else configured
 
     @cached_property
     def store(self) -> CampaignStore:
@@ -66,7 +66,7 @@ class Fleet:
 
     @cached_property
     def simulated_feed(self) -> SimulatedFeed:
-        return SimulatedFeed(self.market)
+        return SimulatedFeed(self.scenario)
 
     @cached_property
     def clock(self) -> Clock:
@@ -74,4 +74,4 @@ class Fleet:
 
     def register_market(self) -> None:
         """Make the simulated market's platforms known to the campaign store."""
-        self.store.register_platforms(series.info for series in self.market.platforms.values())
+        self.store.register_platforms(series.info for series in self.scenario.platforms.values())

@@ -7,12 +7,10 @@ used by the simulated platforms, the backtests and the decision engine's expecta
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
-from common.models import Outcome
-
-FloatArray = NDArray[np.float64]
+from common.models import FloatArray, Outcome
 
 
 def outcomes(
