@@ -8,7 +8,7 @@ from typing import Annotated, Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import keys
 from common.errors import InvalidInput
@@ -19,6 +19,16 @@ MAX_BUDGET = (2**53 - 1) / 1_000_000  # currency units the ledger's integer micr
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _key_safe(value: str) -> str:
+    """Ids become part of Redis keys (``common/keys.py``): refuse what would break them."""
+    if not keys.CAMPAIGN_ID_PATTERN.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
+    return value
+
+
+KeySafeId = Annotated[str, AfterValidator(_key_safe)]
 
 
 class CampaignStatus(StrEnum):
@@ -34,7 +44,7 @@ class _Strict(BaseModel):
 class CampaignSpec(_Strict):
     """A campaign as MARKET.md defines it. Ticks are the engine's tick numbers."""
 
-    id: str = Field(min_length=1, max_length=64)
+    id: KeySafeId = Field(min_length=1, max_length=64)
     budget: PositiveFloat
     value_per_conversion: PositiveFloat
     platforms: dict[str, NonNegativeFloat] = Field(min_length=1)
@@ -44,13 +54,6 @@ class CampaignSpec(_Strict):
     target_cpa: PositiveFloat | None = None
     reach_goal: PositiveFloat | None = None
     conversion_target: PositiveFloat | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _id_is_key_safe(cls, value: str) -> str:
-        if not keys.CAMPAIGN_ID_PATTERN.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
-        return value
 
     @field_validator("budget")
     @classmethod
@@ -110,15 +113,8 @@ class PlatformFigures(_Strict):
 
 
 class PlatformInfo(_Strict):
-    id: str
+    id: KeySafeId
     price_sigma: PositiveFloat
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not keys.PLATFORM_ID_PATTERN.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.' or '-', starting alnum")
-        return value
 
 
 @dataclass(frozen=True, slots=True)
