@@ -24,6 +24,7 @@ from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
 from common.fleet import metrics
+from common.ledger import Balance, queue_balance
 from common.money import from_micros
 from common.redis_conn import translated_errors
 
@@ -133,7 +134,7 @@ def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
     pipe = ctx.r.pipeline(transaction=False)
     for cid in ids:
         pipe.hmget(keys.state(cid), ["spend", "value", "conversions"])
-        pipe.hget(keys.budget(cid), "remaining")
+        queue_balance(pipe, cid)
     replies = pipe.execute()
     families = {
         "spend": CounterMetricFamily("ce_campaign_spend", "Spend of one campaign.", labels=["campaign"]),
@@ -146,7 +147,8 @@ def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
     for i, cid in enumerate(ids):
         for name, value in zip(families, replies[2 * i], strict=True):
             families[name].add_metric([cid], float(value or 0))
-        remaining.add_metric([cid], from_micros(int(replies[2 * i + 1] or 0)))
+        balance = Balance.from_row(replies[2 * i + 1])
+        remaining.add_metric([cid], from_micros(0 if balance is None else balance.remaining))
     yield from families.values()
     yield remaining
 

@@ -14,14 +14,14 @@ import redis
 from api.context import TickInfo
 from api.schemas import BalanceView, CampaignView, OutcomesView, PacingView
 from common import keys
+from common.ledger import Balance, queue_balance
 from common.models import Campaign
 from common.money import from_micros
 
-_BALANCE_FIELDS = ("budget", "remaining", "reserved", "spent")
 
-
-def balance_view(raw: dict[str, str]) -> BalanceView:
-    micros = {name: int(raw.get(name, 0)) for name in _BALANCE_FIELDS}
+def balance_view(balance: Balance | None) -> BalanceView:
+    """The ledger's balance in micro-units and in currency; zero when no budget was opened."""
+    micros = {name: 0 if balance is None else getattr(balance, name) for name in Balance.FIELDS}
     return BalanceView(
         **{f"{name}_micros": value for name, value in micros.items()},
         **{name: from_micros(value) for name, value in micros.items()},
@@ -72,12 +72,12 @@ def _float(value: str | None) -> float | None:
 def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
     pipe = client.pipeline(transaction=False)
     for c in campaigns:
-        pipe.hgetall(keys.budget(c.id))
+        queue_balance(pipe, c.id)
         pipe.hgetall(keys.state(c.id))
     replies: list[Any] = pipe.execute()
     views = []
     for i, c in enumerate(campaigns):
-        balance = balance_view(replies[2 * i])
+        balance = balance_view(Balance.from_row(replies[2 * i]))
         state = replies[2 * i + 1]
         views.append(
             CampaignView(

@@ -26,7 +26,10 @@ def campaign(campaign_id: str) -> str:
 
 
 def budget(campaign_id: str) -> str:
-    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``."""
+    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``.
+
+    Written only by the ledger's scripts, read only as ``common.ledger.Balance``.
+    """
     return f"{campaign_tag(campaign_id)}:budget"
 
 

@@ -22,7 +22,7 @@ from common.fleet.fleet import Fleet
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
 from common.forecast.forecasts import Forecasts
-from common.ledger import Balance
+from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # recognises it needs to outlive that, not the day the tick's counters are kept.
 EVALUATION_MARK_TTL = 600
 SETTLE_ATTEMPTS = 4
+NO_BALANCE = Balance(0, 0, 0, 0)
 
 
 @dataclass
@@ -226,7 +227,7 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
     for cid in campaign_ids:
         pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
         pipe.hgetall(keys.campaign(cid))
-        pipe.hgetall(keys.budget(cid))
+        queue_balance(pipe, cid)
         pipe.hgetall(keys.state(cid))
     replies = pipe.execute()
     views = []
@@ -235,7 +236,8 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
         if not first:
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
-        balance = Balance(*(int(budget.get(name, 0)) for name in ("budget", "remaining", "reserved", "spent")))
+        # No budget reads as nothing left: an active campaign without one is finished.
+        balance = Balance.from_row(budget) or NO_BALANCE
         views.append(CampaignView(cid, campaign, balance, state))
     return views
 
