@@ -72,7 +72,7 @@ def evaluated(campaign_id: str, tick: int) -> str:
 CAMPAIGNS = f"{PREFIX}:campaigns"  # set of every campaign id
 ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
-DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed
+DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/fleet/decisions.py)
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick

@@ -14,6 +14,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
+from common.fleet import decisions
+from common.fleet.decisions import DecisionRecord
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -286,10 +288,8 @@ def test_unknown_platform_or_future_tick_refuses_the_whole_post(client: TestClie
 
 
 # --- decisions -----------------------------------------------------------------------------------
-def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> str:
-    entry = {"ts": "1.0", "tick": tick, "campaign": campaign, "platform": platform, "bid": "0.5",
-             "spend_cap": "2.0", "cost": repr(cost), "clicks": "3.0", "conversions": "0.1", "waste": "0.0"}  # fmt: skip
-    return str(r.xadd(keys.DECISIONS, entry))  # type: ignore[arg-type]
+def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> None:
+    decisions.append(r, DecisionRecord(1.0, tick, campaign, platform, 0.5, 2.0, cost, 3.0, 0.1, 0.0), 1000)
 
 
 def test_decisions_filter_by_campaign_and_ticks(client: TestClient, r: redis.Redis) -> None:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from common import keys
+from common.fleet import decisions
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.tick import begin, claim
@@ -111,7 +112,8 @@ def test_two_beats_run_each_tick_once(redis_url: str, market: Path, tmp_path: Pa
         assert int(entry["fanned"]) == len(ids)
         assert int(entry["duplicates"]) == 0
     # Every campaign bid at most once per platform per tick.
-    seen = Counter((d["campaign"], d["platform"], d["tick"]) for _id, d in client.xrange(keys.DECISIONS))
+    placed = decisions.parse(client.xrange(keys.DECISIONS))  # type: ignore[arg-type]
+    seen = Counter((d.campaign, d.platform, d.tick) for _id, d in placed)
     assert seen and max(seen.values()) == 1
 
 

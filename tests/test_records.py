@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import redis
 
 from common import keys
+from common.backtest.runner import log_line
+from common.fleet import decisions
+from common.fleet.decisions import DecisionRecord
+from common.fleet.evaluation import evaluate
+from common.fleet.fleet import Fleet
+from common.fleet.tick import begin
 from common.ledger import Balance, Ledger, queue_balance
+from common.settings import Settings
+from tests.fleet import load_campaigns, write_market
 from tests.ledger_helpers import make_campaign
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    return write_market(tmp_path / "market.json")
+
+
+@pytest.fixture
+def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
+    yield f
+    f.r.close()
+
+
+def _ran(fleet: Fleet, market: Path, campaigns: int, last_tick: int) -> list[str]:
+    """Campaigns loaded, and ticks 1..last_tick begun and evaluated by the production path."""
+    ids = load_campaigns(fleet.r, market, campaigns)
+    for t in range(1, last_tick + 1):
+        assert begin(fleet, t) is not None
+        evaluate(fleet, ids, t)
+    return ids
 
 
 # --- the budget hash: {c:<id>}:budget ---------------------------------------------------------
@@ -28,3 +61,39 @@ def test_a_balance_read_on_a_callers_pipeline_is_the_ledgers(redis_url: str, dec
     assert Balance.from_row(row) == ledger.balance("c1") == Balance(1000, 830, 50, 120)
     assert Balance.from_row(missing) is None
     client.close()
+
+
+# --- the decisions stream: ce:decisions --------------------------------------------------------
+def test_decisions_read_back_as_the_evaluation_placed_them(fleet: Fleet, market: Path) -> None:
+    ids = _ran(fleet, market, 4, 2)
+    assert begin(fleet, 3) is not None
+    report = evaluate(fleet, ids, 3, now=lambda: 1234.5678)
+    assert report.placed
+    entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.DECISIONS)  # type: ignore[assignment]
+    records = [record for _id, record in decisions.parse(entries) if record.tick == 3]
+    assert records == [
+        DecisionRecord(1234.568, 3, p.bid.campaign, p.bid.platform, p.bid.bid, p.bid.spend_cap, p.outcome.cost,
+                       p.outcome.clicks, p.outcome.conversions, p.outcome.waste)
+        for p in report.placed
+    ]  # fmt: skip
+    for (_id, fields), record in zip(entries[-len(records) :], records, strict=True):
+        assert fields == record.to_fields(), "field names and encodings are the stream's"
+        assert list(fields) == ["ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks",
+                                "conversions", "waste"]  # fmt: skip
+
+
+def test_a_decision_round_trips_exactly_through_repr(r: redis.Redis) -> None:
+    record = DecisionRecord(5.0, 7, "c1", "search", 0.1 + 0.2, 1 / 3, 2.675, 3.0000000000000004, 1e-17, 0.0)
+    decisions.append(r, record, 1000)
+    (_id, read), *_ = decisions.parse(r.xrange(keys.DECISIONS))  # type: ignore[arg-type]
+    assert read == record
+    line = json.loads(log_line(read))
+    assert line == {"tick": 7, "campaign": "c1", "platform": "search", "bid": 0.1 + 0.2, "spend_cap": 1 / 3,
+                    "cost": 2.675, "clicks": 3.0000000000000004, "conversions": 1e-17}  # fmt: skip
+
+
+def test_a_decision_entry_without_a_field_names_it() -> None:
+    fields = DecisionRecord(5.0, 7, "c1", "search", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0).to_fields()
+    del fields["cost"]
+    with pytest.raises(ValueError, match="'cost'"):
+        DecisionRecord.from_fields(fields)

@@ -17,7 +17,8 @@ from typing import Any
 from common import keys
 from common.engine import CampaignState, Decision, PacingState, decide
 from common.errors import LedgerError, StoreUnavailable
-from common.fleet import metrics
+from common.fleet import decisions, metrics
+from common.fleet.decisions import DecisionRecord
 from common.fleet.fleet import Fleet
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
@@ -245,17 +246,15 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
 def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float]) -> None:
     """Decisions to the stream, outcomes and pacing to each campaign's state, counters to the tick."""
     pipe = fleet.r.pipeline(transaction=False)
-    ts = f"{now():.3f}"
+    ts = now()
     totals: dict[str, list[float]] = {}
     for placed in report.placed:
         b, out = placed.bid, placed.outcome
-        entry = {
-            "ts": ts, "tick": report.tick, "campaign": b.campaign, "platform": b.platform,
-            "bid": repr(b.bid), "spend_cap": repr(b.spend_cap),
-            "cost": repr(out.cost), "clicks": repr(out.clicks), "conversions": repr(out.conversions),
-            "waste": repr(out.waste),
-        }  # fmt: skip
-        pipe.xadd(keys.DECISIONS, entry, maxlen=fleet.settings.decisions_maxlen, approximate=True)  # type: ignore[arg-type]
+        record = DecisionRecord(
+            ts, report.tick, b.campaign, b.platform, b.bid, b.spend_cap, out.cost, out.clicks, out.conversions,
+            out.waste,
+        )  # fmt: skip
+        decisions.append(pipe, record, fleet.settings.decisions_maxlen)
         sums = totals.setdefault(b.campaign, [0.0, 0.0, 0.0, 0.0])
         for i, amount in enumerate((out.cost, out.clicks, out.conversions, placed.value)):
             sums[i] += amount
