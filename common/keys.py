@@ -54,7 +54,7 @@ def adjustments(campaign_id: str) -> str:
 
 
 def state(campaign_id: str) -> str:
-    """Hash: the decision engine's pacing state and the campaign's outcomes so far."""
+    """Hash: the decision engine's pacing state and the campaign's outcomes so far (common/fleet/state.py)."""
     return f"{campaign_tag(campaign_id)}:state"
 
 

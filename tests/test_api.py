@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import decisions
+from common.engine import Decision, PacingState
+from common.fleet import decisions, state
 from common.fleet.decisions import DecisionRecord
 from common.ledger import Ledger
 from common.settings import Settings
@@ -82,8 +83,8 @@ def test_create_read_list_campaign(client: TestClient, r: redis.Redis) -> None:
     }  # fmt: skip
     assert r.sismember(keys.ACTIVE, "spring")
 
-    r.hset(keys.state("spring"), mapping={"spend": 12.5, "value": 50.0, "clicks": 10, "conversions": 0.5,
-                                         "last_tick": 3, "planned": 1.25, "lam": 0.5, "reason": ""})  # fmt: skip
+    state.queue_outcomes(r, "spring", spend=12.5, clicks=10, conversions=0.5, value=50.0)
+    state.queue_decision(r, "spring", Decision((), PacingState(lam=0.5), planned=1.25), tick=3)
     r.set(keys.LAST_TICK, 9)
     got = client.get("/campaigns/spring").json()
     assert got["outcomes"]["spend"] == 12.5 and got["outcomes"]["conversions"] == 0.5

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import metrics
+from common.fleet import metrics, state
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.tick import begin
@@ -168,7 +168,7 @@ def test_per_campaign_series_only_when_opted_in(fleet: Fleet, market: Path) -> N
         evaluate(fleet, ids, t)
     opted = fleet.settings.model_copy(update={"metrics_per_campaign": True})
     found = samples(exposition(opted))
-    spend = float(fleet.r.hget(keys.state(ids[0]), "spend") or 0)
+    spend = state.read(fleet.r, ids[0]).spend
     assert found[("ce_campaign_spend_total", (("campaign", ids[0]),))] == pytest.approx(spend)
     remaining = fleet.ledger.balance(ids[1]).remaining / 1e6
     assert found[("ce_campaign_budget_remaining", (("campaign", ids[1]),))] == pytest.approx(remaining)

@@ -11,10 +11,12 @@ import redis
 
 from common import keys
 from common.backtest.runner import log_line
-from common.fleet import decisions
+from common.engine import Decision, NoBid, PacingState
+from common.fleet import decisions, state
 from common.fleet.decisions import DecisionRecord
-from common.fleet.evaluation import evaluate
+from common.fleet.evaluation import GroupReport, evaluate
 from common.fleet.fleet import Fleet
+from common.fleet.state import StateRecord
 from common.fleet.tick import begin
 from common.ledger import Balance, Ledger, queue_balance
 from common.settings import Settings
@@ -34,13 +36,14 @@ def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
     f.r.close()
 
 
-def _ran(fleet: Fleet, market: Path, campaigns: int, last_tick: int) -> list[str]:
+def _ran(fleet: Fleet, market: Path, campaigns: int, last_tick: int) -> tuple[list[str], list[GroupReport]]:
     """Campaigns loaded, and ticks 1..last_tick begun and evaluated by the production path."""
     ids = load_campaigns(fleet.r, market, campaigns)
+    reports = []
     for t in range(1, last_tick + 1):
         assert begin(fleet, t) is not None
-        evaluate(fleet, ids, t)
-    return ids
+        reports.append(evaluate(fleet, ids, t))
+    return ids, reports
 
 
 # --- the budget hash: {c:<id>}:budget ---------------------------------------------------------
@@ -65,7 +68,7 @@ def test_a_balance_read_on_a_callers_pipeline_is_the_ledgers(redis_url: str, dec
 
 # --- the decisions stream: ce:decisions --------------------------------------------------------
 def test_decisions_read_back_as_the_evaluation_placed_them(fleet: Fleet, market: Path) -> None:
-    ids = _ran(fleet, market, 4, 2)
+    ids, _ = _ran(fleet, market, 4, 2)
     assert begin(fleet, 3) is not None
     report = evaluate(fleet, ids, 3, now=lambda: 1234.5678)
     assert report.placed
@@ -97,3 +100,31 @@ def test_a_decision_entry_without_a_field_names_it() -> None:
     del fields["cost"]
     with pytest.raises(ValueError, match="'cost'"):
         DecisionRecord.from_fields(fields)
+
+
+# --- the engine state hash: {c:<id>}:state ------------------------------------------------------
+def test_the_state_holds_the_last_decision_and_every_outcome(fleet: Fleet, market: Path) -> None:
+    ids, reports = _ran(fleet, market, 4, 3)
+    for cid in ids:
+        stored = state.read(fleet.r, cid)
+        decision = reports[-1].decisions[cid]
+        assert stored.pacing == decision.pacing and stored.pacing.tick == 3
+        assert (stored.lam, stored.planned, stored.last_tick) == (decision.lam, decision.planned, 3)
+        assert stored.reason == (decision.reason.value if decision.reason else None)
+        placed = [p for report in reports for p in report.placed if p.bid.campaign == cid]
+        assert placed, "each campaign bid"
+        assert stored.spend == pytest.approx(sum(p.outcome.cost for p in placed))
+        assert stored.clicks == pytest.approx(sum(p.outcome.clicks for p in placed))
+        assert stored.conversions == pytest.approx(sum(p.outcome.conversions for p in placed))
+        assert stored.value == pytest.approx(sum(p.value for p in placed))
+
+
+def test_a_campaign_never_evaluated_has_the_empty_state(r: redis.Redis) -> None:
+    assert state.read(r, "new") == StateRecord()
+
+
+def test_a_no_bid_reason_reads_back(r: redis.Redis) -> None:
+    state.queue_decision(r, "c1", Decision((), PacingState(lam=0.25, tick=4), NoBid.NO_VALUE, planned=2.5), 4)
+    stored = state.read(r, "c1")
+    assert stored == StateRecord(pacing=PacingState(lam=0.25, tick=4), lam=0.25, planned=2.5, last_tick=4,
+                                 reason=NoBid.NO_VALUE.value)  # fmt: skip

@@ -7,7 +7,6 @@ reservation. A duplicate delivery of the same (campaign, tick) is recognised and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys
-from common.engine import CampaignState, Decision, PacingState, decide
+from common.engine import CampaignState, Decision, decide
 from common.errors import LedgerError, StoreUnavailable
-from common.fleet import decisions, metrics
+from common.fleet import decisions, metrics, state
 from common.fleet.decisions import DecisionRecord
 from common.fleet.fleet import Fleet
+from common.fleet.state import StateRecord
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
 from common.forecast.forecasts import Forecasts
@@ -27,7 +27,6 @@ from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import Fields
 
 log = logging.getLogger(__name__)
 
@@ -190,20 +189,19 @@ class CampaignView:
     id: str
     campaign: Campaign | None
     balance: Balance
-    state: dict[str, str]
+    state: StateRecord
 
     def engine_state(self, tick: int) -> CampaignState:
         """The decision engine's view: remaining budget from the ledger, outcomes and pacing from state."""
         assert self.campaign is not None
-        pacing = self.state.get("pacing")
         return CampaignState(
             spec=self.campaign.spec,
             tick=tick,
             remaining=from_micros(self.balance.remaining),
-            spent=float(self.state.get("spend", 0.0)),
-            clicks=float(self.state.get("clicks", 0.0)),
-            conversions=float(self.state.get("conversions", 0.0)),
-            pacing=PacingState.from_dict(json.loads(pacing) if pacing else None),
+            spent=self.state.spend,
+            clicks=self.state.clicks,
+            conversions=self.state.conversions,
+            pacing=self.state.pacing,
         )
 
 
@@ -229,17 +227,17 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
         pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
         pipe.hgetall(keys.campaign(cid))
         queue_balance(pipe, cid)
-        pipe.hgetall(keys.state(cid))
+        state.queue_read(pipe, cid)
     replies = pipe.execute()
     views = []
     for i, cid in enumerate(campaign_ids):
-        first, raw, budget, state = replies[4 * i : 4 * i + 4]
+        first, raw, budget, stored = replies[4 * i : 4 * i + 4]
         if not first:
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
         # No budget reads as nothing left: an active campaign without one is finished.
         balance = Balance.from_row(budget) or NO_BALANCE
-        views.append(CampaignView(cid, campaign, balance, state))
+        views.append(CampaignView(cid, campaign, balance, StateRecord.from_hash(stored)))
     return views
 
 
@@ -264,19 +262,9 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
                    "spend_cap": b.spend_cap, "cost": out.cost},
         )  # fmt: skip
     for cid, decision in report.decisions.items():
-        state = keys.state(cid)
-        # Increments, not absolute values: the outcomes of an overlapping evaluation are never lost.
-        for name, amount in zip(("spend", "clicks", "conversions", "value"), totals.get(cid, ()), strict=False):
-            if amount:
-                pipe.hincrbyfloat(state, name, amount)
-        fields: Fields = {
-            "pacing": json.dumps(decision.pacing.to_dict()),
-            "lam": repr(decision.lam),
-            "planned": repr(decision.planned),
-            "last_tick": report.tick,
-            "reason": decision.reason.value if decision.reason else "",
-        }
-        pipe.hset(state, mapping=fields)
+        if cid in totals:
+            state.queue_outcomes(pipe, cid, *totals[cid])
+        state.queue_decision(pipe, cid, decision, report.tick)
     _count(fleet, report, started, now, pipe=pipe)
 
 
