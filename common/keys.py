@@ -75,7 +75,7 @@ PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name
 DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/fleet/decisions.py)
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
-TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick
+TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)
 
 
 def tick_claim(tick: int) -> str:

@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from common import keys
 from common.engine import Decision, PacingState
-from common.fleet import decisions, state
+from common.fleet import decisions, state, stats
 from common.fleet.decisions import DecisionRecord
+from common.fleet.stats import TickStats
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -416,9 +417,8 @@ def test_dashboard_endpoints(client: TestClient, r: redis.Redis, forecast: dict[
     r.set(keys.forecast(4), json.dumps(forecast))
     r.set(keys.forecast(5), "not json at all")
     _decide(r, 5, "spring", cost=2.0)
-    r.xadd(keys.TICK_STATS, {"tick": 4, "fanned": 1, "evaluated": 1, "bids": 2, "spend_micros": 1_500_000,
-                             "late": 0, "dropped": 1, "duplicates": 0, "skipped": 0, "value": "3.5", "missed": 0,
-                             "worst_latency_ms": "12.5"})  # fmt: skip
+    stats.append(r, TickStats(tick=4, fanned=1, evaluated=1, bids=2, spend_micros=1_500_000, dropped=1, value=3.5,
+                              worst_latency_ms=12.5))  # fmt: skip
 
     overview = client.get("/api/overview").json()
     assert overview["totals"]["campaigns"] == 1 and overview["totals"]["budget"] == 100.0

@@ -16,9 +16,10 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import metrics, state
+from common.fleet import metrics, state, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
+from common.fleet.stats import TickStats
 from common.fleet.tick import begin
 from common.money import to_micros_ceil
 from common.settings import Settings
@@ -87,7 +88,7 @@ def test_a_tick_enters_the_metrics_once(fleet: Fleet, market: Path) -> None:
     load_campaigns(fleet.r, market, 3)
     for t in range(1, 5):
         begin(fleet, t)
-    entry = {"tick": "9", "fanned": "3", "worst_latency_ms": "130.0"}
+    entry = TickStats(tick=9, fanned=3, worst_latency_ms=130.0)
     assert metrics.record_tick(fleet.r, entry) is True
     assert metrics.record_tick(fleet.r, entry) is False
     hist = metrics.snapshot(fleet.r).tick_seconds
@@ -108,7 +109,7 @@ def test_forecast_error_is_measured_per_platform_and_metric(fleet: Fleet) -> Non
         },
     }
     fleet.r.set(keys.forecast(7), json.dumps(forecast))
-    metrics.record_tick(fleet.r, {"tick": "7", "fanned": "0"})
+    metrics.record_tick(fleet.r, TickStats(tick=7))
     errors = metrics.snapshot(fleet.r).forecast_error
     assert errors[("search", "cpc")] == pytest.approx((0.25, 1, 0.25))
     assert errors[("search", "cvr")][0] == pytest.approx(0.2)
@@ -183,8 +184,8 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     with running(env, tmp_path / "logs", concurrency=3) as group:
         wait_for_ticks(r, 6, group, timeout=60)
     time.sleep(0.5)
-    stats: list[dict[str, str]] = [e for _id, e in r.xrange(keys.TICK_STATS)]  # type: ignore[misc,union-attr]
-    ticks = [int(e["tick"]) for e in stats]
+    summaries = stats.parse(r.xrange(keys.TICK_STATS))  # type: ignore[arg-type]
+    ticks = [e.tick for e in summaries]
     books: list[dict[str, str]] = [r.hgetall(keys.tick_counters(t)) for t in range(max(ticks) + 2)]  # type: ignore[misc]
 
     def total(name: str) -> float:
@@ -198,4 +199,4 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     assert found.get("evaluations_late", 0) == total("late")
     assert found.get("evaluations_duplicate", 0) == total("duplicates")
     hist = metrics.snapshot(r).tick_seconds
-    assert hist.count == sum(1 for e in stats if int(e["fanned"]) > 0)
+    assert hist.count == sum(1 for e in summaries if e.fanned > 0)

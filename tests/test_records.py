@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from cli.up import tick_line
 from common import keys
 from common.backtest.runner import log_line
 from common.engine import Decision, NoBid, PacingState
-from common.fleet import decisions, state
+from common.fleet import decisions, state, stats
 from common.fleet.decisions import DecisionRecord
 from common.fleet.evaluation import GroupReport, evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
-from common.fleet.tick import begin
+from common.fleet.stats import TickStats
+from common.fleet.tick import begin, summarize
 from common.ledger import Balance, Ledger, queue_balance
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -128,3 +130,40 @@ def test_a_no_bid_reason_reads_back(r: redis.Redis) -> None:
     stored = state.read(r, "c1")
     assert stored == StateRecord(pacing=PacingState(lam=0.25, tick=4), lam=0.25, planned=2.5, last_tick=4,
                                  reason=NoBid.NO_VALUE.value)  # fmt: skip
+
+
+# --- the tick summaries: ce:tick:stats --------------------------------------------------------
+def test_a_tick_summary_reads_back_as_summarize_wrote_it(fleet: Fleet, market: Path) -> None:
+    _ids, reports = _ran(fleet, market, 4, 3)
+    written = summarize(fleet, 3)
+    entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.TICK_STATS)  # type: ignore[assignment]
+    read = stats.parse(entries)
+    assert [e.tick for e in read] == [1, 2, 3], "begin summarised the tick before it; then tick 3"
+    assert read[-1] == written
+    assert entries[-1][1] == written.to_fields()
+    report = reports[-1]
+    assert (written.fanned, written.evaluated, written.missed, written.late) == (4, report.evaluated, 0, 0)
+    assert (written.bids, written.spend_micros) == (len(report.placed), report.spend_micros) and written.bids > 0
+    assert written.value == pytest.approx(report.value)
+    assert written.planned == pytest.approx(sum(d.planned for d in report.decisions.values()))
+    assert list(entries[-1][1]) == [
+        "tick", "fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped", "value",
+        "planned", "missed", "worst_latency_ms",
+    ]  # fmt: skip
+
+
+def test_a_tick_line_shows_the_summary() -> None:
+    entry = TickStats(tick=12, fanned=5, evaluated=4, bids=7, spend_micros=2_500_000, late=1, dropped=2, value=9.5,
+                      planned=5.0, missed=1, worst_latency_ms=42.5)  # fmt: skip
+    assert TickStats.from_fields(entry.to_fields()) == entry
+    words = tick_line(entry).split()
+    assert words[:4] == ["tick", "12", "evaluated", "4/5"]
+    assert words[words.index("spend") + 1 : words.index("spend") + 4] == ["2.50", "pace", "50%"]
+    assert words[words.index("late/dropped") + 1] == "3" and words[words.index("missed") + 1] == "1"
+
+
+def test_a_tick_summary_entry_without_a_field_names_it() -> None:
+    fields = TickStats(tick=1).to_fields()
+    del fields["missed"]
+    with pytest.raises(ValueError, match="'missed'"):
+        TickStats.from_fields(fields)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import redis
 
 from common import keys
+from common.fleet.stats import TickStats
 
 # Seconds from a tick's start to the end of its slowest evaluation.
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -91,18 +92,18 @@ def bucket_field(seconds: float) -> str:
     return "le:+Inf"
 
 
-def record_tick(client: redis.Redis, entry: Mapping[str, str]) -> bool:
+def record_tick(client: redis.Redis, entry: TickStats) -> bool:
     """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
     Observes the tick's duration, moves drops counted since into ``evaluations_dropped`` and
     measures the forecast error of every platform. Returns False when the tick was already entered.
     """
-    tick = int(entry["tick"])
+    tick = entry.tick
     if not client.set(keys.metrics_recorded(tick), "1", nx=True, ex=_GUARD_TTL):
         return False
     pipe = client.pipeline(transaction=False)
-    if int(entry.get("fanned", 0)) > 0:
-        seconds = float(entry.get("worst_latency_ms", 0)) / 1000
+    if entry.fanned > 0:
+        seconds = entry.worst_latency_ms / 1000
         pipe.hincrby(keys.METRICS_TICK_SECONDS, bucket_field(seconds), 1)
         pipe.hincrby(keys.METRICS_TICK_SECONDS, "count", 1)
         pipe.hincrbyfloat(keys.METRICS_TICK_SECONDS, "sum", seconds)
