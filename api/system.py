@@ -26,7 +26,8 @@ from api.schemas import (
 from api.views import campaign_views
 from common import keys
 from common.fleet import stats
-from common.fleet.metrics import FORECAST_METRICS, forecast_figures
+from common.fleet.metrics import FORECAST_METRICS
+from common.forecast.cache import TickForecasts
 
 router = APIRouter(tags=["system"])
 dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
@@ -196,7 +197,13 @@ def _json(doc: str | None) -> dict[str, Any]:
 
 
 def _forecast(doc: str | None) -> dict[str, dict[str, float]]:
-    return forecast_figures(_json(doc))
+    """A tick's point forecasts; none when the tick has no readable forecast document."""
+    if not doc:
+        return {}
+    try:
+        return TickForecasts.from_json(doc).figures()
+    except ValueError:
+        return {}
 
 
 def _num(value: Any) -> float | None:

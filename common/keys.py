@@ -94,7 +94,10 @@ def feed(platform_id: str) -> str:
 
 
 def forecast(tick: int) -> str:
-    """String: JSON forecasts for every platform, computed once for the tick."""
+    """String: JSON forecasts and price spread of every platform, computed once for the tick.
+
+    Written and read only as ``common.forecast.cache.TickForecasts``.
+    """
     return f"{PREFIX}:forecast:{tick}"
 
 

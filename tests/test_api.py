@@ -18,6 +18,8 @@ from common.engine import Decision, PacingState
 from common.fleet import decisions, state, stats
 from common.fleet.decisions import DecisionRecord
 from common.fleet.stats import TickStats
+from common.forecast.cache import TickForecasts
+from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -401,20 +403,13 @@ def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
 
 
 # --- the dashboard's JSON ------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "forecast",
-    [
-        {"search": {"cpc": 0.9, "cvr": 0.02, "volume": 80.0}},
-        {"tick": 4, "platforms": {"search": {"ahead": [[0.9, 0.02, 80.0]], "level": [1, 1, 1], "log_sd": [0, 0, 0],
-                                             "up": True, "observations": 4}}},
-    ],
-)  # fmt: skip
-def test_dashboard_endpoints(client: TestClient, r: redis.Redis, forecast: dict[str, Any]) -> None:
+def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
     client.post("/campaigns", json=SPEC, headers=AUTH)
     r.set(keys.LAST_TICK, 5)
     published = client.post("/feed", json={"tick": 4, "platforms": {"search": _figures(cpc=1.0)}}, headers=AUTH)
     assert published.status_code == 200
-    r.set(keys.forecast(4), json.dumps(forecast))
+    forecast = PlatformForecast((Figures(0.9, 0.02, 80.0),), Figures(0.0, 0.0, 0.0), True, 4)
+    r.set(keys.forecast(4), TickForecasts(Forecasts(4, {"search": forecast}), {"search": 0.3}).to_json())
     r.set(keys.forecast(5), "not json at all")
     _decide(r, 5, "spring", cost=2.0)
     stats.append(r, TickStats(tick=4, fanned=1, evaluated=1, bids=2, spend_micros=1_500_000, dropped=1, value=3.5,

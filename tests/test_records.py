@@ -19,7 +19,8 @@ from common.fleet.evaluation import GroupReport, evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
 from common.fleet.stats import TickStats
-from common.fleet.tick import begin, summarize
+from common.fleet.tick import begin, compute_forecasts, summarize
+from common.forecast.cache import TickForecasts
 from common.ledger import Balance, Ledger, queue_balance
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -167,3 +168,26 @@ def test_a_tick_summary_entry_without_a_field_names_it() -> None:
     del fields["missed"]
     with pytest.raises(ValueError, match="'missed'"):
         TickStats.from_fields(fields)
+
+
+# --- the forecasts cached per tick: ce:forecast:<tick> ------------------------------------------
+def test_the_cached_forecasts_read_back_as_computed(fleet: Fleet, market: Path) -> None:
+    _ran(fleet, market, 2, 40)
+    plan = begin(fleet, 41)
+    assert plan is not None
+    text = fleet.r.get(keys.forecast(41))
+    assert isinstance(text, str)
+    cached = TickForecasts.from_json(text)
+    assert cached == plan.forecasts == compute_forecasts(fleet, 41)
+    assert cached.to_json() == text, "the document round-trips byte for byte"
+    assert cached.sigmas == {pid: info.price_sigma for pid, info in fleet.store.platforms().items()}
+    assert set(cached.forecasts.platforms) == set(cached.sigmas) and cached.forecasts.tick == 41
+    figures = cached.figures()
+    for pid, forecast in cached.forecasts.platforms.items():
+        assert figures[pid] == {"cpc": forecast.next.cpc, "cvr": forecast.next.cvr, "volume": forecast.expected_volume}
+
+
+def test_a_document_that_is_not_a_forecast_is_refused() -> None:
+    for text in ("not json", "[1, 2]", '{"tick": 3, "platforms": {}}', '{"search": {"cpc": 1.0}}'):
+        with pytest.raises(ValueError):
+            TickForecasts.from_json(text)

@@ -210,10 +210,9 @@ def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
     memo = fleet.memo.get("forecasts")
     if memo is not None and memo[0] == tick:
         return memo[1], memo[2]
-    doc = forecasts_for(fleet, tick)
-    parsed = Forecasts.from_dict(doc), {str(pid): float(sigma) for pid, sigma in doc.get("sigmas", {}).items()}
-    fleet.memo["forecasts"] = (tick, *parsed)
-    return parsed
+    cached = forecasts_for(fleet, tick)
+    fleet.memo["forecasts"] = (tick, cached.forecasts, cached.sigmas)
+    return cached.forecasts, cached.sigmas
 
 
 def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:

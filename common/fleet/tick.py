@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import keys
 from common.fleet import metrics, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
-from common.forecast.forecasts import forecast
+from common.forecast.cache import TickForecasts
+from common.forecast.forecasts import Forecasts, forecast
 from common.models import CampaignStatus
 from common.redis_conn import Fields
 
@@ -31,7 +31,7 @@ COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "d
 class TickPlan:
     tick: int
     groups: list[list[str]]
-    forecasts: dict[str, Any] = field(repr=False)
+    forecasts: TickForecasts = field(repr=False)
 
     @property
     def campaigns(self) -> int:
@@ -43,20 +43,19 @@ def claim(fleet: Fleet, tick: int) -> bool:
     return bool(fleet.r.set(keys.tick_claim(tick), "1", nx=True, ex=TICK_KEY_TTL))
 
 
-def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
+def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
     """Forecasts for ``tick`` from the feed of the ticks before it, with each platform's price spread."""
     platforms = fleet.store.platforms()
     pids = list(platforms)
     if not pids:
-        return {"tick": tick, "platforms": {}, "sigmas": {}}
+        return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
     history = fleet.feed.window(pids, tick - 1, max(window, fleet.season))
-    doc = forecast(history, pids, tick, window=window, season=fleet.season).to_dict()
-    doc["sigmas"] = {pid: info.price_sigma for pid, info in platforms.items()}
-    return doc
+    forecasts = forecast(history, pids, tick, window=window, season=fleet.season)
+    return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
 
 
-def forecasts_for(fleet: Fleet, tick: int) -> dict[str, Any]:
+def forecasts_for(fleet: Fleet, tick: int) -> TickForecasts:
     return forecast_cache.get_or_compute(fleet.r, tick, lambda: compute_forecasts(fleet, tick))
 
 
