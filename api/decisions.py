@@ -14,6 +14,8 @@ from fastapi.responses import StreamingResponse
 from api.auth import Context, Read
 from api.schemas import Decision, DecisionList
 from common import keys
+from common.fleet import decisions
+from common.fleet.decisions import DecisionRecord
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
 
@@ -26,18 +28,18 @@ KEEPALIVE_MS = 5000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
-def decision(entry_id: str, fields: dict[str, str]) -> Decision:
+def decision(entry_id: str, record: DecisionRecord) -> Decision:
     return Decision(
         id=entry_id,
-        ts=float(fields.get("ts", 0)),
-        tick=int(fields.get("tick", 0)),
-        campaign=fields.get("campaign", ""),
-        platform=fields.get("platform", ""),
-        bid=float(fields.get("bid", 0)),
-        spend_cap=float(fields.get("spend_cap", 0)),
-        cost=float(fields.get("cost", 0)),
-        clicks=float(fields.get("clicks", 0)),
-        conversions=float(fields.get("conversions", 0)),
+        ts=record.ts,
+        tick=record.tick,
+        campaign=record.campaign,
+        platform=record.platform,
+        bid=record.bid,
+        spend_cap=record.spend_cap,
+        cost=record.cost,
+        clicks=record.clicks,
+        conversions=record.conversions,
     )
 
 
@@ -60,18 +62,18 @@ def list_decisions(
         if not batch:
             break
         scanned += len(batch)
-        for entry_id, fields in batch:
-            tick = int(fields.get("tick", -1))
-            if (campaign is not None and fields.get("campaign") != campaign) or (
-                to_tick is not None and tick > to_tick
+        records = decisions.parse(batch)
+        for entry_id, record in records:
+            if (campaign is not None and record.campaign != campaign) or (
+                to_tick is not None and record.tick > to_tick
             ):
                 continue
-            if from_tick is not None and tick < from_tick:
+            if from_tick is not None and record.tick < from_tick:
                 continue
-            found.append(decision(entry_id, fields))
+            found.append(decision(entry_id, record))
             if len(found) == limit:
                 break
-        oldest = int(batch[-1][1].get("tick", 0))
+        oldest = records[-1][1].tick
         if from_tick is not None and oldest < from_tick - _TICK_SLACK:
             break
         upper = f"({batch[-1][0]}"
@@ -116,10 +118,10 @@ async def _events(url: str, start: str, campaign: str | None) -> AsyncIterator[s
                 continue
             chunks = []
             for _stream, entries in replies:
-                for entry_id, fields in entries:
+                for entry_id, record in decisions.parse(entries):
                     last = entry_id
-                    if campaign is None or fields.get("campaign") == campaign:
-                        data = json.dumps(decision(entry_id, fields).model_dump())
+                    if campaign is None or record.campaign == campaign:
+                        data = json.dumps(decision(entry_id, record).model_dump())
                         chunks.append(f"id: {entry_id}\nevent: decision\ndata: {data}\n\n")
             if chunks:
                 yield "".join(chunks)

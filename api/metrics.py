@@ -23,7 +23,9 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
-from common.fleet import metrics
+from common.fleet import metrics, state
+from common.fleet.state import StateRecord
+from common.ledger import Balance, queue_balance
 from common.money import from_micros
 from common.redis_conn import translated_errors
 
@@ -132,8 +134,8 @@ def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
     ids = ctx.store.ids()
     pipe = ctx.r.pipeline(transaction=False)
     for cid in ids:
-        pipe.hmget(keys.state(cid), ["spend", "value", "conversions"])
-        pipe.hget(keys.budget(cid), "remaining")
+        state.queue_read(pipe, cid)
+        queue_balance(pipe, cid)
     replies = pipe.execute()
     families = {
         "spend": CounterMetricFamily("ce_campaign_spend", "Spend of one campaign.", labels=["campaign"]),
@@ -144,9 +146,11 @@ def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
     }
     remaining = GaugeMetricFamily("ce_campaign_budget_remaining", "Unspent, unreserved budget.", labels=["campaign"])
     for i, cid in enumerate(ids):
-        for name, value in zip(families, replies[2 * i], strict=True):
-            families[name].add_metric([cid], float(value or 0))
-        remaining.add_metric([cid], from_micros(int(replies[2 * i + 1] or 0)))
+        stored = StateRecord.from_hash(replies[2 * i])
+        for name, family in families.items():
+            family.add_metric([cid], getattr(stored, name))
+        balance = Balance.from_row(replies[2 * i + 1])
+        remaining.add_metric([cid], from_micros(0 if balance is None else balance.remaining))
     yield from families.values()
     yield remaining
 

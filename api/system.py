@@ -25,7 +25,9 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet.metrics import FORECAST_METRICS, forecast_figures
+from common.fleet import stats
+from common.fleet.metrics import FORECAST_METRICS
+from common.forecast.cache import TickForecasts
 
 router = APIRouter(tags=["system"])
 dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
@@ -166,19 +168,19 @@ def ticks(ctx: Context, count: Annotated[int, Query(ge=1, le=1000)] = 60) -> Tic
     """Summaries of the last finished ticks (the ``ce:tick:stats`` stream)."""
     entries: list[tuple[str, dict[str, str]]] = ctx.r.xrevrange(keys.TICK_STATS, count=count)  # type: ignore[assignment]
     out = []
-    for _id, e in reversed(entries):
+    for e in stats.parse(reversed(entries)):
         out.append(
             TickStat(
-                tick=int(e.get("tick", 0)),
-                fanned=int(e.get("fanned", 0)),
-                evaluated=int(e.get("evaluated", 0)),
-                bids=int(e.get("bids", 0)),
-                spend=int(e.get("spend_micros", 0)) / 1e6,
-                value=float(e.get("value", 0)),
-                late=int(e.get("late", 0)),
-                dropped=int(e.get("dropped", 0)),
-                missed=int(e.get("missed", 0)),
-                worst_latency_ms=float(e.get("worst_latency_ms", 0)),
+                tick=e.tick,
+                fanned=e.fanned,
+                evaluated=e.evaluated,
+                bids=e.bids,
+                spend=e.spend,
+                value=e.value,
+                late=e.late,
+                dropped=e.dropped,
+                missed=e.missed,
+                worst_latency_ms=e.worst_latency_ms,
             )
         )
     return TicksView(ticks=out)
@@ -195,7 +197,13 @@ def _json(doc: str | None) -> dict[str, Any]:
 
 
 def _forecast(doc: str | None) -> dict[str, dict[str, float]]:
-    return forecast_figures(_json(doc))
+    """A tick's point forecasts; none when the tick has no readable forecast document."""
+    if not doc:
+        return {}
+    try:
+        return TickForecasts.from_json(doc).figures()
+    except ValueError:
+        return {}
 
 
 def _num(value: Any) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import redis
 
 from common import keys
+from common.fleet import decisions
 
 _READ_BATCH = 5000
 # At most this many entries are read back when the trend starts (or the stream was reset).
@@ -63,12 +64,11 @@ class Trends:
         self._by_tick.clear()
 
     def _add(self, entries: Iterable[tuple[str, dict[str, str]]]) -> None:
-        for entry_id, fields in entries:
+        for entry_id, record in decisions.parse(entries):
             self._last_id = entry_id
-            tick = int(fields.get("tick", -1))
-            sums = self._by_tick[tick].setdefault(fields.get("campaign", ""), [0.0, 0.0])
-            sums[0] += float(fields.get("cost", 0))
-            sums[1] += float(fields.get("conversions", 0))
+            sums = self._by_tick[record.tick].setdefault(record.campaign, [0.0, 0.0])
+            sums[0] += record.cost
+            sums[1] += record.conversions
 
     def window(self, last_tick: int | None) -> list[int]:
         if last_tick is None:

@@ -13,44 +13,44 @@ import redis
 
 from api.context import TickInfo
 from api.schemas import BalanceView, CampaignView, OutcomesView, PacingView
-from common import keys
+from common.fleet import state
+from common.fleet.state import StateRecord
+from common.ledger import Balance, queue_balance
 from common.models import Campaign
 from common.money import from_micros
 
-_BALANCE_FIELDS = ("budget", "remaining", "reserved", "spent")
 
-
-def balance_view(raw: dict[str, str]) -> BalanceView:
-    micros = {name: int(raw.get(name, 0)) for name in _BALANCE_FIELDS}
+def balance_view(balance: Balance | None) -> BalanceView:
+    """The ledger's balance in micro-units and in currency; zero when no budget was opened."""
+    micros = {name: 0 if balance is None else getattr(balance, name) for name in Balance.FIELDS}
     return BalanceView(
         **{f"{name}_micros": value for name, value in micros.items()},
         **{name: from_micros(value) for name, value in micros.items()},
     )
 
 
-def outcomes_view(raw: dict[str, str]) -> OutcomesView:
-    spend, value = float(raw.get("spend", 0)), float(raw.get("value", 0))
-    conversions = float(raw.get("conversions", 0))
+def outcomes_view(state: StateRecord) -> OutcomesView:
+    spend, value, conversions = state.spend, state.value, state.conversions
     return OutcomesView(
         spend=spend,
         value=value,
-        clicks=float(raw.get("clicks", 0)),
+        clicks=state.clicks,
         conversions=conversions,
-        last_tick=int(raw["last_tick"]) if raw.get("last_tick") else None,
+        last_tick=state.last_tick,
         cpa=spend / conversions if conversions > 0 else None,
         roi=value / spend if spend > 0 else None,
     )
 
 
-def pacing_view(campaign: Campaign, balance: BalanceView, state: dict[str, str], tick: TickInfo) -> PacingView:
+def pacing_view(campaign: Campaign, balance: BalanceView, state: StateRecord, tick: TickInfo) -> PacingView:
     """The plan to pace against: the budget spread evenly over the flight (the engine plans one tick at a
     time, re-solving against the budget left, so it has no cumulative plan of its own), with what the
     engine last planned and decided beside it."""
     spec = campaign.spec
     engine = {
-        "engine_planned": _float(state.get("planned")),
-        "lam": _float(state.get("lam")),
-        "no_bid_reason": state.get("reason") or None,
+        "engine_planned": _finite(state.planned),
+        "lam": _finite(state.lam),
+        "no_bid_reason": state.reason,
     }
     if spec.end_tick is None:
         return PacingView(elapsed_share=None, plan=None, spent_vs_plan=None, **engine)
@@ -61,32 +61,29 @@ def pacing_view(campaign: Campaign, balance: BalanceView, state: dict[str, str],
     return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=spent_vs_plan, **engine)
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        number = float(value) if value else None
-    except ValueError:
-        return None
-    return number if number is not None and math.isfinite(number) else None
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: such a figure is shown as unknown."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
     pipe = client.pipeline(transaction=False)
     for c in campaigns:
-        pipe.hgetall(keys.budget(c.id))
-        pipe.hgetall(keys.state(c.id))
+        queue_balance(pipe, c.id)
+        state.queue_read(pipe, c.id)
     replies: list[Any] = pipe.execute()
     views = []
     for i, c in enumerate(campaigns):
-        balance = balance_view(replies[2 * i])
-        state = replies[2 * i + 1]
+        balance = balance_view(Balance.from_row(replies[2 * i]))
+        stored = StateRecord.from_hash(replies[2 * i + 1])
         views.append(
             CampaignView(
                 id=c.id,
                 status=c.status.value,
                 spec=c.spec,
                 balance=balance,
-                outcomes=outcomes_view(state),
-                pacing=pacing_view(c, balance, state, tick),
+                outcomes=outcomes_view(stored),
+                pacing=pacing_view(c, balance, stored, tick),
             )
         )
     return views

@@ -23,6 +23,7 @@ from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
 from common.errors import InvalidInput
 from common.fleet.fleet import DEFAULT_MARKET_TICKS
+from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
 from common.market.generator import generate
 from common.market.scenario import Scenario
@@ -78,18 +79,16 @@ def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", *args]
 
 
-def tick_line(entry: dict[str, str]) -> str:
+def tick_line(entry: TickStats) -> str:
     """One tick as the operator reads it; ``pace`` is spend against what the pacing planned."""
-    missed = int(entry.get("missed", 0))
-    late = int(entry.get("late", 0)) + int(entry.get("dropped", 0))
-    spend = int(entry["spend_micros"]) / 1e6
-    planned = float(entry.get("planned", 0))
-    pace = f"{spend / planned:>5.0%}" if planned > 0 else "    -"
+    late = entry.late + entry.dropped
+    spend = entry.spend
+    pace = f"{spend / entry.planned:>5.0%}" if entry.planned > 0 else "    -"
     return (
-        f"tick {int(entry['tick']):>6}  evaluated {int(entry['evaluated']):>5}/{int(entry['fanned']):<5} "
-        f"bids {int(entry['bids']):>5}  spend {spend:>9.2f}  pace {pace}  "
-        f"value {float(entry.get('value', 0)):>10.2f}  late/dropped {late:>3}  missed {missed:>3}  "
-        f"worst {float(entry['worst_latency_ms']):>7.1f} ms"
+        f"tick {entry.tick:>6}  evaluated {entry.evaluated:>5}/{entry.fanned:<5} "
+        f"bids {entry.bids:>5}  spend {spend:>9.2f}  pace {pace}  "
+        f"value {entry.value:>10.2f}  late/dropped {late:>3}  missed {entry.missed:>3}  "
+        f"worst {entry.worst_latency_ms:>7.1f} ms"
     )
 
 
@@ -235,5 +234,5 @@ def _follow_ticks(client: redis.Redis, children: ProcessGroup, duration: float |
         for _stream, entries in replies or []:
             for entry_id, entry in entries:
                 last_id = entry_id
-                console.print(tick_line(entry), highlight=False)
+                console.print(tick_line(TickStats.from_fields(entry)), highlight=False)
     return 0

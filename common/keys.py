@@ -26,7 +26,10 @@ def campaign(campaign_id: str) -> str:
 
 
 def budget(campaign_id: str) -> str:
-    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``."""
+    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``.
+
+    Written only by the ledger's scripts, read only as ``common.ledger.Balance``.
+    """
     return f"{campaign_tag(campaign_id)}:budget"
 
 
@@ -51,7 +54,7 @@ def adjustments(campaign_id: str) -> str:
 
 
 def state(campaign_id: str) -> str:
-    """Hash: the decision engine's pacing state and the campaign's outcomes so far."""
+    """Hash: the decision engine's pacing state and the campaign's outcomes so far (common/fleet/state.py)."""
     return f"{campaign_tag(campaign_id)}:state"
 
 
@@ -69,10 +72,10 @@ def evaluated(campaign_id: str, tick: int) -> str:
 CAMPAIGNS = f"{PREFIX}:campaigns"  # set of every campaign id
 ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
-DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed
+DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/fleet/decisions.py)
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
-TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick
+TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)
 
 
 def tick_claim(tick: int) -> str:
@@ -91,7 +94,10 @@ def feed(platform_id: str) -> str:
 
 
 def forecast(tick: int) -> str:
-    """String: JSON forecasts for every platform, computed once for the tick."""
+    """String: JSON forecasts and price spread of every platform, computed once for the tick.
+
+    Written and read only as ``common.forecast.cache.TickForecasts``.
+    """
     return f"{PREFIX}:forecast:{tick}"
 
 

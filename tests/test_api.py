@@ -14,6 +14,12 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
+from common.engine import Decision, PacingState
+from common.fleet import decisions, state, stats
+from common.fleet.decisions import DecisionRecord
+from common.fleet.stats import TickStats
+from common.forecast.cache import TickForecasts
+from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
@@ -80,8 +86,8 @@ def test_create_read_list_campaign(client: TestClient, r: redis.Redis) -> None:
     }  # fmt: skip
     assert r.sismember(keys.ACTIVE, "spring")
 
-    r.hset(keys.state("spring"), mapping={"spend": 12.5, "value": 50.0, "clicks": 10, "conversions": 0.5,
-                                         "last_tick": 3, "planned": 1.25, "lam": 0.5, "reason": ""})  # fmt: skip
+    state.queue_outcomes(r, "spring", spend=12.5, clicks=10, conversions=0.5, value=50.0)
+    state.queue_decision(r, "spring", Decision((), PacingState(lam=0.5), planned=1.25), tick=3)
     r.set(keys.LAST_TICK, 9)
     got = client.get("/campaigns/spring").json()
     assert got["outcomes"]["spend"] == 12.5 and got["outcomes"]["conversions"] == 0.5
@@ -286,10 +292,8 @@ def test_unknown_platform_or_future_tick_refuses_the_whole_post(client: TestClie
 
 
 # --- decisions -----------------------------------------------------------------------------------
-def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> str:
-    entry = {"ts": "1.0", "tick": tick, "campaign": campaign, "platform": platform, "bid": "0.5",
-             "spend_cap": "2.0", "cost": repr(cost), "clicks": "3.0", "conversions": "0.1", "waste": "0.0"}  # fmt: skip
-    return str(r.xadd(keys.DECISIONS, entry))  # type: ignore[arg-type]
+def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> None:
+    decisions.append(r, DecisionRecord(1.0, tick, campaign, platform, 0.5, 2.0, cost, 3.0, 0.1, 0.0), 1000)
 
 
 def test_decisions_filter_by_campaign_and_ticks(client: TestClient, r: redis.Redis) -> None:
@@ -399,25 +403,17 @@ def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
 
 
 # --- the dashboard's JSON ------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "forecast",
-    [
-        {"search": {"cpc": 0.9, "cvr": 0.02, "volume": 80.0}},
-        {"tick": 4, "platforms": {"search": {"ahead": [[0.9, 0.02, 80.0]], "level": [1, 1, 1], "log_sd": [0, 0, 0],
-                                             "up": True, "observations": 4}}},
-    ],
-)  # fmt: skip
-def test_dashboard_endpoints(client: TestClient, r: redis.Redis, forecast: dict[str, Any]) -> None:
+def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
     client.post("/campaigns", json=SPEC, headers=AUTH)
     r.set(keys.LAST_TICK, 5)
     published = client.post("/feed", json={"tick": 4, "platforms": {"search": _figures(cpc=1.0)}}, headers=AUTH)
     assert published.status_code == 200
-    r.set(keys.forecast(4), json.dumps(forecast))
+    forecast = PlatformForecast((Figures(0.9, 0.02, 80.0),), Figures(0.0, 0.0, 0.0), True, 4)
+    r.set(keys.forecast(4), TickForecasts(Forecasts(4, {"search": forecast}), {"search": 0.3}).to_json())
     r.set(keys.forecast(5), "not json at all")
     _decide(r, 5, "spring", cost=2.0)
-    r.xadd(keys.TICK_STATS, {"tick": 4, "fanned": 1, "evaluated": 1, "bids": 2, "spend_micros": 1_500_000,
-                             "late": 0, "dropped": 1, "duplicates": 0, "skipped": 0, "value": "3.5", "missed": 0,
-                             "worst_latency_ms": "12.5"})  # fmt: skip
+    stats.append(r, TickStats(tick=4, fanned=1, evaluated=1, bids=2, spend_micros=1_500_000, dropped=1, value=3.5,
+                              worst_latency_ms=12.5))  # fmt: skip
 
     overview = client.get("/api/overview").json()
     assert overview["totals"]["campaigns"] == 1 and overview["totals"]["budget"] == 100.0

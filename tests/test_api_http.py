@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cli.processes import Child, ProcessGroup
 from cli.redis_server import free_port
 from common import keys
+from common.fleet import decisions
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 TOKEN = "http-test-token"
@@ -101,10 +102,10 @@ def test_api_process_over_http_with_a_live_fleet(r: redis.Redis, redis_url: str,
             entries: list[tuple[str, dict[str, str]]] = r.xrange(  # type: ignore[assignment]
                 keys.DECISIONS, min=event["id"], max=event["id"]
             )
-            (entry_id, fields), *_ = entries
+            (entry_id, record), *_ = decisions.parse(entries)
             data = json.loads(event["data"])
-            assert data["id"] == entry_id and data["campaign"] == fields["campaign"]
-            assert data["cost"] == float(fields["cost"]) and data["tick"] == int(fields["tick"])
+            assert data["id"] == entry_id and data["campaign"] == record.campaign
+            assert data["cost"] == record.cost and data["tick"] == record.tick
         only = read_events(url, 2, timeout=20, campaign=ids[0])
         assert {json.loads(e["data"])["campaign"] for e in only} == {ids[0]}
 

@@ -11,6 +11,8 @@ import pytest
 import redis
 
 from common import keys
+from common.fleet.state import read as read_state
+from common.ledger import Ledger
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 from tests.test_api_http import api_process
 
@@ -106,15 +108,15 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
             total_spent = 0.0
             for cid in ids:
                 row = rows[cid]
-                spent = int(r.hget(keys.budget(cid), "spent") or 0) / 1e6
-                state: dict[str, str] = r.hgetall(keys.state(cid))  # type: ignore[assignment]
+                spent = Ledger(r).balance(cid).spent / 1e6
+                state = read_state(r, cid)
                 assert row["status"] == r.hget(keys.campaign(cid), "status")
                 assert row["spent"] == pytest.approx(spent, abs=1e-9)
-                assert row["value"] == pytest.approx(float(state.get("value", 0)), abs=1e-9)
-                assert row["conversions"] == pytest.approx(float(state.get("conversions", 0)), abs=1e-9)
+                assert row["value"] == pytest.approx(state.value, abs=1e-9)
+                assert row["conversions"] == pytest.approx(state.conversions, abs=1e-9)
                 assert _amount(row["spentText"]) == pytest.approx(spent, abs=0.0051)
-                assert _amount(row["valueText"]) == pytest.approx(float(state.get("value", 0)), abs=0.0051)
-                assert _amount(row["conversionsText"]) == pytest.approx(float(state.get("conversions", 0)), abs=0.0051)
+                assert _amount(row["valueText"]) == pytest.approx(state.value, abs=0.0051)
+                assert _amount(row["conversionsText"]) == pytest.approx(state.conversions, abs=0.0051)
                 total_spent += spent
             assert total_spent > 0, "the fleet spent"
             assert _amount(page.text_content("#kpi-spent") or "") == pytest.approx(total_spent, abs=0.0051)

@@ -11,8 +11,10 @@ import pytest
 import redis
 
 from common import keys
+from common.fleet import decisions
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
+from common.fleet.stats import TickStats
 from common.fleet.tick import begin, claim
 from common.market.scenario import Scenario
 from common.money import to_micros_ceil, to_micros_floor
@@ -86,14 +88,14 @@ def test_live_fleet_evaluates_every_campaign_every_tick(redis_url: str, market: 
     with running(env, tmp_path / "logs") as group:
         wait_for_ticks(client, 1, group, timeout=30)
         start = client.xlen(keys.TICK_STATS)
-        entries = wait_for_ticks(client, start + 5, group, timeout=10 * 2 + 20)
+        entries = [TickStats.from_fields(e) for e in wait_for_ticks(client, start + 5, group, timeout=10 * 2 + 20)]
     ticks = entries[start:]
     assert ticks, "ticks ran"
     for entry in ticks:
-        assert int(entry["fanned"]) == len(ids), entry
-        assert int(entry["evaluated"]) == len(ids), entry
-        assert int(entry["missed"]) == 0 and int(entry["late"]) == 0, entry
-    numbers = [int(e["tick"]) for e in entries]
+        assert entry.fanned == len(ids), entry
+        assert entry.evaluated == len(ids), entry
+        assert entry.missed == 0 and entry.late == 0, entry
+    numbers = [e.tick for e in entries]
     assert numbers == sorted(set(numbers)), "each tick summarised once, in order"
     assert client.xlen(keys.DECISIONS) > 0
 
@@ -104,14 +106,15 @@ def test_two_beats_run_each_tick_once(redis_url: str, market: Path, tmp_path: Pa
     ids = load_campaigns(client, market, 20)
     env = fleet_env(redis_url, tmp_path, market)
     with running(env, tmp_path / "logs", beats=2) as group:
-        entries = wait_for_ticks(client, 4, group, timeout=40)
-    numbers = [int(e["tick"]) for e in entries]
+        entries = [TickStats.from_fields(e) for e in wait_for_ticks(client, 4, group, timeout=40)]
+    numbers = [e.tick for e in entries]
     assert len(numbers) == len(set(numbers))
     for entry in entries[1:]:
-        assert int(entry["fanned"]) == len(ids)
-        assert int(entry["duplicates"]) == 0
+        assert entry.fanned == len(ids)
+        assert entry.duplicates == 0
     # Every campaign bid at most once per platform per tick.
-    seen = Counter((d["campaign"], d["platform"], d["tick"]) for _id, d in client.xrange(keys.DECISIONS))
+    placed = decisions.parse(client.xrange(keys.DECISIONS))  # type: ignore[arg-type]
+    seen = Counter((d.campaign, d.platform, d.tick) for _id, d in placed)
     assert seen and max(seen.values()) == 1
 
 

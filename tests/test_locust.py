@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from common import keys
+from common.fleet import stats
 from common.fleet.feed import SimulatedFeed
 from common.fleet.store import CampaignStore
 from common.market.scenario import Scenario
@@ -124,12 +125,12 @@ def test_api_under_load_with_a_live_fleet(r: redis.Redis, redis_url: str, tmp_pa
             assert json.loads(r.hget(keys.feed(pid), str(tick)) or "{}") == figures.model_dump(), (pid, tick)
 
     # The fleet kept ticking under the load: a summary for most ticks of the run, each with evaluations.
-    during = [e for _id, e in r.xrange(keys.TICK_STATS) if first <= int(e["tick"]) < last]
+    during = [e for e in stats.parse(r.xrange(keys.TICK_STATS)) if first <= e.tick < last]  # type: ignore[arg-type]
     expected = RUN_SECONDS / TICK_SECONDS
     assert len(during) >= expected / 2, f"{len(during)} tick summaries in ticks {first}..{last}"
-    assert all(int(e["evaluated"]) > 0 for e in during), during
-    late = sum(int(e["late"]) + int(e["dropped"]) + int(e["missed"]) for e in during)
-    worst = max(float(e["worst_latency_ms"]) for e in during)
+    assert all(e.evaluated > 0 for e in during), during
+    late = sum(e.late + e.dropped + e.missed for e in during)
+    worst = max(e.worst_latency_ms for e in during)
     fleet = f"fleet: ticks {first}..{last}, {len(during)} summarised, late+dropped+missed {late}, worst {worst:.0f} ms"
     print(fleet)
     (artifacts_dir / "locust.txt").write_text(f"{summary}\n{fleet}\n")

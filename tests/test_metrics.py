@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -16,10 +17,13 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import metrics
+from common.fleet import metrics, state, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
+from common.fleet.stats import TickStats
 from common.fleet.tick import begin
+from common.forecast.cache import TickForecasts
+from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.money import to_micros_ceil
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
@@ -87,7 +91,7 @@ def test_a_tick_enters_the_metrics_once(fleet: Fleet, market: Path) -> None:
     load_campaigns(fleet.r, market, 3)
     for t in range(1, 5):
         begin(fleet, t)
-    entry = {"tick": "9", "fanned": "3", "worst_latency_ms": "130.0"}
+    entry = TickStats(tick=9, fanned=3, worst_latency_ms=130.0)
     assert metrics.record_tick(fleet.r, entry) is True
     assert metrics.record_tick(fleet.r, entry) is False
     hist = metrics.snapshot(fleet.r).tick_seconds
@@ -99,16 +103,13 @@ def test_a_tick_enters_the_metrics_once(fleet: Fleet, market: Path) -> None:
 def test_forecast_error_is_measured_per_platform_and_metric(fleet: Fleet) -> None:
     fleet.r.hset(keys.feed("search"), "7", json.dumps({"cpc": 2.0, "cvr": 0.05, "volume": 0.0}))
     fleet.r.hset(keys.feed("social"), "7", json.dumps({"cpc": 1.0, "cvr": 0.1, "volume": 50.0}))
-    forecast = {
-        "tick": 7,
-        "platforms": {
-            "search": {"ahead": [[2.5, 0.04, 10.0]], "up": True},
-            "social": {"ahead": [[1.0, 0.1, 55.0]], "up": True},
-            "video": {"ahead": [[1.0, 0.1, 1.0]], "up": True},  # nothing published: not measured
-        },
+    platforms = {
+        "search": _platform(2.5, 0.04, 10.0),
+        "social": _platform(1.0, 0.1, 55.0),
+        "video": _platform(1.0, 0.1, 1.0),  # nothing published: not measured
     }
-    fleet.r.set(keys.forecast(7), json.dumps(forecast))
-    metrics.record_tick(fleet.r, {"tick": "7", "fanned": "0"})
+    fleet.r.set(keys.forecast(7), TickForecasts(Forecasts(7, platforms), {}).to_json())
+    metrics.record_tick(fleet.r, TickStats(tick=7))
     errors = metrics.snapshot(fleet.r).forecast_error
     assert errors[("search", "cpc")] == pytest.approx((0.25, 1, 0.25))
     assert errors[("search", "cvr")][0] == pytest.approx(0.2)
@@ -117,12 +118,14 @@ def test_forecast_error_is_measured_per_platform_and_metric(fleet: Fleet) -> Non
     assert not any(pid == "video" for pid, _ in errors)
 
 
-def test_the_plain_forecast_form_is_read_too() -> None:
-    plain = {"search": {"cpc": 1.0, "cvr": {"mean": 0.1}, "volume": "junk"}, "bad": 3}
-    assert metrics.forecast_figures(plain) == {"search": {"cpc": 1.0, "cvr": 0.1}}
-    outage = {"platforms": {"x": {"ahead": [[1.0, 0.1, 9.0]], "up": False}}}
-    assert metrics.forecast_figures(outage) == {"x": {"cpc": 1.0, "cvr": 0.1, "volume": 0.0}}
-    assert metrics.forecast_figures([1, 2]) == {}
+def _platform(cpc: float, cvr: float, volume: float, *, up: bool = True) -> PlatformForecast:
+    return PlatformForecast((Figures(cpc, cvr, volume),), Figures(0.1, 0.1, 0.1), up, 30)
+
+
+def test_point_forecasts_count_an_outage_as_no_volume_and_leave_out_the_unknown() -> None:
+    platforms = {"x": _platform(1.0, 0.1, 9.0, up=False), "y": _platform(2.0, math.nan, 5.0)}
+    cached = TickForecasts.from_json(TickForecasts(Forecasts(3, platforms), {"x": 0.2}).to_json())
+    assert cached.figures() == {"x": {"cpc": 1.0, "cvr": 0.1, "volume": 0.0}, "y": {"cpc": 2.0, "volume": 5.0}}
 
 
 def test_drops_counted_after_the_summary_are_not_lost(fleet: Fleet, market: Path) -> None:
@@ -168,7 +171,7 @@ def test_per_campaign_series_only_when_opted_in(fleet: Fleet, market: Path) -> N
         evaluate(fleet, ids, t)
     opted = fleet.settings.model_copy(update={"metrics_per_campaign": True})
     found = samples(exposition(opted))
-    spend = float(fleet.r.hget(keys.state(ids[0]), "spend") or 0)
+    spend = state.read(fleet.r, ids[0]).spend
     assert found[("ce_campaign_spend_total", (("campaign", ids[0]),))] == pytest.approx(spend)
     remaining = fleet.ledger.balance(ids[1]).remaining / 1e6
     assert found[("ce_campaign_budget_remaining", (("campaign", ids[1]),))] == pytest.approx(remaining)
@@ -183,8 +186,8 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     with running(env, tmp_path / "logs", concurrency=3) as group:
         wait_for_ticks(r, 6, group, timeout=60)
     time.sleep(0.5)
-    stats: list[dict[str, str]] = [e for _id, e in r.xrange(keys.TICK_STATS)]  # type: ignore[misc,union-attr]
-    ticks = [int(e["tick"]) for e in stats]
+    summaries = stats.parse(r.xrange(keys.TICK_STATS))  # type: ignore[arg-type]
+    ticks = [e.tick for e in summaries]
     books: list[dict[str, str]] = [r.hgetall(keys.tick_counters(t)) for t in range(max(ticks) + 2)]  # type: ignore[misc]
 
     def total(name: str) -> float:
@@ -198,4 +201,4 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     assert found.get("evaluations_late", 0) == total("late")
     assert found.get("evaluations_duplicate", 0) == total("duplicates")
     hist = metrics.snapshot(r).tick_seconds
-    assert hist.count == sum(1 for e in stats if int(e["fanned"]) > 0)
+    assert hist.count == sum(1 for e in summaries if e.fanned > 0)

@@ -22,7 +22,9 @@ import numpy as np
 
 from common import keys
 from common.backtest.hindsight import optimum
+from common.fleet import decisions
 from common.fleet import tick as ticks
+from common.fleet.decisions import DecisionRecord
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.market.scenario import Scenario
@@ -120,19 +122,17 @@ class BacktestReport:
         }
 
 
-def decisions_since(fleet: Fleet, last_id: str) -> tuple[list[dict[str, str]], str]:
+def decisions_since(fleet: Fleet, last_id: str) -> tuple[list[DecisionRecord], str]:
     """Entries of ``ce:decisions`` after ``last_id``, and the id to continue from."""
     entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.DECISIONS, f"({last_id}")  # type: ignore[assignment]
     if not entries:
         return [], last_id
-    return [e for _id, e in entries], entries[-1][0]
+    return [record for _id, record in decisions.parse(entries)], entries[-1][0]
 
 
-def log_line(entry: dict[str, str]) -> str:
+def log_line(record: DecisionRecord) -> str:
     """One MARKET.md decision-log line from a stream entry (floats round-trip through repr)."""
-    doc: dict[str, Any] = {"tick": int(entry["tick"]), "campaign": entry["campaign"], "platform": entry["platform"]}
-    for name in LOG_FIELDS[3:]:
-        doc[name] = float(entry[name])
+    doc: dict[str, Any] = {name: getattr(record, name) for name in LOG_FIELDS}
     return json.dumps(doc, separators=(", ", ": "))
 
 
@@ -155,15 +155,15 @@ def run(
         executor.run_tick(t)
         entries, last_id = decisions_since(fleet, last_id)
         # Workers finish in any order: sort so that every executor writes the same file.
-        for entry in sorted(entries, key=lambda e: (e["campaign"], e["platform"])):
+        for entry in sorted(entries, key=lambda e: (e.campaign, e.platform)):
             out.write(log_line(entry) + "\n")
-            r = results[entry["campaign"]]
+            r = results[entry.campaign]
             r.bids += 1
-            r.spend += float(entry["cost"])
-            r.clicks += float(entry["clicks"])
-            r.conversions += float(entry["conversions"])
-            r.value += float(entry["conversions"]) * vpc[entry["campaign"]]
-            r.waste += float(entry.get("waste", 0.0))
+            r.spend += entry.cost
+            r.clicks += entry.clicks
+            r.conversions += entry.conversions
+            r.value += entry.conversions * vpc[entry.campaign]
+            r.waste += entry.waste
         if on_tick is not None:
             on_tick(t)
     ticks.summarize(fleet, scenario.ticks - 1)

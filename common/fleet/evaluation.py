@@ -7,7 +7,6 @@ reservation. A duplicate delivery of the same (campaign, tick) is recognised and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,18 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys
-from common.engine import CampaignState, Decision, PacingState, decide
+from common.engine import CampaignState, Decision, decide
 from common.errors import LedgerError, StoreUnavailable
-from common.fleet import metrics
+from common.fleet import decisions, metrics, state
+from common.fleet.decisions import DecisionRecord
 from common.fleet.fleet import Fleet
+from common.fleet.state import StateRecord
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
 from common.forecast.forecasts import Forecasts
-from common.ledger import Balance
+from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import Fields
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # recognises it needs to outlive that, not the day the tick's counters are kept.
 EVALUATION_MARK_TTL = 600
 SETTLE_ATTEMPTS = 4
+NO_BALANCE = Balance(0, 0, 0, 0)
 
 
 @dataclass
@@ -188,20 +189,19 @@ class CampaignView:
     id: str
     campaign: Campaign | None
     balance: Balance
-    state: dict[str, str]
+    state: StateRecord
 
     def engine_state(self, tick: int) -> CampaignState:
         """The decision engine's view: remaining budget from the ledger, outcomes and pacing from state."""
         assert self.campaign is not None
-        pacing = self.state.get("pacing")
         return CampaignState(
             spec=self.campaign.spec,
             tick=tick,
             remaining=from_micros(self.balance.remaining),
-            spent=float(self.state.get("spend", 0.0)),
-            clicks=float(self.state.get("clicks", 0.0)),
-            conversions=float(self.state.get("conversions", 0.0)),
-            pacing=PacingState.from_dict(json.loads(pacing) if pacing else None),
+            spent=self.state.spend,
+            clicks=self.state.clicks,
+            conversions=self.state.conversions,
+            pacing=self.state.pacing,
         )
 
 
@@ -210,10 +210,9 @@ def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
     memo = fleet.memo.get("forecasts")
     if memo is not None and memo[0] == tick:
         return memo[1], memo[2]
-    doc = forecasts_for(fleet, tick)
-    parsed = Forecasts.from_dict(doc), {str(pid): float(sigma) for pid, sigma in doc.get("sigmas", {}).items()}
-    fleet.memo["forecasts"] = (tick, *parsed)
-    return parsed
+    cached = forecasts_for(fleet, tick)
+    fleet.memo["forecasts"] = (tick, cached.forecasts, cached.sigmas)
+    return cached.forecasts, cached.sigmas
 
 
 def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:
@@ -226,34 +225,33 @@ def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[Campaign
     for cid in campaign_ids:
         pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
         pipe.hgetall(keys.campaign(cid))
-        pipe.hgetall(keys.budget(cid))
-        pipe.hgetall(keys.state(cid))
+        queue_balance(pipe, cid)
+        state.queue_read(pipe, cid)
     replies = pipe.execute()
     views = []
     for i, cid in enumerate(campaign_ids):
-        first, raw, budget, state = replies[4 * i : 4 * i + 4]
+        first, raw, budget, stored = replies[4 * i : 4 * i + 4]
         if not first:
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
-        balance = Balance(*(int(budget.get(name, 0)) for name in ("budget", "remaining", "reserved", "spent")))
-        views.append(CampaignView(cid, campaign, balance, state))
+        # No budget reads as nothing left: an active campaign without one is finished.
+        balance = Balance.from_row(budget) or NO_BALANCE
+        views.append(CampaignView(cid, campaign, balance, StateRecord.from_hash(stored)))
     return views
 
 
 def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float]) -> None:
     """Decisions to the stream, outcomes and pacing to each campaign's state, counters to the tick."""
     pipe = fleet.r.pipeline(transaction=False)
-    ts = f"{now():.3f}"
+    ts = now()
     totals: dict[str, list[float]] = {}
     for placed in report.placed:
         b, out = placed.bid, placed.outcome
-        entry = {
-            "ts": ts, "tick": report.tick, "campaign": b.campaign, "platform": b.platform,
-            "bid": repr(b.bid), "spend_cap": repr(b.spend_cap),
-            "cost": repr(out.cost), "clicks": repr(out.clicks), "conversions": repr(out.conversions),
-            "waste": repr(out.waste),
-        }  # fmt: skip
-        pipe.xadd(keys.DECISIONS, entry, maxlen=fleet.settings.decisions_maxlen, approximate=True)  # type: ignore[arg-type]
+        record = DecisionRecord(
+            ts, report.tick, b.campaign, b.platform, b.bid, b.spend_cap, out.cost, out.clicks, out.conversions,
+            out.waste,
+        )  # fmt: skip
+        decisions.append(pipe, record, fleet.settings.decisions_maxlen)
         sums = totals.setdefault(b.campaign, [0.0, 0.0, 0.0, 0.0])
         for i, amount in enumerate((out.cost, out.clicks, out.conversions, placed.value)):
             sums[i] += amount
@@ -263,19 +261,9 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
                    "spend_cap": b.spend_cap, "cost": out.cost},
         )  # fmt: skip
     for cid, decision in report.decisions.items():
-        state = keys.state(cid)
-        # Increments, not absolute values: the outcomes of an overlapping evaluation are never lost.
-        for name, amount in zip(("spend", "clicks", "conversions", "value"), totals.get(cid, ()), strict=False):
-            if amount:
-                pipe.hincrbyfloat(state, name, amount)
-        fields: Fields = {
-            "pacing": json.dumps(decision.pacing.to_dict()),
-            "lam": repr(decision.lam),
-            "planned": repr(decision.planned),
-            "last_tick": report.tick,
-            "reason": decision.reason.value if decision.reason else "",
-        }
-        pipe.hset(state, mapping=fields)
+        if cid in totals:
+            state.queue_outcomes(pipe, cid, *totals[cid])
+        state.queue_decision(pipe, cid, decision, report.tick)
     _count(fleet, report, started, now, pipe=pipe)
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 
 from common import keys
+from common.fleet.stats import TickStats
+from common.forecast.cache import TickForecasts
 
 # Seconds from a tick's start to the end of its slowest evaluation.
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -91,18 +93,18 @@ def bucket_field(seconds: float) -> str:
     return "le:+Inf"
 
 
-def record_tick(client: redis.Redis, entry: Mapping[str, str]) -> bool:
+def record_tick(client: redis.Redis, entry: TickStats) -> bool:
     """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
     Observes the tick's duration, moves drops counted since into ``evaluations_dropped`` and
     measures the forecast error of every platform. Returns False when the tick was already entered.
     """
-    tick = int(entry["tick"])
+    tick = entry.tick
     if not client.set(keys.metrics_recorded(tick), "1", nx=True, ex=_GUARD_TTL):
         return False
     pipe = client.pipeline(transaction=False)
-    if int(entry.get("fanned", 0)) > 0:
-        seconds = float(entry.get("worst_latency_ms", 0)) / 1000
+    if entry.fanned > 0:
+        seconds = entry.worst_latency_ms / 1000
         pipe.hincrby(keys.METRICS_TICK_SECONDS, bucket_field(seconds), 1)
         pipe.hincrby(keys.METRICS_TICK_SECONDS, "count", 1)
         pipe.hincrbyfloat(keys.METRICS_TICK_SECONDS, "sum", seconds)
@@ -129,7 +131,7 @@ def _forecast_errors(client: redis.Redis, pipe: Any, tick: int) -> None:
     doc = client.get(keys.forecast(tick))
     if doc is None:
         return
-    forecasts = forecast_figures(json.loads(doc))
+    forecasts = TickForecasts.from_json(doc).figures()  # type: ignore[arg-type]
     read = client.pipeline(transaction=False)
     pids = sorted(forecasts)
     for pid in pids:
@@ -160,43 +162,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def forecast_figures(doc: Any) -> dict[str, dict[str, float]]:
-    """Point forecasts ``platform -> {cpc, cvr, volume}`` from a cached forecast document.
-
-    Reads both the plain form ``{platform: {cpc, cvr, volume}}`` and the forecaster's
-    ``{"tick", "platforms": {platform: {"ahead": [[cpc, cvr, volume], ...], "up": ...}}}``; anything
-    it does not recognise is left out rather than guessed.
-    """
-    if not isinstance(doc, Mapping):
-        return {}
-    nested = doc.get("platforms")
-    platforms: Mapping[Any, Any] = nested if isinstance(nested, Mapping) else doc
-    out: dict[str, dict[str, float]] = {}
-    for pid, item in platforms.items():
-        if not isinstance(item, Mapping):
-            continue
-        figures: dict[str, float] = {}
-        ahead = item.get("ahead")
-        if isinstance(ahead, list) and ahead and isinstance(ahead[0], list):
-            for metric, value in zip(FORECAST_METRICS, ahead[0], strict=False):
-                number = _number(value)
-                if number is not None:
-                    figures[metric] = number
-            if item.get("up") is False:
-                figures["volume"] = 0.0  # an ongoing outage: no clicks expected
-        else:
-            for metric in FORECAST_METRICS:
-                value = item.get(metric)
-                if isinstance(value, Mapping):
-                    value = value.get("mean", value.get("value"))
-                number = _number(value)
-                if number is not None:
-                    figures[metric] = number
-        if figures:
-            out[str(pid)] = figures
-    return out
 
 
 @dataclass(frozen=True)

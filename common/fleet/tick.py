@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import keys
-from common.fleet import metrics
+from common.fleet import metrics, stats
 from common.fleet.fleet import Fleet
+from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
-from common.forecast.forecasts import forecast
+from common.forecast.cache import TickForecasts
+from common.forecast.forecasts import Forecasts, forecast
 from common.models import CampaignStatus
 from common.redis_conn import Fields
 
 log = logging.getLogger(__name__)
 
-TICK_STATS_MAXLEN = 10_000
 # Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
 TICK_KEY_TTL = 86_400
 # Ticks of feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual view.
@@ -31,7 +31,7 @@ COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "d
 class TickPlan:
     tick: int
     groups: list[list[str]]
-    forecasts: dict[str, Any] = field(repr=False)
+    forecasts: TickForecasts = field(repr=False)
 
     @property
     def campaigns(self) -> int:
@@ -43,20 +43,19 @@ def claim(fleet: Fleet, tick: int) -> bool:
     return bool(fleet.r.set(keys.tick_claim(tick), "1", nx=True, ex=TICK_KEY_TTL))
 
 
-def compute_forecasts(fleet: Fleet, tick: int) -> dict[str, Any]:
+def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
     """Forecasts for ``tick`` from the feed of the ticks before it, with each platform's price spread."""
     platforms = fleet.store.platforms()
     pids = list(platforms)
     if not pids:
-        return {"tick": tick, "platforms": {}, "sigmas": {}}
+        return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
     history = fleet.feed.window(pids, tick - 1, max(window, fleet.season))
-    doc = forecast(history, pids, tick, window=window, season=fleet.season).to_dict()
-    doc["sigmas"] = {pid: info.price_sigma for pid, info in platforms.items()}
-    return doc
+    forecasts = forecast(history, pids, tick, window=window, season=fleet.season)
+    return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
 
 
-def forecasts_for(fleet: Fleet, tick: int) -> dict[str, Any]:
+def forecasts_for(fleet: Fleet, tick: int) -> TickForecasts:
     return forecast_cache.get_or_compute(fleet.r, tick, lambda: compute_forecasts(fleet, tick))
 
 
@@ -99,23 +98,23 @@ def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
     return due
 
 
-def summarize(fleet: Fleet, tick: int) -> dict[str, str] | None:
+def summarize(fleet: Fleet, tick: int) -> TickStats | None:
     """Close a tick's books: one entry in ``ce:tick:stats`` with what its evaluations did."""
     counters: dict[str, str] = fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]
     if not counters:
         return None
     worst = fleet.r.zscore(keys.tick_latency(tick), "worst")
-    fanned = int(counters.get("fanned", 0))
-    evaluated = int(counters.get("evaluated", 0))
-    entry = {
-        "tick": str(tick),
-        **{name: counters.get(name, "0") for name in COUNTERS},
-        "value": counters.get("value", "0"),
-        "planned": counters.get("planned", "0"),
+    counts = {name: int(counters.get(name, 0)) for name in COUNTERS}
+    entry = TickStats(
+        tick=tick,
+        **counts,
+        value=float(counters.get("value", 0)),
+        planned=float(counters.get("planned", 0)),
         # Whatever was fanned out but neither evaluated nor skipped on time missed its tick.
-        "missed": str(max(0, fanned - evaluated - int(counters.get("skipped", 0)))),
-        "worst_latency_ms": f"{worst or 0:.1f}",
-    }
-    fleet.r.xadd(keys.TICK_STATS, entry, maxlen=TICK_STATS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        missed=max(0, counts["fanned"] - counts["evaluated"] - counts["skipped"]),
+        # As the stream holds it, so that the metrics see what every reader of the entry sees.
+        worst_latency_ms=float(f"{worst or 0:.1f}"),
+    )
+    stats.append(fleet.r, entry)
     metrics.record_tick(fleet.r, entry)
     return entry

@@ -8,40 +8,79 @@ missing it at once cause one computation, not a thousand.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import redis
 
 from common import keys
+from common.forecast.forecasts import METRICS, Forecasts
 from common.redis_conn import store_call
 
 CACHE_TTL_SECONDS = 3600
 LOCK_TTL_MS = 5000
 
 
+@dataclass(frozen=True, slots=True)
+class TickForecasts:
+    """The cached document of a tick: every platform's forecasts and its price spread (``sigmas``).
+
+    Stored as the JSON of ``Forecasts.to_dict()`` with a ``sigmas`` object added.
+    """
+
+    forecasts: Forecasts
+    sigmas: dict[str, float]
+
+    def to_json(self) -> str:
+        return json.dumps({**self.forecasts.to_dict(), "sigmas": self.sigmas})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TickForecasts:
+        """Parse the document; anything malformed raises ``ValueError``."""
+        try:
+            doc = json.loads(text)
+            sigmas = {str(pid): float(sigma) for pid, sigma in doc["sigmas"].items()}
+            return cls(Forecasts.from_dict(doc), sigmas)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"not a forecast document: {type(exc).__name__} {exc}") from exc
+
+    def figures(self) -> dict[str, dict[str, float]]:
+        """Point forecasts of the tick, ``platform -> {cpc, cvr, volume}``; unknown figures left out.
+
+        An ongoing outage forecasts no volume.
+        """
+        out: dict[str, dict[str, float]] = {}
+        for pid, forecast in self.forecasts.platforms.items():
+            values = (*forecast.next[:2], forecast.expected_volume)
+            figures = {m: v for m, v in zip(METRICS, values, strict=True) if math.isfinite(v)}
+            if figures:
+                out[pid] = figures
+        return out
+
+
 @store_call("read forecasts")
 def get_or_compute(
-    client: redis.Redis, tick: int, compute: Callable[[], dict[str, Any]], wait_seconds: float = 2.0
-) -> dict[str, Any]:
+    client: redis.Redis, tick: int, compute: Callable[[], TickForecasts], wait_seconds: float = 2.0
+) -> TickForecasts:
     cached = client.get(keys.forecast(tick))
     if cached is not None:
-        return dict(json.loads(cached))
+        return TickForecasts.from_json(cached)
     deadline = time.monotonic() + wait_seconds
     while not client.set(keys.forecast_lock(tick), "1", nx=True, px=LOCK_TTL_MS):
         # Someone else computes it: wait for their result rather than repeat the work.
         time.sleep(0.005)
         cached = client.get(keys.forecast(tick))
         if cached is not None:
-            return dict(json.loads(cached))
+            return TickForecasts.from_json(cached)
         if time.monotonic() > deadline:
             break
     try:
-        value = compute()
-        client.set(keys.forecast(tick), json.dumps(value), nx=True, ex=CACHE_TTL_SECONDS)
+        text = compute().to_json()
+        client.set(keys.forecast(tick), text, nx=True, ex=CACHE_TTL_SECONDS)
         # A racing writer may have won the SET NX: everyone reads back the one stored value.
         stored = client.get(keys.forecast(tick))
-        return dict(json.loads(stored)) if stored is not None else value
+        return TickForecasts.from_json(stored if stored is not None else text)
     finally:
         client.delete(keys.forecast_lock(tick))

@@ -15,7 +15,7 @@ from common.ledger.errors import (
     SettleRefused,
     UnknownBudget,
 )
-from common.ledger.ledger import MAX_MICROS, Ledger
+from common.ledger.ledger import MAX_MICROS, Ledger, queue_balance
 from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "Settlement",
     "Swept",
     "UnknownBudget",
+    "queue_balance",
 ]

@@ -89,9 +89,10 @@ class Ledger:
         with _store("read balances"):
             pipe = self.client.pipeline(transaction=False)
             for cid in ids:
-                pipe.hmget(keys.budget(cid), ["budget", "remaining", "reserved", "spent"])
+                queue_balance(pipe, cid)
             rows = pipe.execute()
-        return {cid: Balance(*(int(x) for x in row)) for cid, row in zip(ids, rows, strict=True) if row[0] is not None}
+        found = {cid: Balance.from_row(row) for cid, row in zip(ids, rows, strict=True)}
+        return {cid: balance for cid, balance in found.items() if balance is not None}
 
     # --- reservations -------------------------------------------------------------------------
     def reserve(self, campaign: str, tick: int, caps: Mapping[str, int]) -> Grant:
@@ -273,6 +274,14 @@ class Ledger:
             if isinstance(reply, Exception) and not (isinstance(reply, redis.ResponseError) and is_refusal(str(reply))):
                 raise StoreUnavailable(f"ledger batch: Redis answered with an error ({reply})") from reply
         return replies
+
+
+def queue_balance(pipe: Any, campaign: str) -> None:
+    """Queue the read of ``campaign``'s balance on a caller's pipeline; ``Balance.from_row`` parses its reply.
+
+    For a caller that reads the balance in the same round trip as other keys of the campaign.
+    """
+    pipe.hmget(keys.budget(campaign), Balance.FIELDS)
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, ClassVar
 
 
 class ReservationState(StrEnum):
@@ -28,6 +30,19 @@ class Balance:
     remaining: int
     reserved: int
     spent: int
+
+    # Fields of the budget hash (``common.keys.budget``), in the order of this record's fields.
+    FIELDS: ClassVar[tuple[str, ...]] = ("budget", "remaining", "reserved", "spent")
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Balance | None:
+        """The balance in an ``HMGET`` of ``FIELDS`` on the budget hash; None when no budget was opened.
+
+        Queue that read with ``common.ledger.ledger.queue_balance``.
+        """
+        if row[0] is None:
+            return None
+        return cls(*(int(x) for x in row))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,91 @@
+"""A campaign's engine state, the hash ``{c:<id>}:state``: its outcomes so far and its pacing.
+
+Evaluations write it in two parts: the outcomes are increments (an overlapping evaluation of the
+same campaign never loses the other's), the last decision's fields are set outright. Evaluations
+read it back to decide; the API shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from common import keys
+from common.engine import Decision, PacingState
+from common.redis_conn import Fields
+
+OUTCOMES = ("spend", "clicks", "conversions", "value")
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """What the hash holds; a field never written reads as its default (a campaign not yet evaluated).
+
+    ``lam`` and ``planned`` are the last decision's multiplier and planned spend, ``reason`` why it
+    bid nothing (None when it bid), ``last_tick`` the tick it was made for.
+    """
+
+    spend: float = 0.0
+    clicks: float = 0.0
+    conversions: float = 0.0
+    value: float = 0.0
+    pacing: PacingState = field(default_factory=PacingState)
+    lam: float | None = None
+    planned: float | None = None
+    last_tick: int | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> StateRecord:
+        """Parse an ``HGETALL`` of the hash."""
+        pacing = raw.get("pacing")
+        return cls(
+            spend=float(raw.get("spend", 0.0)),
+            clicks=float(raw.get("clicks", 0.0)),
+            conversions=float(raw.get("conversions", 0.0)),
+            value=float(raw.get("value", 0.0)),
+            pacing=PacingState.from_dict(json.loads(pacing) if pacing else None),
+            lam=_optional_float(raw.get("lam")),
+            planned=_optional_float(raw.get("planned")),
+            last_tick=int(raw["last_tick"]) if raw.get("last_tick") else None,
+            reason=raw.get("reason") or None,
+        )
+
+
+def _optional_float(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def read(client: redis.Redis, campaign: str) -> StateRecord:
+    """One campaign's state, in a round trip of its own."""
+    raw: dict[str, str] = client.hgetall(keys.state(campaign))  # type: ignore[assignment]
+    return StateRecord.from_hash(raw)
+
+
+def queue_read(pipe: Any, campaign: str) -> None:
+    """Queue the read of ``campaign``'s state on a pipeline; ``StateRecord.from_hash`` parses the reply."""
+    pipe.hgetall(keys.state(campaign))
+
+
+def queue_outcomes(pipe: Any, campaign: str, spend: float, clicks: float, conversions: float, value: float) -> None:
+    """Queue adding one evaluation's outcomes; increments, so overlapping evaluations both count."""
+    key = keys.state(campaign)
+    for name, amount in zip(OUTCOMES, (spend, clicks, conversions, value), strict=True):
+        if amount:
+            pipe.hincrbyfloat(key, name, amount)
+
+
+def queue_decision(pipe: Any, campaign: str, decision: Decision, tick: int) -> None:
+    """Queue storing the engine's decision for ``tick``: its pacing for the next one, and what it planned."""
+    fields: Fields = {
+        "pacing": json.dumps(decision.pacing.to_dict()),
+        "lam": repr(decision.lam),
+        "planned": repr(decision.planned),
+        "last_tick": tick,
+        "reason": decision.reason.value if decision.reason else "",
+    }
+    pipe.hset(keys.state(campaign), mapping=fields)

@@ -1,0 +1,71 @@
+"""One entry of the ``ce:tick:stats`` stream: what a finished tick's evaluations did.
+
+The tick's claimant writes it when the next tick begins (``common.fleet.tick.summarize``); the
+metrics, the API's dashboard and ``campaign-engine up`` read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from common import keys
+from common.redis_conn import Fields
+
+TICK_STATS_MAXLEN = 10_000
+_FLOATS = frozenset({"value", "planned", "worst_latency_ms"})
+
+
+@dataclass(frozen=True, slots=True)
+class TickStats:
+    """Counts of one tick; ``spend_micros`` is what its bids cost, ``planned`` what pacing planned.
+
+    ``missed`` is what was fanned out but neither evaluated nor skipped on time;
+    ``worst_latency_ms`` the time from the tick's start to the end of its slowest evaluation.
+    """
+
+    tick: int
+    fanned: int = 0
+    evaluated: int = 0
+    bids: int = 0
+    spend_micros: int = 0
+    late: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    value: float = 0.0
+    planned: float = 0.0
+    missed: int = 0
+    worst_latency_ms: float = 0.0
+
+    @property
+    def spend(self) -> float:
+        return self.spend_micros / 1e6
+
+    def to_fields(self) -> Fields:
+        """The stream's fields, in this record's order; the latency to a tenth of a millisecond."""
+        out: Fields = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out["value"], out["planned"] = repr(self.value), repr(self.planned)
+        out["worst_latency_ms"] = f"{self.worst_latency_ms:.1f}"
+        return out
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[str, str]) -> TickStats:
+        """Parse a stream entry; a missing or malformed field raises ``ValueError`` naming it."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                raise ValueError(f"tick stats entry without {f.name!r}: {dict(raw)}")
+            values[f.name] = (float if f.name in _FLOATS else int)(raw[f.name])
+        return cls(**values)
+
+
+def append(client: Any, stats: TickStats) -> None:
+    """Add a tick's entry to the stream, capped near ``TICK_STATS_MAXLEN`` entries."""
+    client.xadd(keys.TICK_STATS, stats.to_fields(), maxlen=TICK_STATS_MAXLEN, approximate=True)
+
+
+def parse(entries: Iterable[tuple[str, Mapping[str, str]]]) -> list[TickStats]:
+    """Entries as ``XRANGE`` or ``XREAD`` return them, in the order given."""
+    return [TickStats.from_fields(raw) for _id, raw in entries]
