@@ -65,7 +65,9 @@ async def _engine(request: Request, exc: Exception) -> JSONResponse:
         return invalid(exc.errors)
     if isinstance(exc, NotFound):
         return error_response(404, str(exc))
-    if isinstance(exc, Conflict | LedgerError):
+    if isinstance(exc, Conflict):
+        return error_response(409, str(exc), exc.errors)
+    if isinstance(exc, LedgerError):
         return error_response(409, str(exc))
     if isinstance(exc, StoreUnavailable):
         log.error("%s %s: %s", request.method, request.url.path, exc)

@@ -48,7 +48,18 @@ class NotFound(CampaignEngineError):
 
 
 class Conflict(CampaignEngineError):
-    """The request contradicts the current state (for example, creating an id that exists)."""
+    """The request contradicts the current state (for example, creating an id that exists).
+
+    ``errors`` lists the ``(field, reason)`` pairs to blame, when the conflict lies in one field.
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        self.errors = errors or []
+        super().__init__(message)
+
+    @classmethod
+    def one(cls, field: str, reason: str) -> Conflict:
+        return cls(f"{field}: {reason}", [(field, reason)])
 
 
 class StoreUnavailable(CampaignEngineError):
@@ -56,4 +67,9 @@ class StoreUnavailable(CampaignEngineError):
 
 
 class LedgerError(CampaignEngineError):
-    """A budget movement was refused; the ledger is unchanged."""
+    """A budget movement was refused; the ledger is unchanged.
+
+    ``reason`` is the refusal without the campaign and tick it concerns, when a script gave one.
+    """
+
+    reason: str = ""
