@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisClusterException, RedisError
 
 from common.errors import CampaignEngineError, Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
+from common.redis_conn import translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,17 @@ async def _engine(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, str(exc))
 
 
+async def _redis(request: Request, exc: Exception) -> JSONResponse:
+    """A Redis error raised by a read outside the engine's own boundaries, translated as they are."""
+    try:
+        with translated_errors(f"{request.method} {request.url.path}"):
+            raise exc
+    except StoreUnavailable as unavailable:
+        return await _engine(request, unavailable)
+    except Exception:  # not a failure of the store: a bug, or damaged data
+        return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error; the server log has the details")
@@ -83,4 +96,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(CampaignEngineError, _engine)
+    app.add_exception_handler(RedisError, _redis)
+    app.add_exception_handler(RedisClusterException, _redis)
     app.add_exception_handler(Exception, _unexpected)

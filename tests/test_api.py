@@ -350,6 +350,9 @@ def test_unreachable_redis_is_503(tmp_path: Path) -> None:
         assert listed.status_code == 503 and "unavailable" in listed.json()["detail"]
         health = c.get("/health")
         assert health.status_code == 503 and health.json()["redis"] is False
+        # A route that reads Redis itself, outside the store: the same translation answers.
+        decisions = c.get("/decisions")
+        assert decisions.status_code == 503 and "unavailable" in decisions.json()["detail"]
         metrics = c.get("/metrics")
         assert metrics.status_code == 200 and "ce_redis_up 0.0" in metrics.text
 

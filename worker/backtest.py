@@ -9,6 +9,7 @@ from celery import Celery
 
 from common import keys
 from common.fleet.fleet import Fleet
+from common.redis_conn import store_call
 
 DONE_FIELDS = ("evaluated", "skipped", "duplicates", "late", "dropped")
 
@@ -31,6 +32,7 @@ class CeleryExecutor:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
+    @store_call("read the tick's counters")
     def _finished(self, tick: int) -> bool:
         counters: dict[str, str] = self.fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]
         if "fanned" not in counters:

@@ -26,7 +26,7 @@ from common.ledger import Balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import Fields
+from common.redis_conn import Fields, store_call
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class GroupReport:
         return sum(p.value for p in self.placed)
 
 
+@store_call("evaluate campaigns")
 def evaluate(
     fleet: Fleet,
     campaign_ids: Sequence[str],
