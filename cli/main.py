@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from common.errors import CampaignEngineError
+from common.errors import CampaignEngineError, InvalidInput, SettingsError
 from common.logs import configure_logging
 from common.market.generator import generate
 from common.settings import Settings
@@ -32,8 +33,9 @@ def load_settings() -> Settings:
 
 
 def fail(exc: CampaignEngineError) -> typer.Exit:
-    err.print(f"[red]error:[/] {exc}")
-    return typer.Exit(2)
+    """One line saying what went wrong; exit 2 for input or settings to correct, 1 for a failure."""
+    err.print(f"[red]error:[/] {escape(str(exc))}")
+    return typer.Exit(2 if isinstance(exc, InvalidInput | SettingsError) else 1)
 
 
 @app.command()

@@ -63,7 +63,22 @@ class Conflict(CampaignEngineError):
 
 
 class StoreUnavailable(CampaignEngineError):
-    """Redis could not be reached or answered with an error."""
+    """Redis cannot serve now (unreachable, loading, read-only, out of memory); a later call may succeed.
+
+    Decided in one place, ``common.redis_conn``.
+    """
+
+
+class SettingsError(CampaignEngineError):
+    """A setting is missing or invalid, or contradicts the fleet's; the message names the variable."""
+
+
+class RedisServerError(CampaignEngineError):
+    """The embedded redis-server could not be found, or did not start."""
+
+
+class BacktestError(CampaignEngineError):
+    """A backtest cannot run: its database is not fresh, or its workers did not finish a tick."""
 
 
 class LedgerError(CampaignEngineError):

