@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import SettingsError
@@ -84,7 +84,17 @@ class Settings(BaseSettings):
         return self.redis_url
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is a ``SettingsError`` naming its variable and why."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        prefix = Settings.model_config.get("env_prefix", "")
+        problems = [f"{prefix}{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings, read once."""
-    return Settings()
+    return load_settings()
