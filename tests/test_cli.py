@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,31 @@ def test_a_backtest_on_a_used_database_is_one_line(tmp_path: Path, redis_url: st
     assert _error_lines(done.stderr) == [
         "error: the backtest's Redis database is not empty: give it a fresh database"
     ], done.stderr
+
+
+def test_demo_campaigns_kept_from_a_run_are_counted(tmp_path: Path, r: redis.Redis) -> None:
+    from cli.up import load_demo
+
+    market = generate(campaigns=0, platforms=3, ticks=20, seed=2)
+    assert load_demo(r, market, 5, seed=3) == (5, 0)
+    assert load_demo(r, market, 5, seed=3) == (0, 5), "a second run with --keep keeps them"
+
+
+def test_up_with_a_scenario_the_demo_cannot_use_names_the_field(tmp_path: Path) -> None:
+    scenario = tmp_path / "renamed.json"
+    generate(campaigns=0, platforms=2, ticks=20, seed=2).save(scenario)
+    doc = json.loads(scenario.read_text())
+    for i, platform in enumerate(doc["platforms"]):
+        platform["id"] = f"network{i}"
+    scenario.write_text(json.dumps(doc))
+    env = dict(os.environ, CE_SCENARIO=str(scenario), CE_RUN_DIR=str(tmp_path / "run"))
+    env.pop("CE_REDIS_URL", None)
+    done = subprocess.run(
+        [*CLI, "up", "--duration", "1", "--campaigns", "3"], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in _error_lines(done.stderr) if line.startswith("error:")]
+    assert "Traceback" not in done.stderr and len(errors) == 1 and errors[0].startswith("error: campaigns."), (
+        done.stderr
+    )
+    assert ".platforms: unknown platform 'search'; known: network0, network1" in errors[0]
