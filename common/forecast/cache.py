@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import redis
+from redis.exceptions import LockNotOwnedError
 
 from common import keys
 from common.redis_conn import store_call
@@ -28,8 +30,12 @@ def get_or_compute(
     cached = client.get(keys.forecast(tick))
     if cached is not None:
         return dict(json.loads(cached))
+    # redis-py's Lock releases only its own token: a holder whose lock expired while it computed
+    # leaves alone the lock a newer holder took since.
+    lock = client.lock(keys.forecast_lock(tick), timeout=LOCK_TTL_MS / 1000)
     deadline = time.monotonic() + wait_seconds
-    while not client.set(keys.forecast_lock(tick), "1", nx=True, px=LOCK_TTL_MS):
+    held = lock.acquire(blocking=False)
+    while not held:
         # Someone else computes it: wait for their result rather than repeat the work.
         time.sleep(0.005)
         cached = client.get(keys.forecast(tick))
@@ -37,6 +43,7 @@ def get_or_compute(
             return dict(json.loads(cached))
         if time.monotonic() > deadline:
             break
+        held = lock.acquire(blocking=False)
     try:
         value = compute()
         client.set(keys.forecast(tick), json.dumps(value), nx=True, ex=CACHE_TTL_SECONDS)
@@ -44,4 +51,7 @@ def get_or_compute(
         stored = client.get(keys.forecast(tick))
         return dict(json.loads(stored)) if stored is not None else value
     finally:
-        client.delete(keys.forecast_lock(tick))
+        if held:
+            # Expired while computing: nothing of ours is left to release.
+            with suppress(LockNotOwnedError):
+                lock.release()
