@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -634,3 +635,22 @@ def test_reserve_and_submit_in_one_round_trip(client: redis.Redis, ledger: Ledge
     assert ledger.balance("rs2").reserved == 0
     audit(client, "rs1")
     audit(client, "rs2")
+
+
+def test_a_sweep_is_logged_once(
+    client: redis.Redis, ledger: Ledger, c1: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line per sweep, however many pages of campaigns it took."""
+    from common.ledger.sweeper import sweep_all
+
+    monkeypatch.setattr("common.ledger.ledger.SWEEP_PAGE", 2)
+    make_campaign(client, "c2")
+    ledger.open("c2", 500)
+    client.sadd(keys.CAMPAIGNS, c1, "c2")
+    for tick in range(5):
+        ledger.reserve(c1, tick, {"a": 1})
+        ledger.reserve("c2", tick, {"a": 1})
+    with caplog.at_level("INFO", logger="common"):
+        assert sweep_all(ledger, current_tick=8, grace_ticks=3, batch=1) == 10
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert lines == ["sweep of tick 8 released 10 reservations and charged 0 submitted ones at their full grant"]

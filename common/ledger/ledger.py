@@ -245,15 +245,8 @@ class Ledger:
             pending = [
                 cid for cid, page in zip(pending, pages, strict=True) if len(page) == SWEEP_PAGE and cid not in failed
             ]
-        result = Swept(released, charged)
-        if result.closed:
-            log.info(
-                "sweep released %d and charged %d reservations",
-                released,
-                charged,
-                extra={"before_tick": before_tick},
-            )
-        return result
+        # The caller logs the outcome once (``sweeper.sweep_all``): this runs once per page of campaigns.
+        return Swept(released, charged)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _run(self, call: Call, campaign: str, tick: int | None = None) -> Any:
