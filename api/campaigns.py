@@ -10,7 +10,6 @@ from api.auth import Context, Read, Write
 from api.errors import error_response
 from api.schemas import CampaignList, CampaignView, example
 from api.views import campaign_views
-from common.errors import InvalidInput
 from common.ledger import AdjustRefused
 from common.models import Campaign, CampaignSpec, CampaignStatus
 
@@ -45,12 +44,7 @@ def create_campaign(
     ctx: Context, spec: Annotated[CampaignSpec, Body(openapi_examples=example(_EXAMPLE))], response: Response
 ) -> Any:
     """Create a campaign and open its budget in the ledger. Invalid input writes nothing."""
-    try:
-        campaign = ctx.store.create(spec)
-    except InvalidInput as exc:
-        if [field for field, _ in exc.errors] == ["id"] and "already exists" in str(exc):
-            return error_response(status.HTTP_409_CONFLICT, str(exc), exc.errors)
-        raise
+    campaign = ctx.store.create(spec)
     response.headers["Location"] = f"/campaigns/{campaign.id}"
     return _view(ctx, campaign)
 
@@ -94,7 +88,7 @@ def update_campaign(
     try:
         return _view(ctx, ctx.store.update(campaign_id, changes))
     except AdjustRefused as exc:
-        reason = str(exc).split(": ", 1)[-1]
+        reason = exc.reason or str(exc)
         return error_response(422, f"budget: {reason}", [("budget", reason)])
 
 

@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisClusterException, RedisError
 
 from common.errors import CampaignEngineError, Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
+from common.redis_conn import translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +67,25 @@ async def _engine(request: Request, exc: Exception) -> JSONResponse:
         return invalid(exc.errors)
     if isinstance(exc, NotFound):
         return error_response(404, str(exc))
-    if isinstance(exc, Conflict | LedgerError):
+    if isinstance(exc, Conflict):
+        return error_response(409, str(exc), exc.errors)
+    if isinstance(exc, LedgerError):
         return error_response(409, str(exc))
     if isinstance(exc, StoreUnavailable):
         log.error("%s %s: %s", request.method, request.url.path, exc)
         return error_response(503, "the state store is unavailable; try again shortly")
     return error_response(400, str(exc))
+
+
+async def _redis(request: Request, exc: Exception) -> JSONResponse:
+    """A Redis error raised by a read outside the engine's own boundaries, translated as they are."""
+    try:
+        with translated_errors(f"{request.method} {request.url.path}"):
+            raise exc
+    except StoreUnavailable as unavailable:
+        return await _engine(request, unavailable)
+    except Exception:  # not a failure of the store: a bug, or damaged data
+        return await _unexpected(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -81,4 +96,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(CampaignEngineError, _engine)
+    app.add_exception_handler(RedisError, _redis)
+    app.add_exception_handler(RedisClusterException, _redis)
     app.add_exception_handler(Exception, _unexpected)

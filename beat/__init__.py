@@ -3,10 +3,10 @@
 from celery.beat import BeatLazyFunc
 
 from beat.schedule import AlignedInterval, slot_start
-from common.settings import get_settings
 from worker import app
+from worker.app import process_settings
 
-_settings = get_settings()
+_settings = process_settings()
 app.conf.beat_schedule = {
     "tick": {
         "task": "ce.tick",

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from common.errors import CampaignEngineError
+from common.errors import CampaignEngineError, InvalidInput, SettingsError
 from common.logs import configure_logging
 from common.market.generator import generate
 from common.settings import Settings
+from common.settings import load_settings as settings_from_environment
 
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
 scenario_app = typer.Typer(help="Scenario files (MARKET.md).", no_args_is_help=True)
@@ -23,17 +24,15 @@ err = Console(stderr=True, soft_wrap=True)
 
 def load_settings() -> Settings:
     try:
-        return Settings()
-    except ValidationError as exc:
-        for e in exc.errors():
-            field = "CE_" + "_".join(str(p) for p in e["loc"]).upper()
-            err.print(f"[red]error:[/] {field}: {e['msg']}")
-        raise typer.Exit(2) from None
+        return settings_from_environment()
+    except SettingsError as exc:
+        raise fail(exc) from None
 
 
 def fail(exc: CampaignEngineError) -> typer.Exit:
-    err.print(f"[red]error:[/] {exc}")
-    return typer.Exit(2)
+    """One line saying what went wrong; exit 2 for input or settings to correct, 1 for a failure."""
+    err.print(f"[red]error:[/] {escape(str(exc))}")
+    return typer.Exit(2 if isinstance(exc, InvalidInput | SettingsError) else 1)
 
 
 @app.command()

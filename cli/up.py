@@ -21,7 +21,7 @@ from rich.console import Console
 from cli.processes import ProcessGroup
 from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
-from common.errors import InvalidInput
+from common.errors import Conflict, InvalidInput
 from common.fleet.fleet import DEFAULT_MARKET_TICKS
 from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
@@ -42,21 +42,29 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> int:
-    """Register the market's platforms and create ``campaigns`` demo campaigns; returns how many."""
+def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> tuple[int, int]:
+    """Register the market's platforms and create ``campaigns`` demo campaigns; returns (created, kept).
+
+    A campaign whose id exists is kept as it is (from an earlier run with --keep). Any other refusal
+    stops the run naming the campaign, the field and the reason: a scenario whose platforms the demo
+    campaigns cannot use would otherwise run with no campaign at all.
+    """
     store = CampaignStore(client)
     store.register_platforms(series.info for series in market.platforms.values())
     demo = generate(
         campaigns=campaigns, platforms=len(market.platforms), ticks=market.ticks, seed=seed, late_flights=0.0
     )
-    created = 0
+    created = kept = 0
     for spec in demo.campaigns:
         try:
             store.create(spec)
+        except Conflict:
+            kept += 1
+        except InvalidInput as exc:
+            raise InvalidInput([(f"campaigns.{spec.id}.{field}", reason) for field, reason in exc.errors]) from exc
+        else:
             created += 1
-        except InvalidInput:
-            pass  # kept from an earlier run with --keep
-    return created
+    return created, kept
 
 
 def child_env(settings: Settings, redis_url: str, scenario: Path) -> dict[str, str]:
@@ -146,10 +154,11 @@ def run_up(
                 scenario_path
             )
         market = Scenario.load(scenario_path)
-        created = load_demo(client, market, campaigns, settings.market_seed + 1)
+        created, kept = load_demo(client, market, campaigns, settings.market_seed + 1)
         console.print(
-            f"[bold]demo[/]    {len(market.platforms)} platforms, {created} campaigns created "
-            f"({client.scard(keys.ACTIVE)} active)"
+            f"[bold]demo[/]    {len(market.platforms)} platforms, {created} campaigns created"
+            + (f", {kept} kept from the last run" if kept else "")
+            + f" ({client.scard(keys.ACTIVE)} active)"
         )
         env = child_env(settings, redis_url, scenario_path)
         env["CE_CAMPAIGNS_PER_TASK"] = str(group)

@@ -48,12 +48,43 @@ class NotFound(CampaignEngineError):
 
 
 class Conflict(CampaignEngineError):
-    """The request contradicts the current state (for example, creating an id that exists)."""
+    """The request contradicts the current state (for example, creating an id that exists).
+
+    ``errors`` lists the ``(field, reason)`` pairs to blame, when the conflict lies in one field.
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        self.errors = errors or []
+        super().__init__(message)
+
+    @classmethod
+    def one(cls, field: str, reason: str) -> Conflict:
+        return cls(f"{field}: {reason}", [(field, reason)])
 
 
 class StoreUnavailable(CampaignEngineError):
-    """Redis could not be reached or answered with an error."""
+    """Redis cannot serve now (unreachable, loading, read-only, out of memory); a later call may succeed.
+
+    Decided in one place, ``common.redis_conn``.
+    """
+
+
+class SettingsError(CampaignEngineError):
+    """A setting is missing or invalid, or contradicts the fleet's; the message names the variable."""
+
+
+class RedisServerError(CampaignEngineError):
+    """The embedded redis-server could not be found, or did not start."""
+
+
+class BacktestError(CampaignEngineError):
+    """A backtest cannot run: its database is not fresh, or its workers did not finish a tick."""
 
 
 class LedgerError(CampaignEngineError):
-    """A budget movement was refused; the ledger is unchanged."""
+    """A budget movement was refused; the ledger is unchanged.
+
+    ``reason`` is the refusal without the campaign and tick it concerns, when a script gave one.
+    """
+
+    reason: str = ""

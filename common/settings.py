@@ -7,8 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import SettingsError
+
+NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
 
 
 class Settings(BaseSettings):
@@ -70,17 +74,27 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         url = self.broker_url or self.redis_url
         if url is None:
-            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+            raise SettingsError(NO_REDIS_URL)
         return url
 
     @property
     def state_url(self) -> str:
         if self.redis_url is None:
-            raise RuntimeError("no Redis URL: set CE_REDIS_URL or start the engine with `campaign-engine up`")
+            raise SettingsError(NO_REDIS_URL)
         return self.redis_url
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is a ``SettingsError`` naming its variable and why."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        prefix = Settings.model_config.get("env_prefix", "")
+        problems = [f"{prefix}{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("; ".join(problems)) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings, read once."""
-    return Settings()
+    return load_settings()

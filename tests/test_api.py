@@ -174,7 +174,8 @@ def test_duplicate_id_is_a_conflict(client: TestClient, r: redis.Redis) -> None:
     assert client.post("/campaigns", json=SPEC, headers=AUTH).status_code == 201
     before = snapshot(r)
     again = client.post("/campaigns", json={**SPEC, "budget": 5.0}, headers=AUTH)
-    assert again.status_code == 409 and "already exists" in again.json()["detail"]
+    assert again.status_code == 409, again.text
+    assert [e["field"] for e in again.json()["errors"]] == ["id"]
     assert snapshot(r) == before
 
 
@@ -353,6 +354,9 @@ def test_unreachable_redis_is_503(tmp_path: Path) -> None:
         assert listed.status_code == 503 and "unavailable" in listed.json()["detail"]
         health = c.get("/health")
         assert health.status_code == 503 and health.json()["redis"] is False
+        # A route that reads Redis itself, outside the store: the same translation answers.
+        decisions = c.get("/decisions")
+        assert decisions.status_code == 503 and "unavailable" in decisions.json()["detail"]
         metrics = c.get("/metrics")
         assert metrics.status_code == 200 and "ce_redis_up 0.0" in metrics.text
 

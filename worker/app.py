@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Queue
 
+from common.errors import SettingsError
 from common.settings import Settings, get_settings
 
 TICK_QUEUE = "ticks"
@@ -61,8 +62,16 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
+def process_settings() -> Settings:
+    """The settings of a worker or beat process: a bad one ends it with one line naming the variable."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
+    settings = settings or process_settings()
     app = Celery("campaign_engine", include=["worker.tasks"])
     configure(app, settings)
     return app

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from celery import Celery
 
 from common import keys
+from common.errors import BacktestError
 from common.fleet.fleet import Fleet
+from common.redis_conn import store_call
 
 DONE_FIELDS = ("evaluated", "skipped", "duplicates", "late", "dropped")
 
@@ -27,10 +29,11 @@ class CeleryExecutor:
         pause = 0.001
         while not self._finished(tick):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"tick {tick} did not finish within {self.timeout} s: are workers running?")
+                raise BacktestError(f"tick {tick} did not finish within {self.timeout} s: are workers running?")
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
+    @store_call("read the tick's counters")
     def _finished(self, tick: int) -> bool:
         counters: dict[str, str] = self.fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]
         if "fanned" not in counters:

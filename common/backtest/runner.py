@@ -22,6 +22,7 @@ import numpy as np
 
 from common import keys
 from common.backtest.hindsight import optimum
+from common.errors import BacktestError
 from common.fleet import decisions
 from common.fleet import tick as ticks
 from common.fleet.decisions import DecisionRecord
@@ -50,7 +51,7 @@ class InlineExecutor:
     def run_tick(self, tick: int) -> None:
         plan = ticks.begin(self.fleet, tick)
         if plan is None:
-            raise RuntimeError(f"tick {tick} was already run in this Redis database")
+            raise BacktestError(f"tick {tick} was already run in this Redis database")
         for group in plan.groups:
             evaluate(self.fleet, group, tick)
 
@@ -58,7 +59,7 @@ class InlineExecutor:
 def prepare(fleet: Fleet, scenario: Scenario) -> None:
     """Load a scenario's platforms and campaigns into an empty database."""
     if fleet.r.exists(keys.CAMPAIGNS, keys.LAST_TICK):
-        raise RuntimeError("the backtest's Redis database is not empty: give it a fresh database")
+        raise BacktestError("the backtest's Redis database is not empty: give it a fresh database")
     fleet.store.register_platforms(
         PlatformInfo(id=p.id, price_sigma=p.price_sigma) for p in scenario.platforms.values()
     )

@@ -14,6 +14,7 @@ import time
 import redis
 
 from common import keys
+from common.errors import SettingsError
 from common.redis_conn import store_call
 
 
@@ -33,8 +34,8 @@ class Clock:
             self.r.hsetnx(keys.CLOCK, "tick_seconds", repr(self.tick_seconds))
             stored: list[str] = self.r.hmget(keys.CLOCK, ["epoch", "tick_seconds"])  # type: ignore[assignment]
             if float(stored[1]) != self.tick_seconds:
-                raise RuntimeError(
-                    f"this fleet ticks every {stored[1]} s but this process was configured with "
+                raise SettingsError(
+                    f"CE_TICK_SECONDS: this fleet ticks every {stored[1]} s but this process was configured with "
                     f"{self.tick_seconds} s; set CE_TICK_SECONDS alike everywhere"
                 )
             self._epoch = float(stored[0])

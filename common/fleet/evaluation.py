@@ -27,6 +27,7 @@ from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
+from common.redis_conn import store_call
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class GroupReport:
         return sum(p.value for p in self.placed)
 
 
+@store_call("evaluate campaigns")
 def evaluate(
     fleet: Fleet,
     campaign_ids: Sequence[str],

@@ -22,6 +22,7 @@ import redis
 from common import keys
 from common.fleet.stats import TickStats
 from common.forecast.cache import TickForecasts
+from common.redis_conn import store_call
 
 # Seconds from a tick's start to the end of its slowest evaluation.
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -93,6 +94,7 @@ def bucket_field(seconds: float) -> str:
     return "le:+Inf"
 
 
+@store_call("record the tick's metrics")
 def record_tick(client: redis.Redis, entry: TickStats) -> bool:
     """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
@@ -184,6 +186,7 @@ class Snapshot:
         return self.counters.get(name, 0.0)
 
 
+@store_call("read metrics")
 def snapshot(client: redis.Redis) -> Snapshot:
     """Every aggregated metric, read in one round trip."""
     pipe = client.pipeline(transaction=False)

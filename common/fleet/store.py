@@ -58,14 +58,15 @@ class CampaignStore:
 
     @store_call("create campaign")
     def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
-        """Validate and store a new campaign with its budget; ``InvalidInput`` writes nothing."""
+        """Validate and store a new campaign with its budget; ``InvalidInput`` or ``Conflict`` (the id
+        exists) writes nothing."""
         spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
         self._check_new(spec)
         campaign_key = keys.campaign(spec.id)
         fields = _hash_fields(spec, CampaignStatus.ACTIVE)
         # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
         if not self.r.hsetnx(campaign_key, "spec", fields["spec"]):
-            raise InvalidInput.one("id", f"campaign {spec.id!r} already exists")
+            raise Conflict.one("id", f"campaign {spec.id!r} already exists")
         self.r.hset(campaign_key, mapping=fields)
         self.ledger.open(spec.id, to_micros(spec.budget))
         pipe = self.r.pipeline(transaction=False)

@@ -16,7 +16,7 @@ from common.forecast import cache as forecast_cache
 from common.forecast.cache import TickForecasts
 from common.forecast.forecasts import Forecasts, forecast
 from common.models import CampaignStatus
-from common.redis_conn import Fields
+from common.redis_conn import Fields, store_call
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class TickPlan:
         return sum(len(g) for g in self.groups)
 
 
+@store_call("claim the tick")
 def claim(fleet: Fleet, tick: int) -> bool:
     """True for the one caller that runs ``tick``; two beats racing get one winner."""
     return bool(fleet.r.set(keys.tick_claim(tick), "1", nx=True, ex=TICK_KEY_TTL))
@@ -59,6 +60,7 @@ def forecasts_for(fleet: Fleet, tick: int) -> TickForecasts:
     return forecast_cache.get_or_compute(fleet.r, tick, lambda: compute_forecasts(fleet, tick))
 
 
+@store_call("begin the tick")
 def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | None:
     """Run tick ``tick`` unless another process did: returns the fan-out plan, or None."""
     if not claim(fleet, tick):
@@ -98,6 +100,7 @@ def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
     return due
 
 
+@store_call("summarize the tick")
 def summarize(fleet: Fleet, tick: int) -> TickStats | None:
     """Close a tick's books: one entry in ``ce:tick:stats`` with what its evaluations did."""
     counters: dict[str, str] = fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]

@@ -11,9 +11,11 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import LockNotOwnedError
 
 from common import keys
 from common.forecast.forecasts import METRICS, Forecasts
@@ -67,8 +69,12 @@ def get_or_compute(
     cached = client.get(keys.forecast(tick))
     if cached is not None:
         return TickForecasts.from_json(cached)
+    # redis-py's Lock releases only its own token: a holder whose lock expired while it computed
+    # leaves alone the lock a newer holder took since.
+    lock = client.lock(keys.forecast_lock(tick), timeout=LOCK_TTL_MS / 1000)
     deadline = time.monotonic() + wait_seconds
-    while not client.set(keys.forecast_lock(tick), "1", nx=True, px=LOCK_TTL_MS):
+    held = lock.acquire(blocking=False)
+    while not held:
         # Someone else computes it: wait for their result rather than repeat the work.
         time.sleep(0.005)
         cached = client.get(keys.forecast(tick))
@@ -76,6 +82,7 @@ def get_or_compute(
             return TickForecasts.from_json(cached)
         if time.monotonic() > deadline:
             break
+        held = lock.acquire(blocking=False)
     try:
         text = compute().to_json()
         client.set(keys.forecast(tick), text, nx=True, ex=CACHE_TTL_SECONDS)
@@ -83,4 +90,7 @@ def get_or_compute(
         stored = client.get(keys.forecast(tick))
         return TickForecasts.from_json(stored if stored is not None else text)
     finally:
-        client.delete(keys.forecast_lock(tick))
+        if held:
+            # Expired while computing: nothing of ours is left to release.
+            with suppress(LockNotOwnedError):
+                lock.release()

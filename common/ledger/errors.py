@@ -87,4 +87,6 @@ def from_reply(message: str, campaign: str, tick: int | None = None) -> LedgerEr
         field, _, reason = detail.partition(": ")
         return LedgerInputError([(field, reason)])
     where = f"campaign {campaign}" if tick is None else f"campaign {campaign} tick {tick}"
-    return _BY_CODE.get(code, LedgerError)(f"{where}: {detail}")
+    error = _BY_CODE.get(code, LedgerError)(f"{where}: {detail}")
+    error.reason = detail
+    return error

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.exceptions import RedisClusterException
 
 from common import keys
-from common.errors import LedgerError, StoreUnavailable
+from common.errors import LedgerError
 from common.ledger.errors import LedgerInputError, UnknownBudget, from_reply, is_refusal
 from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
 from common.ledger.scripts import Call, Client, Scripts
+from common.redis_conn import translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class Ledger:
     def balances(self, campaigns: Iterable[str]) -> dict[str, Balance]:
         """Balances in one round trip; campaigns without a budget are left out."""
         ids = [_campaign_id(cid) for cid in campaigns]
-        with _store("read balances"):
+        with translated_errors("read balances"):
             pipe = self.client.pipeline(transaction=False)
             for cid in ids:
                 queue_balance(pipe, cid)
@@ -201,7 +200,7 @@ class Ledger:
         """
         _campaign_id(campaign)
         upper = "+inf" if before_tick is None else f"({_tick(before_tick)}"
-        with _store("read open reservations"):
+        with translated_errors("read open reservations"):
             ticks: list[Any] = self.client.zrangebyscore(keys.reservations(campaign), "-inf", upper)  # type: ignore[assignment]
         return [int(t) for t in ticks]
 
@@ -220,7 +219,7 @@ class Ledger:
         pending = [_campaign_id(cid) for cid in campaigns] if before_tick > 0 else []
         released = charged = 0
         while pending:
-            with _store("read open reservations"):
+            with translated_errors("read open reservations"):
                 pipe = self.client.pipeline(transaction=False)
                 for cid in pending:
                     pipe.zrangebyscore(keys.reservations(cid), "-inf", f"({before_tick}", start=0, num=SWEEP_PAGE)
@@ -247,19 +246,12 @@ class Ledger:
             pending = [
                 cid for cid, page in zip(pending, pages, strict=True) if len(page) == SWEEP_PAGE and cid not in failed
             ]
-        result = Swept(released, charged)
-        if result.closed:
-            log.info(
-                "sweep released %d and charged %d reservations",
-                released,
-                charged,
-                extra={"before_tick": before_tick},
-            )
-        return result
+        # The caller logs the outcome once (``sweeper.sweep_all``): this runs once per page of campaigns.
+        return Swept(released, charged)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _run(self, call: Call, campaign: str, tick: int | None = None) -> Any:
-        with _store(f"ledger {call.script}"):
+        with translated_errors(f"ledger {call.script}"):
             try:
                 return self.scripts.run(call)
             except redis.ResponseError as exc:
@@ -268,11 +260,14 @@ class Ledger:
                 raise
 
     def _run_many(self, calls: Sequence[Call]) -> list[Any]:
-        with _store(f"ledger batch of {len(calls)}"):
+        """Replies in order, refusals in place; any other error reply is raised (and translated)."""
+        with translated_errors(f"ledger batch of {len(calls)}"):
             replies = self.scripts.run_many(calls)
-        for reply in replies:
-            if isinstance(reply, Exception) and not (isinstance(reply, redis.ResponseError) and is_refusal(str(reply))):
-                raise StoreUnavailable(f"ledger batch: Redis answered with an error ({reply})") from reply
+            for reply in replies:
+                if isinstance(reply, Exception) and not (
+                    isinstance(reply, redis.ResponseError) and is_refusal(str(reply))
+                ):
+                    raise reply
         return replies
 
 
@@ -282,15 +277,6 @@ def queue_balance(pipe: Any, campaign: str) -> None:
     For a caller that reads the balance in the same round trip as other keys of the campaign.
     """
     pipe.hmget(keys.budget(campaign), Balance.FIELDS)
-
-
-@contextmanager
-def _store(what: str) -> Iterator[None]:
-    """Redis failures become ``StoreUnavailable``; refusals (``LedgerError``) pass through."""
-    try:
-        yield
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreUnavailable(f"{what}: Redis is unavailable or failed ({exc})") from exc
 
 
 # --- arguments --------------------------------------------------------------------------------------

@@ -19,13 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-import redis
-from redis.exceptions import RedisClusterException
-
 from common import keys
-from common.errors import StoreUnavailable
 from common.ledger.ledger import Ledger
 from common.ledger.records import Swept
+from common.redis_conn import translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +41,9 @@ def sweep_all(ledger: Ledger, current_tick: int, grace_ticks: int, *, batch: int
     if before == 0:
         return 0
     total = Swept()
-    try:
+    with translated_errors("sweep"):
         for group in _chunks(ledger.client.sscan_iter(keys.CAMPAIGNS, count=batch), batch):
             total += ledger.sweep(group, before)
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreUnavailable(f"sweep: Redis is unavailable or failed ({exc})") from exc
     log.log(
         logging.WARNING if total.charged else logging.INFO,
         "sweep of tick %d released %d reservations and charged %d submitted ones at their full grant",
