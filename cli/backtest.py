@@ -83,15 +83,15 @@ def _celery_executor(settings: Settings, fleet: Fleet, stack: ExitStack) -> Exec
     return CeleryExecutor(app, fleet)
 
 
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
 def summary_table(report: BacktestReport) -> Table:
     totals = report.totals()
     table = Table(title=f"backtest of {report.scenario} ({report.executor}, {report.ticks} ticks)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.2f}%"
-
     table.add_row("campaigns", str(totals["campaigns"]))
     table.add_row("bids", f"{totals['bids']:,}")
     table.add_row("value won", f"{totals['value']:,.2f}")
@@ -101,6 +101,7 @@ def summary_table(report: BacktestReport) -> Table:
     table.add_row("efficiency (value / optimum)", pct(totals["efficiency"]))
     table.add_row("efficiency, 10th percentile", pct(totals["efficiency_p10"]))
     table.add_row("waste share of spend", pct(totals["waste_share"]))
+    table.add_row("bids throttled by their spend cap", pct(totals["throttled_share"]))
     for metric, mape in report.forecast_error.get("model", {}).items():
         naive = report.forecast_error.get("naive", {}).get(metric)
         table.add_row(f"forecast MAPE {metric} (naive)", f"{pct(mape)} ({pct(naive)})")

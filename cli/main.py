@@ -116,9 +116,9 @@ def pareto(
     group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
 ) -> None:
     """Sweep aggressiveness, backtest each setting, and plot value against spend and waste."""
-    from cli.pareto import DEFAULT_SETTINGS, efficiency_text, plot, sweep
-    from common.backtest.pareto import frontier
-    from common.market.scenario import Scenario
+    from cli.backtest import pct
+    from cli.pareto import DEFAULT_SETTINGS, plot, sweep
+    from common.backtest.pareto import ParetoPoint, frontier
 
     try:
         chosen = tuple(float(x) for x in levels.split(",")) if levels.strip() else DEFAULT_SETTINGS
@@ -131,16 +131,17 @@ def pareto(
     settings = load_settings().model_copy(update={"campaigns_per_task": group})
     configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
     try:
-        points = sweep(settings, scenario, chosen, console)
-        plot(points, Scenario.load(scenario), out)
+        reports = sweep(settings, scenario, chosen, console)
+        plot(reports, out)
     except CampaignEngineError as exc:
         raise fail(exc) from None
+    points = [ParetoPoint.of(r) for r in reports]
     on_front = {p.aggressiveness for p in frontier(points)}
     for p in points:
         mark = "frontier" if p.aggressiveness in on_front else ""
         console.print(
             f"aggressiveness {p.aggressiveness:>5g}  value {p.value:>12,.2f}  spend {p.spend:>12,.2f}  "
-            f"waste {p.waste:>10,.2f}  efficiency {efficiency_text(p):>7}  {mark}"
+            f"waste {p.waste:>10,.2f}  efficiency {pct(p.efficiency):>7}  {mark}"
         )
     console.print(f"plot: {out}")
 

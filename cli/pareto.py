@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -18,16 +17,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cli.backtest import run_backtest
-from common.backtest.hindsight import optimum
 from common.backtest.pareto import ParetoPoint, frontier
-from common.market.scenario import Scenario
+from common.backtest.runner import BacktestReport
 from common.settings import Settings
 
 DEFAULT_SETTINGS = (0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 
 
-def sweep(settings: Settings, scenario_path: Path, levels: Sequence[float], console: Console) -> list[ParetoPoint]:
-    points = []
+def sweep(settings: Settings, scenario_path: Path, levels: Sequence[float], console: Console) -> list[BacktestReport]:
+    reports = []
     with tempfile.TemporaryDirectory(prefix="ce-pareto-") as tmp, Progress(console=console, transient=True) as bar:
         task = bar.add_task("sweeping aggressiveness", total=len(levels))
         for level in levels:
@@ -35,16 +33,16 @@ def sweep(settings: Settings, scenario_path: Path, levels: Sequence[float], cons
                 settings.model_copy(update={"aggressiveness": level}), scenario_path,
                 Path(tmp) / f"decisions-{level}.jsonl", None, "inline", console, show_progress=False,
             )  # fmt: skip
-            totals = report.totals()
-            waste = sum(c.waste for c in report.campaigns)
-            points.append(ParetoPoint(level, totals["value"], totals["spend"], waste, totals["efficiency"]))
+            reports.append(report)
             bar.advance(task)
-    return points
+    return reports
 
 
-def plot(points: list[ParetoPoint], scenario: Scenario, out: Path) -> None:
-    best = [optimum(spec, scenario) for spec in scenario.campaigns]
-    best_value, best_spend = sum(o.value for o in best), sum(o.spend for o in best)
+def plot(reports: Sequence[BacktestReport], out: Path) -> None:
+    """Value against spend and against waste, one point per backtest, with the hindsight optimum."""
+    points = [ParetoPoint.of(r) for r in reports]
+    totals = reports[0].totals()  # every backtest of a sweep has the same scenario, so the same optimum
+    best_value, best_spend = totals["optimum_value"], totals["optimum_spend"]
     front = frontier(points)
     fig, (by_spend, by_waste) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     axes: list[tuple[Any, Callable[[ParetoPoint], float], str]] = [
@@ -64,10 +62,6 @@ def plot(points: list[ParetoPoint], scenario: Scenario, out: Path) -> None:
         ax.set_ylabel("value won")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.suptitle(f"{scenario.name}: value against spend and waste, by aggressiveness")
+    fig.suptitle(f"{reports[0].scenario}: value against spend and waste, by aggressiveness")
     fig.savefig(out, dpi=120)
     plt.close(fig)
-
-
-def efficiency_text(p: ParetoPoint) -> str:
-    return "n/a" if p.efficiency is None or math.isnan(p.efficiency) else f"{100 * p.efficiency:.2f}%"

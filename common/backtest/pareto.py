@@ -8,6 +8,10 @@ much value for no more spend and no more waste.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only the type: the frontier needs no Redis, the runner does
+    from common.backtest.runner import BacktestReport
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,12 @@ class ParetoPoint:
     spend: float
     waste: float
     efficiency: float | None
+
+    @classmethod
+    def of(cls, report: BacktestReport) -> ParetoPoint:
+        """The point of one backtest, at the aggressiveness it ran with."""
+        totals = report.totals()
+        return cls(report.aggressiveness, totals["value"], totals["spend"], totals["waste"], totals["efficiency"])
 
     def dominated_by(self, other: ParetoPoint) -> bool:
         no_worse = other.value >= self.value and other.spend <= self.spend and other.waste <= self.waste

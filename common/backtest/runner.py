@@ -67,6 +67,10 @@ def prepare(fleet: Fleet, scenario: Scenario) -> None:
         fleet.store.create(spec)
 
 
+# A bid its spend cap throttled costs the cap, up to float rounding.
+THROTTLED = 1 - 1e-9
+
+
 @dataclass
 class CampaignResult:
     id: str
@@ -77,7 +81,9 @@ class CampaignResult:
     conversions: float = 0.0
     waste: float = 0.0
     bids: int = 0
+    throttled: int = 0  # bids whose spend cap cut their cost
     optimum_value: float = math.nan
+    optimum_spend: float = math.nan
 
     @property
     def efficiency(self) -> float | None:
@@ -92,23 +98,29 @@ class BacktestReport:
     seconds: float
     campaigns: list[CampaignResult] = field(default_factory=list)
     forecast_error: dict[str, Any] = field(default_factory=dict)
+    aggressiveness: float = 1.0
 
     def totals(self) -> dict[str, Any]:
         spend = sum(c.spend for c in self.campaigns)
         budget = sum(c.budget for c in self.campaigns)
         value = sum(c.value for c in self.campaigns)
+        waste = sum(c.waste for c in self.campaigns)
+        bids = sum(c.bids for c in self.campaigns)
         best = sum(c.optimum_value for c in self.campaigns if not math.isnan(c.optimum_value))
         effs = sorted(e for c in self.campaigns if (e := c.efficiency) is not None)
         return {
             "campaigns": len(self.campaigns),
-            "bids": sum(c.bids for c in self.campaigns),
+            "bids": bids,
             "spend": spend,
             "value": value,
+            "waste": waste,
             "budget_use": spend / budget if budget else None,
             "optimum_value": best,
+            "optimum_spend": sum(c.optimum_spend for c in self.campaigns if not math.isnan(c.optimum_spend)),
             "efficiency": value / best if best else None,
             "efficiency_p10": effs[len(effs) // 10] if effs else None,
-            "waste_share": sum(c.waste for c in self.campaigns) / spend if spend else 0.0,
+            "waste_share": waste / spend if spend else 0.0,
+            "throttled_share": sum(c.throttled for c in self.campaigns) / bids if bids else 0.0,
             "seconds": self.seconds,
         }
 
@@ -117,6 +129,7 @@ class BacktestReport:
             "scenario": self.scenario,
             "executor": self.executor,
             "ticks": self.ticks,
+            "aggressiveness": self.aggressiveness,
             **self.totals(),
             "forecast_error": self.forecast_error,
             "per_campaign": [{**c.__dict__, "efficiency": c.efficiency} for c in self.campaigns],
@@ -165,13 +178,18 @@ def run(
             r.conversions += entry.conversions
             r.value += entry.conversions * vpc[entry.campaign]
             r.waste += entry.waste
+            r.throttled += entry.cost >= entry.spend_cap * THROTTLED
         if on_tick is not None:
             on_tick(t)
     ticks.summarize(fleet, scenario.ticks - 1)
     seconds = time.perf_counter() - started
     for spec in scenario.campaigns:
-        results[spec.id].optimum_value = optimum(spec, scenario).value
-    report = BacktestReport(scenario.name, executor_name, scenario.ticks, seconds, list(results.values()))
+        best = optimum(spec, scenario)
+        results[spec.id].optimum_value, results[spec.id].optimum_spend = best.value, best.spend
+    report = BacktestReport(
+        scenario.name, executor_name, scenario.ticks, seconds, list(results.values()),
+        aggressiveness=fleet.settings.aggressiveness,
+    )  # fmt: skip
     report.forecast_error = forecast_report(scenario, fleet.settings.forecast_window)
     return report
 
