@@ -29,7 +29,7 @@ class OutcomesView(BaseModel):
     value: float
     clicks: float
     conversions: float
-    last_tick: int | None = Field(description="Last tick in which the campaign placed a bid.")
+    last_tick: int | None = Field(description="Last tick the engine decided for the campaign, whether it bid or not.")
     cpa: float | None = Field(description="Spend per conversion; null before the first conversion.")
     roi: float | None = Field(description="Value per unit of spend; null before the first spend.")
 

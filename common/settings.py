@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     )
     campaigns_per_task: int = Field(default=1, ge=1, le=10_000, description="Campaigns per evaluate task.")
     reservation_grace_ticks: int = Field(
-        default=3, ge=1, le=10_000, description="Ticks after its deadline before the sweeper releases a reservation."
+        default=3,
+        ge=1,
+        le=10_000,
+        description=(
+            "Ticks after its deadline before the sweeper closes a reservation: released if never submitted, "
+            "charged at its full grant if it was."
+        ),
     )
     decisions_maxlen: int = Field(default=200_000, ge=1_000, description="Approximate cap of ce:decisions.")
     aggressiveness: float = Field(default=1.0, ge=0.0, le=3.0, description="Trades value against waste.")

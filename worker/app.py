@@ -36,7 +36,7 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         # Unacked messages come back after this long. Evaluations expire at their tick's deadline,
         # so a message restored after a crash is dropped as late rather than bid on stale data,
-        # and the sweeper releases what its reservation held.
+        # and the sweeper closes its reservation (released if never submitted, else charged in full).
         broker_transport_options={"visibility_timeout": max(60.0, 30 * tick)},
         # Ticks and evaluations on separate queues, so a backlog of one never delays the other.
         task_queues=(Queue(TICK_QUEUE), Queue(EVALUATION_QUEUE), Queue(MAINTENANCE_QUEUE)),

@@ -58,7 +58,11 @@ def evaluate(campaign_ids: list[str], tick_number: int, deadline: float | None) 
 
 @shared_task(name="ce.sweep", ignore_result=True)
 def sweep() -> int:
-    """Release reservations left open past their deadline and grace (crashed evaluations)."""
+    """Close reservations past their deadline and grace (crashed evaluations); returns how many.
+
+    Those never submitted are released; submitted ones, whose bids may have been charged, are
+    charged at their full grant.
+    """
     f = fleet()
     current = f.clock.tick_at(time.time())
     # sweep_all logs what it closed.
