@@ -17,6 +17,7 @@ from common import keys
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
+from worker.app import QUEUES
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -359,7 +360,7 @@ def test_health_without_fleet_says_why(client: TestClient) -> None:
     body = response.json()
     assert body["redis"] is True and body["workers_online"] == 0
     assert "no worker answered a ping" in body["reasons"][0] and "no tick has run yet" in body["reasons"]
-    assert body["queue_depth"] == {"ticks": 0, "evaluations": 0, "maintenance": 0}
+    assert body["queue_depth"] == dict.fromkeys(QUEUES, 0)
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:

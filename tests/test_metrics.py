@@ -23,6 +23,7 @@ from common.fleet.tick import begin
 from common.money import to_micros_ceil
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
+from worker.app import EVALUATION_QUEUE
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def test_exposition_is_valid_and_matches_redis(fleet: Fleet, market: Path) -> No
     assert found[("ce_reservations_total", (("result", "granted"),))] == snap.counter("reservations_granted")
     assert found[("ce_tick_duration_seconds_count", ())] == snap.tick_seconds.count == 3, "ticks 1-3"
     assert found[("ce_last_tick", ())] == 4
-    assert found[("ce_queue_depth", (("queue", "evaluations"),))] == 0
+    assert found[("ce_queue_depth", (("queue", EVALUATION_QUEUE),))] == 0
     assert found[("ce_workers_online", ())] == 0
     assert ("ce_forecast_relative_error_count", (("metric", "cpc"), ("platform", "search"))) in found
     assert not any("campaign" in dict(labels) for _name, labels in found), "no per-campaign labels by default"

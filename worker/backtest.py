@@ -9,6 +9,7 @@ from celery import Celery
 
 from common import keys
 from common.fleet.fleet import Fleet
+from worker.app import TICK_QUEUE
 
 DONE_FIELDS = ("evaluated", "skipped", "duplicates", "late", "dropped")
 
@@ -22,7 +23,7 @@ class CeleryExecutor:
     timeout: float = 120.0
 
     def run_tick(self, tick: int) -> None:
-        self.app.send_task("ce.tick", kwargs={"number": tick, "live": False}, queue="ticks")
+        self.app.send_task("ce.tick", kwargs={"number": tick, "live": False}, queue=TICK_QUEUE)
         deadline = time.monotonic() + self.timeout
         pause = 0.001
         while not self._finished(tick):
