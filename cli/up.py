@@ -41,18 +41,24 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> int:
-    """Register the market's platforms and create ``campaigns`` demo campaigns; returns how many."""
+def write_demo_market(path: Path, seed: int, ticks: int = DEFAULT_MARKET_TICKS) -> Path:
+    """Generate the demo market (four platforms, no campaigns) and save it at ``path``."""
+    generate(campaigns=0, platforms=4, ticks=ticks, seed=seed).save(path)
+    return path
+
+
+def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> list[str]:
+    """Register the market's platforms and create ``campaigns`` demo campaigns; returns the ids created."""
     store = CampaignStore(client)
     store.register_platforms(series.info for series in market.platforms.values())
     demo = generate(
         campaigns=campaigns, platforms=len(market.platforms), ticks=market.ticks, seed=seed, late_flights=0.0
     )
-    created = 0
+    created = []
     for spec in demo.campaigns:
         try:
             store.create(spec)
-            created += 1
+            created.append(spec.id)
         except InvalidInput:
             pass  # kept from an earlier run with --keep
     return created
@@ -76,6 +82,14 @@ def child_env(settings: Settings, redis_url: str, scenario: Path) -> dict[str, s
 
 def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", *args]
+
+
+def worker_argv(name: str, concurrency: int, level: str = "info") -> list[str]:
+    """A fleet worker's command line: ``concurrency`` pool processes consuming every queue of the fleet."""
+    from worker.app import QUEUES  # importing the worker package builds its Celery app: only when needed
+
+    return celery_argv("-A", "worker", "worker", "-l", level, "-n", name, "-Q", ",".join(QUEUES),
+                       "-c", str(concurrency))  # fmt: skip
 
 
 def tick_line(entry: dict[str, str]) -> str:
@@ -143,13 +157,11 @@ def run_up(
             client.flushall()
         scenario_path = settings.scenario or run_dir / "demo-market.json"
         if settings.scenario is None:
-            generate(campaigns=0, platforms=4, ticks=DEFAULT_MARKET_TICKS, seed=settings.market_seed).save(
-                scenario_path
-            )
+            write_demo_market(scenario_path, settings.market_seed)
         market = Scenario.load(scenario_path)
         created = load_demo(client, market, campaigns, settings.market_seed + 1)
         console.print(
-            f"[bold]demo[/]    {len(market.platforms)} platforms, {created} campaigns created "
+            f"[bold]demo[/]    {len(market.platforms)} platforms, {len(created)} campaigns created "
             f"({client.scard(keys.ACTIVE)} active)"
         )
         env = child_env(settings, redis_url, scenario_path)
@@ -159,12 +171,7 @@ def run_up(
             "(CE_CAMPAIGNS_PER_TASK)"
         )
         level = settings.log_level.lower()
-        children.spawn(
-            "worker",
-            celery_argv("-A", "worker", "worker", "-l", level, "-n", f"ce-worker-{os.getpid()}@%h",
-                        "-Q", "ticks,evaluations,maintenance", "-c", str(concurrency)),
-            env,
-        )  # fmt: skip
+        children.spawn("worker", worker_argv(f"ce-worker-{os.getpid()}@%h", concurrency, level), env)
         auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
         children.spawn(
             "flower",
