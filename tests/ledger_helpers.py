@@ -107,7 +107,8 @@ def audit_all(client: Any, cids: list[str], *, expect_open: bool = True) -> dict
 
 
 def snapshot(client: Any) -> dict[str, Any]:
-    """Every key and its value, to show that a refused call wrote nothing."""
+    """Every key with its content (stream entries, sorted-set members with scores, hashes, sets,
+    lists, strings), to show that a refused call wrote nothing."""
     out: dict[str, Any] = {}
     for key in sorted(client.scan_iter(count=1000)):
         kind = _text(client.type(key))
@@ -117,8 +118,12 @@ def snapshot(client: Any) -> dict[str, Any]:
             out[_text(key)] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "stream":
             out[_text(key)] = client.xrange(key)
+        elif kind == "set":
+            out[_text(key)] = sorted(client.smembers(key))
+        elif kind == "list":
+            out[_text(key)] = client.lrange(key, 0, -1)
         elif kind == "string":
             out[_text(key)] = client.get(key)
         else:
-            out[_text(key)] = kind
+            raise AssertionError(f"{_text(key)}: no snapshot of a {kind}")
     return out

@@ -17,6 +17,7 @@ from common import keys
 from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import load_campaigns, write_market
+from tests.ledger_helpers import snapshot
 from worker.app import QUEUES
 
 TOKEN = "test-token-123"
@@ -50,22 +51,6 @@ def client(settings: Settings, r: redis.Redis, market: Path) -> Iterator[TestCli
     load_campaigns(r, market, 0)  # registers the market's platforms
     with TestClient(create_app(settings), client=LOOPBACK) as c:
         yield c
-
-
-def snapshot(r: redis.Redis) -> dict[str, Any]:
-    """Every key with its type and content, to prove a refused request wrote nothing."""
-    out: dict[str, Any] = {}
-    for key in sorted(str(k) for k in r.keys("*")):
-        kind = r.type(key)
-        if kind == "hash":
-            out[key] = r.hgetall(key)
-        elif kind == "set":
-            out[key] = sorted(r.smembers(key))
-        elif kind == "string":
-            out[key] = r.get(key)
-        else:
-            out[key] = kind
-    return out
 
 
 # --- campaigns -----------------------------------------------------------------------------------
