@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# A marker expression for `make test`, combined with the exclusion of benchmarks: MARK="not slow".
+MARK ?=
+TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
 .PHONY: run test lint bench clean
 
@@ -19,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/campaign-engine up $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not benchmark" $(ARGS)
+	$(BIN)/python -m pytest -m "$(TEST_MARK)" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

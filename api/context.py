@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 # Celery's Redis transport keeps a queue in one list per priority step: the plain name holds the
 # default priority, "<name>\x06\x16<n>" the others.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-QUEUES = ("ticks", "evaluations", "maintenance")
 PING_TIMEOUT = 0.5
 WORKERS_CACHE_SECONDS = 3.0
 
@@ -122,6 +121,8 @@ class ApiContext:
         )
 
     def queue_depth(self) -> dict[str, int] | None:
+        from worker.app import QUEUES
+
         if self.broker is None:
             return None
         pipe = self.broker.pipeline(transaction=False)

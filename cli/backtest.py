@@ -60,7 +60,7 @@ def run_backtest(
 
 
 def _celery_executor(settings: Settings, fleet: Fleet, stack: ExitStack) -> Executor:
-    from worker.app import create_app
+    from worker.app import QUEUES, create_app
     from worker.backtest import CeleryExecutor
 
     assert settings.redis_url is not None and settings.scenario is not None
@@ -75,7 +75,7 @@ def _celery_executor(settings: Settings, fleet: Fleet, stack: ExitStack) -> Exec
     group.spawn(
         "worker",
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "warning", "-n", "ce-backtest@%h",
-         "-Q", "ticks,evaluations,maintenance"],
+         "-Q", ",".join(QUEUES)],
         env,
     )  # fmt: skip
     app = create_app(settings)

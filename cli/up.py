@@ -42,8 +42,14 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> tuple[int, int]:
-    """Register the market's platforms and create ``campaigns`` demo campaigns; returns (created, kept).
+def write_demo_market(path: Path, seed: int, ticks: int = DEFAULT_MARKET_TICKS) -> Path:
+    """Generate the demo market (four platforms, no campaigns) and save it at ``path``."""
+    generate(campaigns=0, platforms=4, ticks=ticks, seed=seed).save(path)
+    return path
+
+
+def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> tuple[list[str], int]:
+    """Register the market's platforms and create ``campaigns`` demo campaigns; returns (ids created, kept).
 
     A campaign whose id exists is kept as it is (from an earlier run with --keep). Any other refusal
     stops the run naming the campaign, the field and the reason: a scenario whose platforms the demo
@@ -54,7 +60,8 @@ def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) 
     demo = generate(
         campaigns=campaigns, platforms=len(market.platforms), ticks=market.ticks, seed=seed, late_flights=0.0
     )
-    created = kept = 0
+    created: list[str] = []
+    kept = 0
     for spec in demo.campaigns:
         try:
             store.create(spec)
@@ -63,7 +70,7 @@ def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) 
         except InvalidInput as exc:
             raise InvalidInput([(f"campaigns.{spec.id}.{field}", reason) for field, reason in exc.errors]) from exc
         else:
-            created += 1
+            created.append(spec.id)
     return created, kept
 
 
@@ -85,6 +92,14 @@ def child_env(settings: Settings, redis_url: str, scenario: Path) -> dict[str, s
 
 def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", *args]
+
+
+def worker_argv(name: str, concurrency: int, level: str = "info") -> list[str]:
+    """A fleet worker's command line: ``concurrency`` pool processes consuming every queue of the fleet."""
+    from worker.app import QUEUES  # importing the worker package builds its Celery app: only when needed
+
+    return celery_argv("-A", "worker", "worker", "-l", level, "-n", name, "-Q", ",".join(QUEUES),
+                       "-c", str(concurrency))  # fmt: skip
 
 
 def tick_line(entry: TickStats) -> str:
@@ -150,13 +165,11 @@ def run_up(
             client.flushall()
         scenario_path = settings.scenario or run_dir / "demo-market.json"
         if settings.scenario is None:
-            generate(campaigns=0, platforms=4, ticks=DEFAULT_MARKET_TICKS, seed=settings.market_seed).save(
-                scenario_path
-            )
+            write_demo_market(scenario_path, settings.market_seed)
         market = Scenario.load(scenario_path)
         created, kept = load_demo(client, market, campaigns, settings.market_seed + 1)
         console.print(
-            f"[bold]demo[/]    {len(market.platforms)} platforms, {created} campaigns created"
+            f"[bold]demo[/]    {len(market.platforms)} platforms, {len(created)} campaigns created"
             + (f", {kept} kept from the last run" if kept else "")
             + f" ({client.scard(keys.ACTIVE)} active)"
         )
@@ -167,12 +180,7 @@ def run_up(
             "(CE_CAMPAIGNS_PER_TASK)"
         )
         level = settings.log_level.lower()
-        children.spawn(
-            "worker",
-            celery_argv("-A", "worker", "worker", "-l", level, "-n", f"ce-worker-{os.getpid()}@%h",
-                        "-Q", "ticks,evaluations,maintenance", "-c", str(concurrency)),
-            env,
-        )  # fmt: skip
+        children.spawn("worker", worker_argv(f"ce-worker-{os.getpid()}@%h", concurrency, level), env)
         auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
         children.spawn(
             "flower",

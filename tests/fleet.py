@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +11,9 @@ from pathlib import Path
 import redis
 
 from cli.processes import Child, ProcessGroup
+from cli.up import celery_argv, default_concurrency, load_demo, worker_argv, write_demo_market
 from common import keys
-from common.fleet.store import CampaignStore
-from common.market.generator import generate
-from common.models import PlatformInfo
+from common.market.scenario import Scenario
 
 
 def fleet_env(redis_url: str, run_dir: Path, scenario: Path, **extra: str) -> dict[str, str]:
@@ -27,41 +25,29 @@ def fleet_env(redis_url: str, run_dir: Path, scenario: Path, **extra: str) -> di
     return env
 
 
-def write_market(path: Path, campaigns: int = 0, ticks: int = 400, seed: int = 3) -> Path:
-    generate(campaigns=campaigns, platforms=4, ticks=ticks, seed=seed, late_flights=0.0).save(path)
-    return path
+def write_market(path: Path, ticks: int = 400, seed: int = 3) -> Path:
+    """The demo market of ``campaign-engine up``, shorter."""
+    return write_demo_market(path, seed, ticks)
 
 
 def load_campaigns(client: redis.Redis, scenario_path: Path, campaigns: int, seed: int = 4) -> list[str]:
-    from common.market.scenario import Scenario
-
-    market = Scenario.load(scenario_path)
-    store = CampaignStore(client)
-    store.register_platforms(PlatformInfo(id=p.id, price_sigma=p.price_sigma) for p in market.platforms.values())
-    demo = generate(campaigns=campaigns, platforms=len(market.platforms), ticks=market.ticks, seed=seed,
-                    late_flights=0.0)  # fmt: skip
-    for spec in demo.campaigns:
-        store.create(spec)
-    return [c.id for c in demo.campaigns]
+    """``up``'s demo campaigns on the market at ``scenario_path`` (its platforms registered); their ids."""
+    created, _kept = load_demo(client, Scenario.load(scenario_path), campaigns, seed)
+    return created
 
 
 @contextmanager
-def running(env: dict[str, str], log_dir: Path, *, beats: int = 1, concurrency: int = 4) -> Iterator[ProcessGroup]:
+def running(
+    env: dict[str, str], log_dir: Path, *, beats: int = 1, concurrency: int | None = None
+) -> Iterator[ProcessGroup]:
+    """A worker as ``up`` starts it (its pool size unless ``concurrency``) and ``beats`` beats."""
     group = ProcessGroup(log_dir)
     try:
-        group.spawn(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-c", str(concurrency),
-             "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-Q", "ticks,evaluations,maintenance"],
-            env,
-        )  # fmt: skip
+        name = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
+        group.spawn("worker", worker_argv(name, concurrency or default_concurrency()), env)
         for i in range(beats):
-            group.spawn(
-                f"beat{i}",
-                [sys.executable, "-m", "celery", "-A", "beat", "beat", "-l", "info",
-                 "-s", str(log_dir / f"beat{i}-schedule")],
-                env,
-            )  # fmt: skip
+            schedule = str(log_dir / f"beat{i}-schedule")
+            group.spawn(f"beat{i}", celery_argv("-A", "beat", "beat", "-l", "info", "-s", schedule), env)
         yield group
     finally:
         group.stop_all()

@@ -1,4 +1,4 @@
-"""Helpers for the ledger tests: campaign records as the store writes them, and a full audit.
+"""Helpers for the ledger tests: campaign records written by the store's own code, and a full audit.
 
 The audit recomputes every figure of a budget from the ledger stream and the reservation records
 and checks them against the budget hash, so a test can say "every invariant holds" in one line.
@@ -11,22 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import keys
+from common.fleet.store import campaign_fields
 from common.ledger import Balance
+from common.models import CampaignSpec, CampaignStatus
 
 
 def make_campaign(
     client: Any, cid: str, *, status: str = "active", start_tick: int = 0, end_tick: int | None = None
 ) -> None:
-    """The fields of ``{c:<id>}:campaign`` that the reserve script reads (the store writes more)."""
-    client.hset(
-        keys.campaign(cid),
-        mapping={
-            "spec": "{}",
-            "status": status,
-            "start_tick": str(start_tick),
-            "end_tick": "" if end_tick is None else str(end_tick),
-        },
+    """Write ``{c:<id>}:campaign`` as the store does, without opening its budget (the tests do that)."""
+    spec = CampaignSpec(
+        id=cid, budget=1.0, value_per_conversion=1.0, platforms={"p": 1.0}, start_tick=start_tick, end_tick=end_tick
     )
+    client.hset(keys.campaign(cid), mapping=campaign_fields(spec, CampaignStatus(status)))
 
 
 def _text(value: Any) -> str:
@@ -110,7 +107,8 @@ def audit_all(client: Any, cids: list[str], *, expect_open: bool = True) -> dict
 
 
 def snapshot(client: Any) -> dict[str, Any]:
-    """Every key and its value, to show that a refused call wrote nothing."""
+    """Every key with its content (stream entries, sorted-set members with scores, hashes, sets,
+    lists, strings), to show that a refused call wrote nothing."""
     out: dict[str, Any] = {}
     for key in sorted(client.scan_iter(count=1000)):
         kind = _text(client.type(key))
@@ -120,8 +118,12 @@ def snapshot(client: Any) -> dict[str, Any]:
             out[_text(key)] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "stream":
             out[_text(key)] = client.xrange(key)
+        elif kind == "set":
+            out[_text(key)] = sorted(client.smembers(key))
+        elif kind == "list":
+            out[_text(key)] = client.lrange(key, 0, -1)
         elif kind == "string":
             out[_text(key)] = client.get(key)
         else:
-            out[_text(key)] = kind
+            raise AssertionError(f"{_text(key)}: no snapshot of a {kind}")
     return out

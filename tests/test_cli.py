@@ -166,8 +166,9 @@ def test_demo_campaigns_kept_from_a_run_are_counted(tmp_path: Path, r: redis.Red
     from cli.up import load_demo
 
     market = generate(campaigns=0, platforms=3, ticks=20, seed=2)
-    assert load_demo(r, market, 5, seed=3) == (5, 0)
-    assert load_demo(r, market, 5, seed=3) == (0, 5), "a second run with --keep keeps them"
+    created, kept = load_demo(r, market, 5, seed=3)
+    assert (len(created), kept) == (5, 0)
+    assert load_demo(r, market, 5, seed=3) == ([], 5), "a second run with --keep keeps them"
 
 
 def test_up_with_a_scenario_the_demo_cannot_use_names_the_field(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ what Redis holds."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from common.ledger import Ledger
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 from tests.test_api_http import api_process
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian names the browser chromium, Ubuntu and others chromium-browser.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--no-sandbox",  # the tests run as root
     "--disable-gpu",
@@ -62,8 +64,8 @@ def _drawn_pixels(page: Any, selector: str) -> list[int]:
 
 @pytest.mark.slow
 def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path: Path, artifacts_dir: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
+    if CHROMIUM is None:
+        pytest.skip("no chromium or chromium-browser on PATH (Debian package chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
     market = write_market(tmp_path / "market.json")
     ids = load_campaigns(r, market, CAMPAIGNS)
@@ -72,7 +74,7 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
     with api_process(env, tmp_path / "api-logs") as (url, _api), sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
+            executable_path=CHROMIUM,
             headless=True,
             args=FLAGS,
             viewport={"width": 1500, "height": 1300},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from common.engine import CampaignState, Decision, NoBid, PacingState, Tuning, decide, decide_many
+from common.engine import CampaignState, Decision, NoBid, PacingState, Tuning, decide
 from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.models import CampaignSpec
 
@@ -179,9 +180,16 @@ def test_ticks_left_is_needed_without_an_end_tick() -> None:
     assert decide(_state(spec, ticks_left=50), MARKET, SIGMAS).bids
 
 
-def test_decide_many_is_decide_for_each() -> None:
-    states = [_state(_spec(id=f"c{i}", budget=10.0 * (i + 1))) for i in range(5)]
-    assert decide_many(states, MARKET, SIGMAS) == [decide(s, MARKET, SIGMAS) for s in states]
+def test_campaigns_sharing_one_tick_s_forecasts_are_decided_independently() -> None:
+    """A worker decides its group one campaign after the other on one forecasts object: each gets the
+    decision it gets on forecasts of its own, whatever the order (nothing carries over between calls)."""
+    states = [_state(_spec(id=f"c{i}", budget=10.0 * (i + 1), max_bid=0.5 + i / 10)) for i in range(5)]
+    own = [copy.deepcopy(MARKET) for _ in states]
+    alone = {s.spec.id: decide(s, f, SIGMAS) for s, f in zip(states, own, strict=True)}
+    assert len({d.bids for d in alone.values()}) == len(states), "the campaigns bid differently"
+    shared = copy.deepcopy(MARKET)
+    for order in (states, states[::-1], states):
+        assert {s.spec.id: decide(s, shared, SIGMAS) for s in order} == alone
 
 
 # --- properties -------------------------------------------------------------------------------

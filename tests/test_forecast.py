@@ -148,14 +148,16 @@ def test_forecasts_always_stay_in_their_domain(history: np.ndarray, window: int)
     history[..., CPC] = np.where(history[..., CPC] == 0, np.nan, history[..., CPC])
     arr = forecast_arrays(history, window=window)
     fc = forecast(history, [f"p{i}" for i in range(history.shape[0])], history.shape[1], window=window)
-    for i, f in enumerate(fc.platforms.values()):
-        assert arr.observations[i] >= 1 or f.observations >= 0
+    for pid, f in fc.platforms.items():
+        assert f.observations == arr.observations[int(pid[1:])] >= 1, pid
         for fig in f.ahead:
             assert math.isfinite(fig.cpc) and fig.cpc > 0
             assert 0 <= fig.cvr <= 1
             assert math.isfinite(fig.volume) and fig.volume >= 0
         assert all(math.isfinite(x) and x >= 0 for x in f.log_sd)
-    # A platform is forecast exactly when each of its metrics has at least one observation.
-    seen = ~np.isnan(history[..., CPC]).all(axis=1) & ~np.isnan(history[..., CVR]).all(axis=1)
-    seen &= ~np.isnan(history[..., VOLUME]).all(axis=1)
-    assert {f"p{i}" for i in np.flatnonzero(seen)} >= set(fc.platforms)
+    # A platform is forecast exactly when each of its metrics has at least one observation in the
+    # window; a volume of 0 is an outage, not an observation of the level.
+    recent = history[:, -window:]
+    seen = ~np.isnan(recent[..., CPC]).all(axis=1) & ~np.isnan(recent[..., CVR]).all(axis=1)
+    seen &= (recent[..., VOLUME] > 0).any(axis=1)
+    assert {f"p{i}" for i in np.flatnonzero(seen)} == set(fc.platforms)

@@ -21,12 +21,14 @@ from common.fleet import metrics, state, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
+from common.fleet.store import CampaignStore
 from common.fleet.tick import begin
 from common.forecast.cache import TickForecasts
 from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
-from common.money import to_micros_ceil
+from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
+from worker.app import EVALUATION_QUEUE
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_evaluations_are_counted_by_outcome(fleet: Fleet, market: Path) -> None:
         "reservations_granted": 5,
         "reservations_refused": 1,
         "bids": len(report.placed),
-        "spend_micros": sum(to_micros_ceil(p.outcome.cost) for p in report.placed),
+        "spend_micros": sum(fleet.ledger.balance(cid).spent for cid in ids),  # what the ledger charged
         "value": pytest.approx(report.value),
     }
     evaluate(fleet, ids, 3)  # a duplicate delivery
@@ -153,7 +155,7 @@ def test_exposition_is_valid_and_matches_redis(fleet: Fleet, market: Path) -> No
     assert found[("ce_reservations_total", (("result", "granted"),))] == snap.counter("reservations_granted")
     assert found[("ce_tick_duration_seconds_count", ())] == snap.tick_seconds.count == 3, "ticks 1-3"
     assert found[("ce_last_tick", ())] == 4
-    assert found[("ce_queue_depth", (("queue", "evaluations"),))] == 0
+    assert found[("ce_queue_depth", (("queue", EVALUATION_QUEUE),))] == 0
     assert found[("ce_workers_online", ())] == 0
     assert ("ce_forecast_relative_error_count", (("metric", "cpc"), ("platform", "search"))) in found
     assert not any("campaign" in dict(labels) for _name, labels in found), "no per-campaign labels by default"
@@ -179,9 +181,10 @@ def test_per_campaign_series_only_when_opted_in(fleet: Fleet, market: Path) -> N
 
 @pytest.mark.slow
 def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    """Three pool processes evaluate concurrently; the fleet counters equal the per-tick books."""
+    """Three pool processes evaluate concurrently; the fleet counters equal what the ledger and the
+    decision stream recorded, and the per-tick books."""
     market = write_market(tmp_path / "market.json")
-    load_campaigns(r, market, 30)
+    ids = load_campaigns(r, market, 30)
     env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0")
     with running(env, tmp_path / "logs", concurrency=3) as group:
         wait_for_ticks(r, 6, group, timeout=60)
@@ -193,10 +196,15 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     def total(name: str) -> float:
         return sum(float(b.get(name, 0)) for b in books)
 
+    ledger = Ledger(r)
     found = counters(r)
-    assert found["bids"] == total("bids") == r.xlen(keys.DECISIONS) > 0
-    assert found["spend_micros"] == total("spend_micros")
-    assert found["value"] == pytest.approx(total("value"))
+    decisions = [d for _id, d in r.xrange(keys.DECISIONS)]
+    assert found["bids"] == total("bids") == len(decisions) > 0
+    # Spend as the ledger charged it, each campaign's balance read through the ledger.
+    assert found["spend_micros"] == sum(ledger.balance(cid).spent for cid in ids) > 0
+    campaigns = CampaignStore(r).get_many(ids)
+    won = sum(float(d["conversions"]) * campaigns[d["campaign"]].spec.value_per_conversion for d in decisions)
+    assert found["value"] == pytest.approx(won), "the value of the conversions in the decision stream"
     assert found["evaluations_bid"] + found.get("evaluations_no_bid", 0) == total("evaluated")
     assert found.get("evaluations_late", 0) == total("late")
     assert found.get("evaluations_duplicate", 0) == total("duplicates")

@@ -11,6 +11,8 @@ from common.settings import Settings, get_settings
 TICK_QUEUE = "ticks"
 EVALUATION_QUEUE = "evaluations"
 MAINTENANCE_QUEUE = "maintenance"
+# Every queue of the fleet: a worker started with ``-Q`` lists them all, the API reports their depth.
+QUEUES = (TICK_QUEUE, EVALUATION_QUEUE, MAINTENANCE_QUEUE)
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -39,7 +41,7 @@ def configure(app: Celery, settings: Settings) -> None:
         # and the sweeper closes its reservation (released if never submitted, else charged in full).
         broker_transport_options={"visibility_timeout": max(60.0, 30 * tick)},
         # Ticks and evaluations on separate queues, so a backlog of one never delays the other.
-        task_queues=(Queue(TICK_QUEUE), Queue(EVALUATION_QUEUE), Queue(MAINTENANCE_QUEUE)),
+        task_queues=tuple(Queue(name) for name in QUEUES),
         task_default_queue=EVALUATION_QUEUE,
         task_routes={
             "ce.tick": {"queue": TICK_QUEUE},

@@ -11,6 +11,7 @@ from common import keys
 from common.errors import BacktestError
 from common.fleet.fleet import Fleet
 from common.redis_conn import store_call
+from worker.app import TICK_QUEUE
 
 DONE_FIELDS = ("evaluated", "skipped", "duplicates", "late", "dropped")
 
@@ -24,7 +25,7 @@ class CeleryExecutor:
     timeout: float = 120.0
 
     def run_tick(self, tick: int) -> None:
-        self.app.send_task("ce.tick", kwargs={"number": tick, "live": False}, queue="ticks")
+        self.app.send_task("ce.tick", kwargs={"number": tick, "live": False}, queue=TICK_QUEUE)
         deadline = time.monotonic() + self.timeout
         pause = 0.001
         while not self._finished(tick):

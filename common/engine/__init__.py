@@ -3,7 +3,7 @@
 No Redis, no clock, no randomness: the live fleet, the backtests and the tests call the same code.
 """
 
-from common.engine.bidding import DEFAULT_TUNING, Tuning, decide, decide_many
+from common.engine.bidding import DEFAULT_TUNING, Tuning, decide
 from common.engine.state import CampaignState, Decision, Goal, NoBid, PacingState
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "PacingState",
     "Tuning",
     "decide",
-    "decide_many",
 ]

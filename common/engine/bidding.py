@@ -129,17 +129,6 @@ def decide(
     )
 
 
-def decide_many(
-    states: Iterable[CampaignState],
-    forecasts: Forecasts,
-    sigmas: Mapping[str, float],
-    aggressiveness: float = 1.0,
-    tuning: Tuning = DEFAULT_TUNING,
-) -> list[Decision]:
-    """:func:`decide` for many campaigns sharing one tick's forecasts."""
-    return [decide(s, forecasts, sigmas, aggressiveness, tuning) for s in states]
-
-
 def _usable(f: PlatformForecast) -> bool:
     nxt = f.next
     return (

@@ -63,7 +63,7 @@ class CampaignStore:
         spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
         self._check_new(spec)
         campaign_key = keys.campaign(spec.id)
-        fields = _hash_fields(spec, CampaignStatus.ACTIVE)
+        fields = campaign_fields(spec, CampaignStatus.ACTIVE)
         # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
         if not self.r.hsetnx(campaign_key, "spec", fields["spec"]):
             raise Conflict.one("id", f"campaign {spec.id!r} already exists")
@@ -199,7 +199,8 @@ def _spec_fields(spec: CampaignSpec) -> Fields:
     }
 
 
-def _hash_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
+def campaign_fields(spec: CampaignSpec, status: CampaignStatus) -> Fields:
+    """The fields of ``{c:<id>}:campaign`` as the store writes them (the ledger scripts read some)."""
     return {**_spec_fields(spec), "status": status.value}
 
 
