@@ -9,6 +9,9 @@ import pytest
 import redis
 
 from cli.redis_server import RedisServer
+from common.fleet.fleet import Fleet
+from common.settings import Settings
+from tests.fleet import write_market
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,17 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    """``up``'s demo market, shorter, saved as a scenario file."""
+    return write_market(tmp_path / "market.json")
+
+
+@pytest.fixture
+def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
+    """The fleet's process state on a freshly flushed server and the demo market."""
+    f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
+    yield f
+    f.r.close()

@@ -128,19 +128,24 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+def _tiny_backtest(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``campaign-engine backtest`` of a two-campaign, five-tick scenario in a subprocess."""
+    scenario = tmp_path / "s.json"
+    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
+    return subprocess.run(
+        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+
+
 def test_a_redis_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "redis-server"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\necho 'cannot bind: address in use' >&2\necho 'giving up' >&2\nexit 1\n")
     fake.chmod(0o755)
-    scenario = tmp_path / "s.json"
-    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
     env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", CE_RUN_DIR=str(tmp_path))
     env.pop("CE_REDIS_URL", None)
-    done = subprocess.run(
-        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _tiny_backtest(tmp_path, env)
     assert done.returncode == 1, done.stderr
     assert _error_lines(done.stderr) == [
         f"error: redis-server exited at start ({fake}): cannot bind: address in use; giving up"
@@ -149,13 +154,7 @@ def test_a_redis_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
 
 def test_a_backtest_on_a_used_database_is_one_line(tmp_path: Path, redis_url: str, r: redis.Redis) -> None:
     r.set(keys.LAST_TICK, 3)
-    scenario = tmp_path / "s.json"
-    generate(campaigns=2, platforms=2, ticks=5, seed=1).save(scenario)
-    env = dict(os.environ, CE_REDIS_URL=redis_url, CE_RUN_DIR=str(tmp_path))
-    done = subprocess.run(
-        [*CLI, "backtest", str(scenario), "--out", str(tmp_path / "log.jsonl"), "--no-progress"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _tiny_backtest(tmp_path, dict(os.environ, CE_REDIS_URL=redis_url, CE_RUN_DIR=str(tmp_path)))
     assert done.returncode == 1, done.stderr
     assert _error_lines(done.stderr) == [
         "error: the backtest's Redis database is not empty: give it a fresh database"

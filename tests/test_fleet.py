@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,7 @@ from common.fleet.stats import TickStats
 from common.fleet.tick import begin, claim
 from common.market.scenario import Scenario
 from common.settings import Settings
-from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
-
-
-@pytest.fixture
-def market(tmp_path: Path) -> Path:
-    return write_market(tmp_path / "market.json")
-
-
-@pytest.fixture
-def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
-    settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path)
-    f = Fleet.from_settings(settings)
-    yield f
-    f.r.close()
+from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks
 
 
 def test_a_tick_number_is_claimed_once(fleet: Fleet) -> None:

@@ -108,27 +108,30 @@ class Model:
         camp.res[tick] = Res("open", grants)
         return Grant(cid, tick, grants, camp.balance[1], ReservationState.OPEN, False)
 
-    def submit(self, cid: str, tick: int) -> Grant | type[LedgerError]:
-        camp = self.camps[cid]
-        r = camp.res.get(tick)
+    def _unreleased(self, cid: str, tick: int) -> Res | type[LedgerError]:
+        """The reservation of ``tick``, or the refusal when there is none to act on."""
+        r = self.camps[cid].res.get(tick)
         if r is None:
             return NoReservation
-        if r.state == "released":
-            return ReservationReleased
+        return ReservationReleased if r.state == "released" else r
+
+    def submit(self, cid: str, tick: int) -> Grant | type[LedgerError]:
+        r = self._unreleased(cid, tick)
+        if not isinstance(r, Res):
+            return r
         if r.state == "settled":
             return ReservationSettled
-        assert camp.balance is not None
+        balance = self.camps[cid].balance
+        assert balance is not None
         replay = r.state == "submitted"
         r.state = "submitted"
-        return Grant(cid, tick, r.grants, camp.balance[1], ReservationState.SUBMITTED, replay)
+        return Grant(cid, tick, r.grants, balance[1], ReservationState.SUBMITTED, replay)
 
     def settle(self, cid: str, tick: int, costs: dict[str, int]) -> Settlement | type[LedgerError]:
+        r = self._unreleased(cid, tick)
+        if not isinstance(r, Res):
+            return r
         camp = self.camps[cid]
-        r = camp.res.get(tick)
-        if r is None:
-            return NoReservation
-        if r.state == "released":
-            return ReservationReleased
         assert camp.balance is not None
         if r.state == "settled":
             spent = sum(r.costs.values())

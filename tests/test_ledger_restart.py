@@ -60,6 +60,15 @@ def until_done(acks: Acks, fn: Callable[[], T]) -> T:
     raise AssertionError("Redis did not come back")
 
 
+def _one_or_many(
+    acks: Acks, tick: int, one: Callable[..., Any], many: Callable[[list[Any]], list[Any]], requests: list[Any]
+) -> list[Any]:
+    """Odd ticks make one call per request, even ticks one batched call: both paths meet the restarts."""
+    if tick % 2:
+        return [until_done(acks, lambda r=r: one(*r)) for r in requests]  # type: ignore[misc]
+    return until_done(acks, lambda: many(requests))
+
+
 def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, gates: list[threading.Event]) -> None:
     """Reserve, submit and settle every tick for ``cids``; a little after each restart point, wait for it.
 
@@ -72,18 +81,12 @@ def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, gates: list[th
                 return
         acks.tick = tick
         requests = [(cid, tick, {"a": rng.randint(0, 500), "b": rng.randint(0, 500)}) for cid in cids]
-        if tick % 2:
-            grants: list[Any] = [until_done(acks, lambda r=r: ledger.reserve(*r)) for r in requests]  # type: ignore[misc]
-        else:
-            grants = until_done(acks, lambda requests=requests: ledger.reserve_many(requests))  # type: ignore[misc]
+        grants = _one_or_many(acks, tick, ledger.reserve, ledger.reserve_many, requests)
         for g in grants:
             assert isinstance(g, Grant), g
             acks.grants[g.campaign, g.tick] = g.granted
         pairs = [(cid, tick) for cid in cids]
-        if tick % 2:
-            subs: list[Any] = [until_done(acks, lambda k=k: ledger.submit(*k)) for k in pairs]  # type: ignore[misc]
-        else:
-            subs = until_done(acks, lambda pairs=pairs: ledger.submit_many(pairs))  # type: ignore[misc]
+        subs = _one_or_many(acks, tick, ledger.submit, ledger.submit_many, pairs)
         costs = []
         for g in subs:
             # A replay is possible here: a client retry after the server ran the first submit.
@@ -91,10 +94,7 @@ def drive(ledger: Ledger, cids: list[str], seed: int, acks: Acks, gates: list[th
             acks.submitted.add((g.campaign, g.tick))
             if not (tick % 7 == 3 and g.campaign == cids[0]):
                 costs.append((g.campaign, tick, {p: rng.randint(0, v) for p, v in g.granted.items()}))
-        if tick % 2:
-            settled: list[Any] = [until_done(acks, lambda c=c: ledger.settle(*c)) for c in costs]  # type: ignore[misc]
-        else:
-            settled = until_done(acks, lambda costs=costs: ledger.settle_many(costs))  # type: ignore[misc]
+        settled = _one_or_many(acks, tick, ledger.settle, ledger.settle_many, costs)
         for s in settled:
             assert isinstance(s, Settlement), s
             acks.settled[s.campaign, s.tick] = s.spent

@@ -7,7 +7,6 @@ import math
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,18 +28,6 @@ from common.ledger import Ledger
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 from worker.app import EVALUATION_QUEUE
-
-
-@pytest.fixture
-def market(tmp_path: Path) -> Path:
-    return write_market(tmp_path / "market.json")
-
-
-@pytest.fixture
-def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
-    yield f
-    f.r.close()
 
 
 def counters(r: redis.Redis) -> dict[str, float]:

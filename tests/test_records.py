@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,21 +21,8 @@ from common.fleet.stats import TickStats
 from common.fleet.tick import begin, compute_forecasts, summarize
 from common.forecast.cache import TickForecasts
 from common.ledger import Balance, Ledger, queue_balance
-from common.settings import Settings
-from tests.fleet import load_campaigns, write_market
+from tests.fleet import load_campaigns
 from tests.ledger_helpers import make_campaign
-
-
-@pytest.fixture
-def market(tmp_path: Path) -> Path:
-    return write_market(tmp_path / "market.json")
-
-
-@pytest.fixture
-def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
-    yield f
-    f.r.close()
 
 
 def _ran(fleet: Fleet, market: Path, campaigns: int, last_tick: int) -> tuple[list[str], list[GroupReport]]:
