@@ -70,6 +70,17 @@ def sweep() -> int:
     return released
 
 
+@shared_task(name="ce.noop", ignore_result=True)
+def bench_noop() -> None:
+    """Benchmark task, not part of the fleet: does nothing but count itself in ``ce:bench:noop``.
+
+    ``campaign-engine bench`` sends it N times through one producer and waits until the counter
+    reaches N: the end-to-end rate is Celery's ceiling on this broker and worker pool, the fastest
+    any task that does one Redis write can run.
+    """
+    fleet().r.incr(keys.BENCH_NOOP)
+
+
 @task_revoked.connect
 def _count_dropped(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
     """An evaluation that expired in the queue missed its tick: count it as dropped."""
