@@ -57,6 +57,54 @@ def up(
 
 
 @app.command()
+def bench(
+    campaigns: Annotated[str, typer.Option(help="Campaign counts to run, comma-separated.")] = "500,1000,2000,4000",
+    ticks: Annotated[int, typer.Option(help="Ticks per count; the first two are warm-up and not measured.")] = 8,
+    campaigns_per_task: Annotated[
+        int | None, typer.Option(help="Campaigns per evaluation task (default: as `up` chooses for each count).")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (default: four per core).")] = None,
+    noop_tasks: Annotated[int, typer.Option(help="No-op tasks sent for the Celery ceiling.")] = 5000,
+    out: Annotated[Path, typer.Option(help="Where to write the figures (JSON).")] = Path("bench.json"),
+    plot: Annotated[Path | None, typer.Option(help="Where to write the plot (PNG).")] = Path("bench.png"),
+) -> None:
+    """Run the real fleet (embedded Redis, worker, beat) at each campaign count and measure it."""
+    from cli.bench import Plan, check_ticks, parse_counts, run_bench
+    from cli.bench.run import BenchFailed
+    from cli.up import default_concurrency
+
+    try:
+        counts = parse_counts(campaigns)
+    except ValueError as exc:
+        raise _bad_option("--campaigns", exc) from None
+    try:
+        check_ticks(ticks)
+    except ValueError as exc:
+        raise _bad_option("--ticks", exc) from None
+    for name, value, top in (
+        ("--campaigns-per-task", campaigns_per_task, 10_000), ("--concurrency", concurrency, 256),
+        ("--noop-tasks", noop_tasks, 1_000_000),
+    ):  # fmt: skip
+        if value is not None and not 1 <= value <= top:
+            raise _bad_option(name, ValueError(f"must be between 1 and {top:,}, got {value}"))
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    plan = Plan(counts, ticks, campaigns_per_task, concurrency or default_concurrency(), noop_tasks)
+    try:
+        run_bench(settings, plan, out, plot, console)
+    except BenchFailed as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+
+
+def _bad_option(name: str, exc: ValueError) -> typer.Exit:
+    err.print(f"[red]error:[/] {name}: {exc}")
+    return typer.Exit(2)
+
+
+@app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default CE_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default CE_API_PORT).")] = None,

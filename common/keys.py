@@ -76,6 +76,7 @@ DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/f
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)
+BENCH_NOOP = f"{PREFIX}:bench:noop"  # counter the benchmark's no-op task increments (campaign-engine bench)
 
 
 def tick_claim(tick: int) -> str:

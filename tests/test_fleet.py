@@ -86,6 +86,7 @@ def test_live_fleet_evaluates_every_campaign_every_tick(redis_url: str, market: 
         assert entry.fanned == len(ids), entry
         assert entry.evaluated == len(ids), entry
         assert entry.missed == 0 and entry.late == 0, entry
+        assert entry.tick_task_ms > 0, "the tick task recorded its own time"
     numbers = [e.tick for e in entries]
     assert numbers == sorted(set(numbers)), "each tick summarised once, in order"
     assert client.xlen(keys.DECISIONS) > 0

@@ -1,6 +1,6 @@
 """Benchmark (not a check): reserve+settle pairs per second beside a trivial EVALSHA on the same server.
 
-Run with ``make bench ARGS=tests/test_ledger_bench.py`` (or ``pytest -m benchmark -s``). For each
+Run with ``make bench-micro ARGS=tests/test_ledger_bench.py`` (or ``pytest -m benchmark -s``). For each
 AOF fsync policy a private Redis is started, and on it one client measures, for a fixed time each:
 ``EVALSHA`` of ``return 1``, a ``reserve`` then ``settle`` pair, and both again 100 to a pipeline.
 The ratio says how many trivial script calls one pair costs; the server's own time per script call

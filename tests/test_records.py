@@ -135,13 +135,13 @@ def test_a_tick_summary_reads_back_as_summarize_wrote_it(fleet: Fleet, market: P
     assert written.planned == pytest.approx(sum(d.planned for d in report.decisions.values()))
     assert list(entries[-1][1]) == [
         "tick", "fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped", "value",
-        "planned", "missed", "worst_latency_ms",
+        "planned", "missed", "worst_latency_ms", "tick_task_ms",
     ]  # fmt: skip
 
 
 def test_a_tick_line_shows_the_summary() -> None:
     entry = TickStats(tick=12, fanned=5, evaluated=4, bids=7, spend_micros=2_500_000, late=1, dropped=2, value=9.5,
-                      planned=5.0, missed=1, worst_latency_ms=42.5)  # fmt: skip
+                      planned=5.0, missed=1, worst_latency_ms=42.5, tick_task_ms=12.5)  # fmt: skip
     assert TickStats.from_fields(entry.to_fields()) == entry
     words = tick_line(entry).split()
     assert words[:4] == ["tick", "12", "evaluated", "4/5"]
@@ -154,6 +154,12 @@ def test_a_tick_summary_entry_without_a_field_names_it() -> None:
     del fields["missed"]
     with pytest.raises(ValueError, match="'missed'"):
         TickStats.from_fields(fields)
+
+
+def test_a_tick_summary_entry_written_before_tick_task_ms_still_parses() -> None:
+    fields = TickStats(tick=1, evaluated=3).to_fields()
+    del fields["tick_task_ms"]
+    assert TickStats.from_fields(fields) == TickStats(tick=1, evaluated=3)
 
 
 # --- the forecasts cached per tick: ce:forecast:<tick> ------------------------------------------

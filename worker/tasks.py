@@ -25,7 +25,8 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
 
     Beat sends the tick boundary it fired for (``scheduled_at``): the tick starting then, whose
     evaluations expire at its deadline. A backtest names the tick and runs it with ``live=False``:
-    no deadline.
+    no deadline. The task's own time, from its start through the fan-out, goes into the tick's
+    counters (``tick_task_ms`` of its summary).
     """
     f = fleet()
     started = time.time()
@@ -40,9 +41,11 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     with evaluate.app.producer_or_acquire() as producer:
         for group in plan.groups:
             evaluate.apply_async((group, number, deadline), expires=expires, producer=producer)
+    took_ms = (time.time() - started) * 1000
+    ticks.record_task_time(f, number, took_ms)
     log.info(
         "tick %d: %d campaigns in %d tasks, fan-out took %.1f ms",
-        number, plan.campaigns, len(plan.groups), (time.time() - started) * 1000,
+        number, plan.campaigns, len(plan.groups), took_ms,
         extra={"tick": number},
     )  # fmt: skip
     return number
@@ -67,6 +70,17 @@ def sweep() -> int:
     current = f.clock.tick_at(time.time())
     # sweep_all logs what it closed.
     return sweep_all(f.ledger, current, f.settings.reservation_grace_ticks)
+
+
+@shared_task(name="ce.noop", ignore_result=True)
+def bench_noop() -> None:
+    """Benchmark task, not part of the fleet: does nothing but count itself in ``ce:bench:noop``.
+
+    ``campaign-engine bench`` sends it N times through one producer and waits until the counter
+    reaches N: the end-to-end rate is Celery's ceiling on this broker and worker pool, the fastest
+    any task that does one Redis write can run.
+    """
+    fleet().r.incr(keys.BENCH_NOOP)
 
 
 @task_revoked.connect

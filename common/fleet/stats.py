@@ -14,7 +14,9 @@ from common import keys
 from common.redis_conn import Fields
 
 TICK_STATS_MAXLEN = 10_000
-_FLOATS = frozenset({"value", "planned", "worst_latency_ms"})
+_FLOATS = frozenset({"value", "planned", "worst_latency_ms", "tick_task_ms"})
+# Fields added after entries were first written: an entry without one reads as the default.
+_ADDED_LATER = frozenset({"tick_task_ms"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +24,8 @@ class TickStats:
     """Counts of one tick; ``spend_micros`` is what its bids cost, ``planned`` what pacing planned.
 
     ``missed`` is what was fanned out but neither evaluated nor skipped on time;
-    ``worst_latency_ms`` the time from the tick's start to the end of its slowest evaluation.
+    ``worst_latency_ms`` the time from the tick's start to the end of its slowest evaluation;
+    ``tick_task_ms`` how long the tick task itself took, from its start through the fan-out.
     """
 
     tick: int
@@ -38,6 +41,7 @@ class TickStats:
     planned: float = 0.0
     missed: int = 0
     worst_latency_ms: float = 0.0
+    tick_task_ms: float = 0.0
 
     @property
     def spend(self) -> float:
@@ -48,13 +52,19 @@ class TickStats:
         out: Fields = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["value"], out["planned"] = repr(self.value), repr(self.planned)
         out["worst_latency_ms"] = f"{self.worst_latency_ms:.1f}"
+        out["tick_task_ms"] = f"{self.tick_task_ms:.1f}"
         return out
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, str]) -> TickStats:
-        """Parse a stream entry; a missing or malformed field raises ``ValueError`` naming it."""
+        """Parse a stream entry; a missing or malformed field raises ``ValueError`` naming it.
+
+        A field added later (``tick_task_ms``) may be missing from older entries: it reads as its default.
+        """
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in raw and f.name in _ADDED_LATER:
+                continue
             if f.name not in raw:
                 raise ValueError(f"tick stats entry without {f.name!r}: {dict(raw)}")
             values[f.name] = (float if f.name in _FLOATS else int)(raw[f.name])

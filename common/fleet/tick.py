@@ -85,6 +85,11 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
     return TickPlan(tick, groups, forecasts)
 
 
+def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
+    """Add the tick task's own duration to the tick's counters; ``summarize`` carries it into the entry."""
+    fleet.r.hincrbyfloat(keys.tick_counters(tick), "tick_task_ms", milliseconds)
+
+
 def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
     """Active campaigns inside their flight; those whose flight is over become finished."""
     campaigns = fleet.store.get_many(fleet.store.ids(CampaignStatus.ACTIVE))
@@ -117,6 +122,7 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
         missed=max(0, counts["fanned"] - counts["evaluated"] - counts["skipped"]),
         # As the stream holds it, so that the metrics see what every reader of the entry sees.
         worst_latency_ms=float(f"{worst or 0:.1f}"),
+        tick_task_ms=float(f"{float(counters.get('tick_task_ms', 0)):.1f}"),
     )
     stats.append(fleet.r, entry)
     metrics.record_tick(fleet.r, entry)
