@@ -27,7 +27,7 @@ from cli.bench.measure import TreeSnapshot, redis_cpu, redis_memory, rss_mb, tre
 from cli.bench.report import WARMUP_TICKS, BenchResult, CountResult, CpuSeconds
 from cli.processes import Child, ProcessGroup
 from cli.redis_server import RedisServer
-from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, load_demo
+from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, load_demo, worker_argv
 from common import keys
 from common.fleet.fleet import DEFAULT_MARKET_TICKS, Fleet
 from common.fleet.stats import TickStats
@@ -128,8 +128,7 @@ class Bench:
         env["CE_CAMPAIGNS_PER_TASK"] = str(group)
         worker = workers.spawn(
             "worker",
-            celery_argv("-A", "worker", "worker", "-l", LOG_LEVEL, "-n", f"ce-bench-{os.getpid()}@%h",
-                        "-Q", "ticks,evaluations,maintenance", "-c", str(plan.concurrency)),
+            worker_argv(f"ce-bench-{os.getpid()}@%h", plan.concurrency, LOG_LEVEL),
             env,
         )  # fmt: skip
         self._wait_for_worker(workers)
