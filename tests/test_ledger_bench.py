@@ -1,9 +1,10 @@
-"""Benchmark (not a check): reserve+settle pairs per second beside a trivial EVALSHA on the same server.
+"""Benchmark (not a check): reserve, submit, settle cycles per second beside a trivial EVALSHA on the same server.
 
 Run with ``make bench-micro ARGS=tests/test_ledger_bench.py`` (or ``pytest -m benchmark -s``). For each
 AOF fsync policy a private Redis is started, and on it one client measures, for a fixed time each:
-``EVALSHA`` of ``return 1``, a ``reserve`` then ``settle`` pair, and both again 100 to a pipeline.
-The ratio says how many trivial script calls one pair costs; the server's own time per script call
+``EVALSHA`` of ``return 1``; a ``reserve``, ``submit``, ``settle`` cycle, a call at a time; and
+both 100 to a pipeline, the cycle as an evaluation runs it (reserve and submit in one round trip,
+settle in a second). The ratio says how many trivial script calls one cycle costs; the server's own time per script call
 (from INFO commandstats) shows how much of it is Lua and how much the client and the round trip.
 Figures go to stdout and to test-artifacts/ledger_bench.json; docs/ledger.md records a run.
 """
@@ -60,15 +61,17 @@ def measure(client: redis.Redis) -> dict[str, float]:
         pipe.execute()
         return PIPELINE
 
-    def one_pair(i: int) -> int:
+    def one_cycle(i: int) -> int:
         cid, tick = CAMPAIGNS[i % PIPELINE], i // PIPELINE
-        grant = ledger.reserve(cid, tick, {"search": 2_000, "social": 1_000})
+        ledger.reserve(cid, tick, {"search": 2_000, "social": 1_000})
+        grant = ledger.submit(cid, tick)
         ledger.settle(cid, tick, {p: g // 2 for p, g in grant.granted.items()})
         return 1
 
-    def many_pairs(i: int) -> int:
+    def many_cycles(i: int) -> int:
+        # As an evaluation does: reserve and submit in one round trip, then settle in another.
         tick = 1_000_000 + i  # ticks the single calls never reach
-        grants = ledger.reserve_many((cid, tick, {"search": 2_000, "social": 1_000}) for cid in CAMPAIGNS)
+        grants = ledger.reserve_and_submit_many((cid, tick, {"search": 2_000, "social": 1_000}) for cid in CAMPAIGNS)
         costs = [(g.campaign, tick, {p: v // 2 for p, v in g.granted.items()}) for g in grants]  # type: ignore[union-attr]
         ledger.settle_many(costs)
         return PIPELINE
@@ -76,9 +79,9 @@ def measure(client: redis.Redis) -> dict[str, float]:
     figures = {}
     for name, step in [
         ("trivial_single", one_trivial),
-        ("pairs_single", one_pair),
+        ("cycles_single", one_cycle),
         ("trivial_pipelined", many_trivial),
-        ("pairs_pipelined", many_pairs),
+        ("cycles_pipelined", many_cycles),
     ]:
         figures[name], figures[f"{name}_server_usec"] = _rate(client, step)
     audit_all(client, CAMPAIGNS, expect_open=False)
@@ -99,15 +102,15 @@ def test_ledger_throughput(request: pytest.FixtureRequest, tmp_path: Path, artif
             client.close()
 
     lines = [
-        f"{'appendfsync':<12}{'mode':<11}{'return 1 /s':>13}{'pairs /s':>11}{'pair = n trivial':>18}"
+        f"{'appendfsync':<12}{'mode':<11}{'return 1 /s':>13}{'cycles /s':>11}{'cycle = n trivial':>18}"
         f"{'server us/call: trivial':>25}{'ledger':>8}",
     ]
     for policy, f in results.items():
         for mode in ("single", "pipelined"):
-            trivial, pairs = f[f"trivial_{mode}"], f[f"pairs_{mode}"]
+            trivial, cycles = f[f"trivial_{mode}"], f[f"cycles_{mode}"]
             lines.append(
-                f"{policy:<12}{mode:<11}{trivial:>13,.0f}{pairs:>11,.0f}{trivial / pairs:>18.1f}"
-                f"{f[f'trivial_{mode}_server_usec']:>25.1f}{f[f'pairs_{mode}_server_usec']:>8.1f}"
+                f"{policy:<12}{mode:<11}{trivial:>13,.0f}{cycles:>11,.0f}{trivial / cycles:>18.1f}"
+                f"{f[f'trivial_{mode}_server_usec']:>25.1f}{f[f'cycles_{mode}_server_usec']:>8.1f}"
             )
     print("\n" + "\n".join(lines))
     (artifacts_dir / "ledger_bench.json").write_text(json.dumps(results, indent=2))
