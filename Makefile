@@ -8,7 +8,7 @@ ARGS ?=
 MARK ?=
 TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
-.PHONY: run test lint bench bench-micro clean
+.PHONY: run test lint bench bench-micro load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 # The pytest benchmarks (the ledger's scripts under each fsync policy).
 bench-micro: $(STAMP)
 	$(BIN)/python -m pytest -m benchmark -s $(ARGS)
+
+# locustfiles/steady.py at a fixed rate beside `campaign-engine up --campaigns N` on ports of its own;
+# CSV files and the summary in .run/load/. Options through ARGS: --campaigns, --duration, --users, --ops-rate.
+load: $(STAMP)
+	$(BIN)/python -m locustfiles.load $(ARGS)
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
