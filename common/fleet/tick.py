@@ -67,22 +67,32 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         log.info("tick %d already claimed", tick, extra={"tick": tick})
         return None
     if simulate_feed and tick > 0:
-        fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-        kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
-        fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
+        publish_simulated_feed(fleet, tick)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     size = fleet.settings.campaigns_per_task
     groups = [due[i : i + size] for i in range(0, len(due), size)]
+    open_counters(fleet, tick, len(due))
+    if tick > 0:
+        summarize(fleet, tick - 1)
+    return TickPlan(tick, groups, forecasts)
+
+
+def publish_simulated_feed(fleet: Fleet, tick: int) -> None:
+    """Publish the simulated market's figures of ``tick - 1`` and trim what the feed no longer needs."""
+    fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
+    kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
+    fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
+
+
+def open_counters(fleet: Fleet, tick: int, fanned: int) -> None:
+    """Start the tick's counters at zero (``fanned`` at its fan-out) and mark it the newest tick."""
     pipe = fleet.r.pipeline(transaction=False)
-    counters: Fields = {name: 0 for name in COUNTERS} | {"fanned": len(due)}
+    counters: Fields = {name: 0 for name in COUNTERS} | {"fanned": fanned}
     pipe.hset(keys.tick_counters(tick), mapping=counters)
     pipe.expire(keys.tick_counters(tick), TICK_KEY_TTL)
     pipe.set(keys.LAST_TICK, tick)
     pipe.execute()
-    if tick > 0:
-        summarize(fleet, tick - 1)
-    return TickPlan(tick, groups, forecasts)
 
 
 def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
