@@ -71,6 +71,12 @@ def evaluated(campaign_id: str, tick: int) -> str:
 # --- fleet-wide -----------------------------------------------------------------------------------
 CAMPAIGNS = f"{PREFIX}:campaigns"  # set of every campaign id
 ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
+# The active campaigns' flights, so the tick finds the due ones by range without reading their specs.
+# Members are exactly those of ACTIVE (the store writes both together); each holds one member per
+# active campaign, removed when it is paused, finished or deleted.
+FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, score = start_tick
+FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
+FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
 DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/fleet/decisions.py)
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
