@@ -82,6 +82,9 @@ DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/f
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)
+# Hash platform id -> JSON of the volume cycle last fitted (common/fleet/cycles.py): one field per
+# platform, replaced at each refit.
+CYCLES = f"{PREFIX}:cycles"
 BENCH_NOOP = f"{PREFIX}:bench:noop"  # counter the benchmark's no-op task increments (campaign-engine bench)
 
 
@@ -98,6 +101,15 @@ def tick_counters(tick: int) -> str:
 def feed(platform_id: str) -> str:
     """Hash tick -> JSON figures (cpc, cvr, volume) published after the tick ended."""
     return f"{PREFIX}:feed:{platform_id}"
+
+
+def feed_volume(platform_id: str) -> str:
+    """String: the volume history the cycle fit reads, a ring of float64 pairs (tick + 1, volume).
+
+    Tick t sits at byte 16 * (t mod 100,000) (``common.fleet.feed.VOLUME_HISTORY_TICKS``): 1.6 MB
+    per platform at most, written once per published tick with SETRANGE, overwritten a lap later.
+    """
+    return f"{PREFIX}:feed:{platform_id}:volume"
 
 
 def forecast(tick: int) -> str:

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from common import keys
-from common.fleet import metrics, stats
+from common.fleet import cycles, metrics, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
 TICK_KEY_TTL = 86_400
-# Ticks of feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual view.
+# Ticks of JSON feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual
+# view. The volume cycle reads its season from the feed's compact volume history instead.
 FEED_RETENTION = 240
 COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
 
@@ -51,8 +52,9 @@ def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
     if not pids:
         return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
-    history = fleet.feed.window(pids, tick - 1, max(window, fleet.season))
-    forecasts = forecast(history, pids, tick, window=window, season=fleet.season)
+    history = fleet.feed.window(pids, tick - 1, window)
+    fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks)
+    forecasts = forecast(history, pids, tick, window=window, season=fleet.season, cycles=fitted)
     return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
 
 
@@ -81,7 +83,7 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
 def publish_simulated_feed(fleet: Fleet, tick: int) -> None:
     """Publish the simulated market's figures of ``tick - 1`` and trim what the feed no longer needs."""
     fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-    kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
+    kept = max(FEED_RETENTION, fleet.settings.forecast_window)
     fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
 
 
