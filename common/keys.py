@@ -2,6 +2,12 @@
 
 Keys that belong to a campaign carry its hash tag ``{c:<id>}`` so that they share one slot and the
 ledger's Lua scripts stay valid on Redis Cluster. Fleet-wide keys live under ``ce:``.
+
+Two layouts serve the tick task, whose cost must not grow with the campaigns' specs or the season:
+the flight index (``FLIGHT_STARTS``, ``FLIGHT_ENDS``) answers which campaigns are due with range
+queries, and the volume history (``feed_volume``) gives the cycle fit a season of volumes in one
+read (docs/engine.md, "The tick's cost": ``begin`` at 20,000 campaigns and a 43,200-tick season
+went from 1,217 ms to 35 ms).
 """
 
 from __future__ import annotations
@@ -99,7 +105,11 @@ def tick_counters(tick: int) -> str:
 
 
 def feed(platform_id: str) -> str:
-    """Hash tick -> JSON figures (cpc, cvr, volume) published after the tick ended."""
+    """Hash tick -> JSON figures (cpc, cvr, volume) published after the tick ended.
+
+    The tick trims it to ``FEED_RETENTION`` ticks (the window and the dashboard); the season the
+    volume cycle needs is in ``feed_volume``.
+    """
     return f"{PREFIX}:feed:{platform_id}"
 
 

@@ -3,7 +3,8 @@
 Run with ``pytest -m benchmark -s tests/test_tick_bench.py``. For N campaigns and a feed of S ticks
 (the season, so the cycle is fitted to all of it) on the test Redis, the tick task's steps are timed
 as ``begin`` runs them: the simulated feed's publish and trim, the forecasts, the due campaigns, the
-counters and the previous tick's summary; then ``begin`` whole, on further ticks. Each figure is the
+counters and the previous tick's summary; then ``begin`` whole, on further ticks; then the forecasts
+of a tick that refits every platform's volume cycle at once (``refit``), the worst tick. Each figure is the
 median of ROUNDS ticks, also given as a multiple of one HGETALL round trip measured in the same run
 so that runs on machines of different speed compare. Figures go to stdout and to
 test-artifacts/tick_bench.json; docs/engine.md records a run.
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+from common import keys
 from common.fleet import tick as ticks
 from common.fleet.fleet import Fleet
 from common.market.generator import generate
@@ -96,6 +98,13 @@ def measure(fleet: Fleet, season: int) -> dict[str, float]:
 
     rounds = [steps(first + i) for i in range(ROUNDS)]
     figures = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+
+    def refit_all(tick: int) -> None:
+        # The worst tick: every platform's cycle refitted at once (as after the stored fits were lost).
+        fleet.r.delete(keys.CYCLES)
+        ticks.compute_forecasts(fleet, tick)
+
+    figures["refit"] = _median_ms(refit_all, first)
     figures["begin"] = _median_ms(lambda tick: ticks.begin(fleet, tick), first + ROUNDS)
     return figures
 
@@ -123,7 +132,7 @@ def test_tick_cost(
             fleet.r.close()
     client.close()
 
-    columns = ("feed", "forecasts", "due", "counters", "begin")
+    columns = ("feed", "forecasts", "due", "counters", "begin", "refit")
     lines = [f"one HGETALL round trip: {baseline:.3f} ms; each step in ms (x round trips)"]
     lines.append(f"{'campaigns':>9}{'season':>8}" + "".join(f"{c:>19}" for c in columns))
     for row in results:
