@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         le=100_000,
         description="Ticks in one cycle of the market's volume (a day); unset: the simulated market's length, 0: none.",
     )
+    cycle_refit_ticks: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Ticks between refits of the volume cycle; unset: a 48th of the season (at least 1).",
+    )
     campaigns_per_task: int = Field(default=1, ge=1, le=10_000, description="Campaigns per evaluate task.")
     reservation_grace_ticks: int = Field(
         default=3,

@@ -15,7 +15,7 @@ from common.fleet import decisions
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
-from common.fleet.tick import begin, claim
+from common.fleet.tick import begin, claim, due_campaigns
 from common.market.scenario import Scenario
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks
@@ -139,6 +139,28 @@ def test_campaigns_finish_when_their_flight_ends_or_budget_runs_out(fleet: Fleet
     assert fleet.store.get("short").status is CampaignStatus.FINISHED
     balance = fleet.ledger.balance("short")
     assert balance.spent > 0 and balance.reserved == 0
+
+
+def test_the_due_campaigns_are_the_active_ones_in_their_flight(fleet: Fleet, market: Path) -> None:
+    from common.models import CampaignSpec, CampaignStatus
+
+    load_campaigns(fleet.r, market, 0)
+    pid = next(iter(fleet.scenario.platforms))
+    flights = {f"c{i:02d}": (i % 7, i % 7 + 1 + i % 5) for i in range(30)}
+    for cid, (start, end) in flights.items():
+        fleet.store.create(CampaignSpec(id=cid, budget=1e6, value_per_conversion=40.0, platforms={pid: 0.05},
+                                        start_tick=start, end_tick=end))  # fmt: skip
+    fleet.store.pause("c03")
+    # c04 paused by a change interrupted before it reached the indexes: evaluated but never finished.
+    fleet.r.hset(keys.campaign("c04"), "status", CampaignStatus.PAUSED.value)
+    for t in range(0, 13):
+        expected = sorted(c for c, (start, end) in flights.items() if start <= t < end and c not in ("c03", "c04"))
+        due = due_campaigns(fleet, t)
+        assert [c for c in due if c != "c04"] == expected
+        finished = {c for c, (_, end) in flights.items() if end <= t and c not in ("c03", "c04")}
+        assert {c for c in finished if fleet.store.get(c).status is CampaignStatus.FINISHED} == finished
+    assert fleet.store.get("c04").status is CampaignStatus.PAUSED
+    assert fleet.store.ids(CampaignStatus.ACTIVE) == [], "every flight is over: none is left active"
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import redis
 
+from common import keys
 from common.errors import Conflict, InvalidInput, LedgerError, NotFound
 from common.fleet.store import CampaignStore
 from common.models import CampaignStatus, PlatformInfo
@@ -165,3 +166,67 @@ def test_a_repeated_status_change_repairs_the_index(store: CampaignStore, r: red
     r.srem("ce:campaigns:active", "c1")  # as if a change had been interrupted
     store.resume("c1")
     assert store.ids(CampaignStatus.ACTIVE) == ["c1"]
+
+
+def _flights(r: redis.Redis) -> dict[str, tuple[float, float]]:
+    starts = dict(r.zrange(keys.FLIGHT_STARTS, 0, -1, withscores=True))
+    ends = dict(r.zrange(keys.FLIGHT_ENDS, 0, -1, withscores=True))
+    assert set(starts) == set(ends)
+    return {cid: (starts[cid], ends[cid]) for cid in starts}
+
+
+def test_the_flight_index_follows_every_change(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign(id="a", start_tick=5, end_tick=50))
+    store.create(campaign(id="b", start_tick=0, end_tick=30))
+    assert _flights(r) == {"a": (5, 50), "b": (0, 30)}
+    store.update("a", {"start_tick": 10, "end_tick": 60})
+    assert _flights(r)["a"] == (10, 60)
+    store.pause("a")
+    assert set(_flights(r)) == {"b"}
+    store.update("a", {"end_tick": 70})  # a paused campaign stays out of the index
+    assert set(_flights(r)) == {"b"}
+    store.resume("a")
+    assert _flights(r)["a"] == (10, 70)
+    store.finish("b")
+    assert set(_flights(r)) == {"a"}
+    store.delete("a")
+    assert _flights(r) == {}
+
+
+def test_flights_are_the_due_and_the_ended_active_campaigns(store: CampaignStore) -> None:
+    store.create(campaign(id="early", start_tick=0, end_tick=10))
+    store.create(campaign(id="late", start_tick=20, end_tick=40))
+    store.create(campaign(id="now", start_tick=10, end_tick=30))
+    store.create(campaign(id="paused", start_tick=0, end_tick=40))
+    store.pause("paused")
+    assert store.flights(9) == (["early"], [])
+    assert store.flights(10) == (["now"], ["early"])
+    assert store.flights(20) == (["late", "now"], ["early"])
+    assert store.flights(30) == (["late"], ["early", "now"])
+    assert store.flights(40) == ([], ["early", "late", "now"])
+
+
+def test_campaigns_created_before_the_flight_index_are_indexed_once(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign(id="old", start_tick=0, end_tick=50))
+    store.create(campaign(id="gone", start_tick=0, end_tick=50))
+    store.pause("gone")
+    # As a store without the index left them: in ce:campaigns:active only, one by mistake.
+    r.delete(keys.FLIGHT_STARTS, keys.FLIGHT_ENDS, keys.FLIGHTS_INDEXED)
+    r.sadd(keys.ACTIVE, "gone")
+    store.create(campaign(id="new", start_tick=0, end_tick=20))
+    assert store.flights(25) == (["old"], ["new"])
+    assert set(_flights(r)) == {"old", "new"} and r.exists(keys.FLIGHTS_INDEXED)
+    r.zrem(keys.FLIGHT_STARTS, "old")  # built once: not rebuilt while the marker stands
+    r.zrem(keys.FLIGHT_ENDS, "old")
+    assert store.flights(25) == ([], ["new"])
+
+
+def test_reindex_takes_a_stale_entry_out(store: CampaignStore, r: redis.Redis) -> None:
+    store.create(campaign(id="a", start_tick=0, end_tick=50))
+    store.pause("a")
+    r.zadd(keys.FLIGHT_STARTS, {"a": 0})  # as if the pause had been interrupted
+    r.zadd(keys.FLIGHT_ENDS, {"a": 50})
+    store.reindex("a")
+    assert _flights(r) == {}
+    store.reindex("nonexistent")
+    assert _flights(r) == {}

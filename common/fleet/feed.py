@@ -3,12 +3,19 @@
 ``FeedStore`` keeps what was published in Redis (idempotently: a (platform, tick) is written once)
 and reads the sliding windows the forecasts need. ``SimulatedFeed`` plays a scenario's true series
 into it, one tick at a time, as a real platform connector would post them.
+
+Each figure is kept twice: as JSON in the platform's hash, for the short forecasting window and the
+dashboard (trimmed to a few hundred ticks), and its volume as two float64 (tick + 1, volume) in a
+ring of ``VOLUME_HISTORY_TICKS`` slots, which the volume cycle reads a whole season of with one
+GETRANGE and one ``numpy.frombuffer`` instead of a JSON document per tick. The tick stamp tells a
+slot written for the tick asked from one left by an earlier lap, or never written (zero).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import redis
@@ -20,6 +27,9 @@ from common.models import FloatArray, PlatformFigures
 from common.redis_conn import store_call
 
 METRICS = ("cpc", "cvr", "volume")
+# Slots of the volume ring: the longest season the settings allow (CE_SEASON_TICKS).
+VOLUME_HISTORY_TICKS = 100_000
+_SLOT = np.dtype([("stamp", "<f8"), ("volume", "<f8")])
 
 
 class FeedStore:
@@ -34,7 +44,58 @@ class FeedStore:
         pipe = self.r.pipeline(transaction=False)
         for pid, fig in figures.items():
             pipe.hsetnx(keys.feed(pid), str(tick), fig.model_dump_json())
-        return sum(int(x) for x in pipe.execute())
+            pipe.exists(keys.feed_volume(pid))
+        replies = pipe.execute()
+        # The ring takes the volume of the figures the hash kept: only a first publication writes it.
+        new = [pid for pid, written in zip(figures, replies[0::2], strict=True) if written]
+        for pid, has_ring in zip(figures, replies[1::2], strict=True):
+            if pid in new and not has_ring:
+                self._fill_volumes(pid)  # a feed published before the ring existed: copied once
+        for pid in new:
+            pipe.setrange(keys.feed_volume(pid), _offset(tick), _pack([tick], [figures[pid].volume]))
+        pipe.execute()
+        return len(new)
+
+    def _fill_volumes(self, platform_id: str) -> None:
+        stored: dict[str, str] = self.r.hgetall(keys.feed(platform_id))  # type: ignore[assignment]
+        pipe = self.r.pipeline(transaction=False)
+        for tick, doc in stored.items():
+            pipe.setrange(
+                keys.feed_volume(platform_id), _offset(int(tick)), _pack([int(tick)], [json.loads(doc)["volume"]])
+            )
+        pipe.execute()
+
+    @store_call("read volume history")
+    def volumes(self, platform_ids: Sequence[str], first_tick: int, last_tick: int) -> FloatArray:
+        """Volumes of ticks ``first_tick .. last_tick`` from the ring: shape (platforms, ticks), NaN where unknown."""
+        size = last_tick - first_tick + 1
+        out = np.full((len(platform_ids), max(size, 0)), np.nan)
+        start = max(first_tick, 0, last_tick - VOLUME_HISTORY_TICKS + 1)
+        if start > last_tick or not platform_ids:
+            return out
+        # The ticks asked occupy one run of slots, or two where the ring wraps around.
+        runs, tick = [], start
+        while tick <= last_tick:
+            slot = tick % VOLUME_HISTORY_TICKS
+            length = min(last_tick - tick + 1, VOLUME_HISTORY_TICKS - slot)
+            runs.append((slot, length))
+            tick += length
+        # Through execute_command, which alone takes NEVER_DECODE: the slots are bytes on a decoding client.
+        pipe: Any = self.r.pipeline(transaction=False)
+        for pid in platform_ids:
+            for slot, length in runs:
+                begin = slot * _SLOT.itemsize
+                pipe.execute_command(
+                    "GETRANGE", keys.feed_volume(pid), begin, begin + length * _SLOT.itemsize - 1, NEVER_DECODE=True
+                )
+        replies = iter(pipe.execute())
+        expected = np.arange(start, last_tick + 1, dtype=float) + 1
+        for i in range(len(platform_ids)):
+            # A ring shorter than the slots asked (never written that far) reads as zeros: no tick.
+            raw = b"".join(_padded(next(replies), length) for _, length in runs)
+            slots = np.frombuffer(raw, dtype=_SLOT)
+            out[i, start - first_tick :] = np.where(slots["stamp"] == expected, slots["volume"], np.nan)
+        return out
 
     @store_call("read feed")
     def window(self, platform_ids: Sequence[str], last_tick: int, size: int) -> FloatArray:
@@ -63,6 +124,21 @@ class FeedStore:
         for pid in platform_ids:
             pipe.hdel(keys.feed(pid), *old)
         pipe.execute()
+
+
+def _offset(tick: int) -> int:
+    return (tick % VOLUME_HISTORY_TICKS) * _SLOT.itemsize
+
+
+def _pack(ticks: Sequence[int], volumes: Sequence[float]) -> bytes:
+    slots = np.empty(len(ticks), dtype=_SLOT)
+    slots["stamp"] = np.asarray(ticks, dtype=float) + 1
+    slots["volume"] = volumes
+    return slots.tobytes()
+
+
+def _padded(raw: bytes, slots: int) -> bytes:
+    return raw + bytes(slots * _SLOT.itemsize - len(raw))
 
 
 class SimulatedFeed:

@@ -52,6 +52,12 @@ class Fleet:
         configured = self.settings.season_ticks
         return self.scenario.ticks if configured is None else configured
 
+    @property
+    def cycle_refit_ticks(self) -> int:
+        """Ticks between refits of each platform's volume cycle (common/fleet/cycles.py)."""
+        configured = self.settings.cycle_refit_ticks
+        return max(1, self.season // 48) if configured is None else configured
+
     @cached_property
     def store(self) -> CampaignStore:
         return CampaignStore(self.r)

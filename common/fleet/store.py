@@ -2,13 +2,16 @@
 
 A campaign's definition lives in ``{c:<id>}:campaign`` beside its budget (owned by the ledger), so
 one hash slot holds everything the ledger scripts read. The fleet-wide sets ``ce:campaigns`` and
-``ce:campaigns:active`` index them for listing and fan-out.
+``ce:campaigns:active`` index them for listing and fan-out; the active ones' flights are also kept
+in two sorted sets (by start and by end tick), so that the tick finds which are due, and which
+ended, with range queries instead of reading every spec.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -72,6 +75,7 @@ class CampaignStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.sadd(keys.CAMPAIGNS, spec.id)
         pipe.sadd(keys.ACTIVE, spec.id)
+        _index_flight(pipe, spec)
         pipe.execute()
         log.debug("campaign created", extra={"campaign": spec.id, "budget": spec.budget})
         return Campaign(spec=spec, status=CampaignStatus.ACTIVE)
@@ -106,6 +110,55 @@ class CampaignStore:
         members: set[str] = self.r.smembers(key)  # type: ignore[assignment]
         return sorted(members)
 
+    @store_call("list campaigns by flight")
+    def flights(self, tick: int) -> tuple[list[str], list[str]]:
+        """Active campaigns ``(due, ended)`` at ``tick``: in their flight, and past its end; each sorted by id.
+
+        Read from the flight index alone; built first from ``ce:campaigns:active`` if it never was
+        (campaigns created before the index existed).
+        """
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(keys.FLIGHTS_INDEXED)
+        pipe.zrangebyscore(keys.FLIGHT_ENDS, "-inf", tick)
+        pipe.zrangebyscore(keys.FLIGHT_ENDS, f"({tick}", "+inf")
+        pipe.zrangebyscore(keys.FLIGHT_STARTS, f"({tick}", "+inf")
+        indexed, ended, running, waiting = pipe.execute()
+        if not indexed:
+            self.rebuild_flights()
+            return self.flights(tick)
+        if waiting:
+            running = set(running).difference(waiting)
+        return sorted(running), sorted(ended)
+
+    @store_call("rebuild the flight index")
+    def rebuild_flights(self) -> int:
+        """Index the flight of every active campaign; returns how many. Safe to repeat or to race."""
+        found = self.get_many(self.ids(CampaignStatus.ACTIVE))
+        pipe = self.r.pipeline(transaction=False)
+        active = [c.spec for c in found.values() if c.status is CampaignStatus.ACTIVE]
+        for spec in active:
+            _index_flight(pipe, spec)
+        pipe.set(keys.FLIGHTS_INDEXED, "1")
+        pipe.execute()
+        log.info("flight index rebuilt from %d active campaigns", len(active))
+        return len(active)
+
+    @store_call("reindex campaign")
+    def reindex(self, campaign_id: str) -> None:
+        """Make the fleet-wide indexes agree with what is stored of one campaign (gone: out of them)."""
+        try:
+            campaign: Campaign | None = self.get(campaign_id)
+        except (NotFound, ValueError, KeyError):
+            campaign = None
+        pipe = self.r.pipeline(transaction=False)
+        if campaign is not None and campaign.status is CampaignStatus.ACTIVE:
+            pipe.sadd(keys.ACTIVE, campaign_id)
+            _index_flight(pipe, campaign.spec)
+        else:
+            pipe.srem(keys.ACTIVE, campaign_id)
+            _unindex_flight(pipe, campaign_id)
+        pipe.execute()
+
     def list(self, status: CampaignStatus | None = None) -> list[Campaign]:
         found = self.get_many(self.ids(status))
         return [c for c in found.values() if status is None or c.status is status]
@@ -138,6 +191,10 @@ class CampaignStore:
                 self.ledger.adjust(campaign_id, delta)
             # The status is not written back: a pause or finish racing this change keeps its effect.
             self.r.hset(keys.campaign(campaign_id), mapping=_spec_fields(spec))
+            # Nor is a flight indexed that a racing pause or finish took out of the index (XX).
+            pipe = self.r.pipeline(transaction=False)
+            _index_flight(pipe, spec, only_update=True)
+            pipe.execute()
         finally:
             lock.release()
         return self.get(campaign_id)
@@ -161,12 +218,16 @@ class CampaignStore:
                 raise InvalidInput.one("status", f"a {current.status.value} campaign cannot become {status.value}")
             self.r.hset(keys.campaign(campaign_id), "status", status.value)
             log.info("campaign %s", status.value, extra={"campaign": campaign_id})
-        # The fleet-wide index follows the status, also when a repeated call finds it already set
+        # The fleet-wide indexes follow the status, also when a repeated call finds it already set
         # (so an index left behind by an interrupted change is repaired).
+        pipe = self.r.pipeline(transaction=False)
         if status is CampaignStatus.ACTIVE:
-            self.r.sadd(keys.ACTIVE, campaign_id)
+            pipe.sadd(keys.ACTIVE, campaign_id)
+            _index_flight(pipe, current.spec)
         else:
-            self.r.srem(keys.ACTIVE, campaign_id)
+            pipe.srem(keys.ACTIVE, campaign_id)
+            _unindex_flight(pipe, campaign_id)
+        pipe.execute()
         return Campaign(spec=current.spec, status=status)
 
     @store_call("delete campaign")
@@ -175,6 +236,7 @@ class CampaignStore:
         self.get(campaign_id)
         pipe = self.r.pipeline(transaction=False)
         pipe.srem(keys.ACTIVE, campaign_id)
+        _unindex_flight(pipe, campaign_id)
         pipe.srem(keys.CAMPAIGNS, campaign_id)
         pipe.execute()
         tag = keys.campaign_tag(campaign_id)
@@ -184,6 +246,18 @@ class CampaignStore:
 
     def balance(self, campaign_id: str) -> Balance:
         return self.ledger.balance(campaign_id)
+
+
+def _index_flight(pipe: redis.client.Pipeline, spec: CampaignSpec, *, only_update: bool = False) -> None:
+    """Queue the flight of an active campaign into the index (``only_update``: if it is there)."""
+    end = math.inf if spec.end_tick is None else spec.end_tick
+    pipe.zadd(keys.FLIGHT_STARTS, {spec.id: spec.start_tick}, xx=only_update)
+    pipe.zadd(keys.FLIGHT_ENDS, {spec.id: end}, xx=only_update)
+
+
+def _unindex_flight(pipe: redis.client.Pipeline, campaign_id: str) -> None:
+    pipe.zrem(keys.FLIGHT_STARTS, campaign_id)
+    pipe.zrem(keys.FLIGHT_ENDS, campaign_id)
 
 
 def _escape(pattern: str) -> str:

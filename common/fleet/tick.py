@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from common import keys
-from common.fleet import metrics, stats
+from common.fleet import cycles, metrics, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
 TICK_KEY_TTL = 86_400
-# Ticks of feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual view.
+# Ticks of JSON feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual
+# view. The volume cycle reads its season from the feed's compact volume history instead.
 FEED_RETENTION = 240
 COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
 
@@ -51,8 +52,9 @@ def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
     if not pids:
         return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
-    history = fleet.feed.window(pids, tick - 1, max(window, fleet.season))
-    forecasts = forecast(history, pids, tick, window=window, season=fleet.season)
+    history = fleet.feed.window(pids, tick - 1, window)
+    fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks)
+    forecasts = forecast(history, pids, tick, window=window, season=fleet.season, cycles=fitted)
     return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
 
 
@@ -67,22 +69,32 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         log.info("tick %d already claimed", tick, extra={"tick": tick})
         return None
     if simulate_feed and tick > 0:
-        fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
-        kept = max(FEED_RETENTION, fleet.settings.forecast_window, fleet.season)
-        fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
+        publish_simulated_feed(fleet, tick)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     size = fleet.settings.campaigns_per_task
     groups = [due[i : i + size] for i in range(0, len(due), size)]
+    open_counters(fleet, tick, len(due))
+    if tick > 0:
+        summarize(fleet, tick - 1)
+    return TickPlan(tick, groups, forecasts)
+
+
+def publish_simulated_feed(fleet: Fleet, tick: int) -> None:
+    """Publish the simulated market's figures of ``tick - 1`` and trim what the feed no longer needs."""
+    fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
+    kept = max(FEED_RETENTION, fleet.settings.forecast_window)
+    fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
+
+
+def open_counters(fleet: Fleet, tick: int, fanned: int) -> None:
+    """Start the tick's counters at zero (``fanned`` at its fan-out) and mark it the newest tick."""
     pipe = fleet.r.pipeline(transaction=False)
-    counters: Fields = {name: 0 for name in COUNTERS} | {"fanned": len(due)}
+    counters: Fields = {name: 0 for name in COUNTERS} | {"fanned": fanned}
     pipe.hset(keys.tick_counters(tick), mapping=counters)
     pipe.expire(keys.tick_counters(tick), TICK_KEY_TTL)
     pipe.set(keys.LAST_TICK, tick)
     pipe.execute()
-    if tick > 0:
-        summarize(fleet, tick - 1)
-    return TickPlan(tick, groups, forecasts)
 
 
 def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
@@ -91,17 +103,19 @@ def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
 
 
 def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
-    """Active campaigns inside their flight; those whose flight is over become finished."""
-    campaigns = fleet.store.get_many(fleet.store.ids(CampaignStatus.ACTIVE))
-    due = []
-    for cid, campaign in campaigns.items():
-        if campaign.status is not CampaignStatus.ACTIVE:
-            continue
-        end = campaign.spec.end_tick
-        if end is not None and tick >= end:
+    """Active campaigns inside their flight, by id; those whose flight is over become finished.
+
+    Found by the store's flight index, without reading a spec: only the few that ended are read.
+    """
+    due, ended = fleet.store.flights(tick)
+    found = fleet.store.get_many(ended)
+    for cid in ended:
+        # An entry left by an interrupted pause or delete is taken out: finish() would turn a paused
+        # campaign into a finished one.
+        if cid in found and found[cid].status is CampaignStatus.ACTIVE:
             fleet.store.finish(cid)
-        elif campaign.spec.start_tick <= tick:
-            due.append(cid)
+        else:
+            fleet.store.reindex(cid)
     return due
 
 
