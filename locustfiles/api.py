@@ -12,26 +12,24 @@ the tick that ended, which the fleet's simulated platforms have already publishe
 
 from __future__ import annotations
 
-import itertools
-import logging
-import os
 import random
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from locust import HttpUser, events, task
+from locust import events, task
 from locust.env import Environment
+from requests import Response
 
-TOKEN = os.environ.get("CE_API_TOKEN", "")
+# Locust loads a locustfile by path with its directory first on sys.path: there the shared users are the
+# module ``users``; the type checker, which reads this directory as a package, knows them by their full name.
+if TYPE_CHECKING:
+    from locustfiles import users
+else:
+    import users
+
 # An ad-ops person's pause between two actions, in seconds.
 THINK_SECONDS = (2.0, 6.0)
-# The dashboard polls at most once a second (api/static/dashboard.js); Prometheus every 5 s (docker/).
+# The dashboard polls at most once a second (api/static/dashboard.js).
 DASHBOARD_MIN_PERIOD = 1.0
-SCRAPE_PERIOD = 5.0
-# A pause or resume refused because the campaign finished meanwhile: what an operator would see too.
-FINISHED_REFUSAL = "finished campaign cannot"
-
-log = logging.getLogger(__name__)
 
 
 @events.init_command_line_parser.add_listener
@@ -44,70 +42,23 @@ def _options(parser: Any) -> None:
 
 @events.init.add_listener
 def _require_token(environment: Environment, **_kwargs: Any) -> None:
-    if not TOKEN:
-        log.error("CE_API_TOKEN is not set: every write (feed, PATCH, pause, resume) would be refused with 401")
-        environment.process_exit_code = 2
-        if environment.runner is not None:
-            environment.runner.quit()
+    users.require_token(environment, "feed, PATCH, pause, resume")
 
 
-class ApiUser(HttpUser):
-    abstract = True
-    host = "http://127.0.0.1:8000"
-
-    def on_start(self) -> None:
-        if TOKEN:
-            self.client.headers["Authorization"] = f"Bearer {TOKEN}"
-
-    def paced(self, period: float) -> float:
-        """Wait so that a task starts every ``period`` seconds, however long the last one took."""
-        started = getattr(self, "_task_started", None)
-        elapsed = 0.0 if started is None else time.monotonic() - started
-        wait = max(0.0, period - elapsed)
-        self._task_started = time.monotonic() + wait
-        return wait
-
-
-class PlatformConnector(ApiUser):
-    """A platform's connector: once a tick it reads the tick from /health and posts the figures of the tick
-    that ended."""
+class PlatformConnector(users.PlatformConnector):
+    """A platform's connector, once a tick as the fleet's overview gives it."""
 
     weight = 2
-    _numbers = itertools.count()
 
     def on_start(self) -> None:
         super().on_start()
-        self.index = next(self._numbers)
         self.tick_seconds = self.client.get("/api/overview", name="/api/overview").json()["system"]["tick_seconds"]
-        self.figures: dict[str, dict[str, float]] = {}
 
     def wait_time(self) -> float:
         return self.paced(self.tick_seconds)
 
-    def learn_figures(self) -> None:
-        """Figures to post: the platform's newest published ones (so a post never moves its series)."""
-        view = self.client.get("/api/platforms", params={"ticks": 5}, name="/api/platforms").json()
-        if not view["platforms"]:
-            return
-        pids = sorted(view["platforms"])
-        pid = pids[self.index % len(pids)]
-        actual = view["platforms"][pid]["actual"]
-        newest = {m: [v for v in values if v is not None] for m, values in actual.items()}
-        if all(newest.values()):
-            self.figures = {pid: {m: values[-1] for m, values in newest.items()}}
 
-    @task
-    def publish(self) -> None:
-        if not self.figures:
-            self.learn_figures()
-            return
-        last = self.client.get("/health", name="/health").json().get("last_tick")
-        if last is None or last < 1:
-            return
-        self.client.post("/feed", json={"tick": last - 1, "platforms": self.figures}, name="/feed")
-
-
-class AdOps(ApiUser):
+class AdOps(users.AdOps):
     """A person operating campaigns: mostly reading, now and then raising a budget or pausing one."""
 
     weight = 5
@@ -164,17 +115,9 @@ class AdOps(ApiUser):
     def resume(self, cid: str) -> None:
         self.change(cid, "resume")
 
-    def change(self, cid: str, action: str) -> bool:
-        with self.client.post(f"/campaigns/{cid}/{action}", name=f"/campaigns/{{id}}/{action}",
-                              catch_response=True) as response:  # fmt: skip
-            if response.status_code == 422 and FINISHED_REFUSAL in response.text:
-                response.success()
-                return False
-            return response.ok
 
-
-class Dashboard(ApiUser):
-    """An open dashboard tab: the three JSON reads once a tick (its event stream is not measured here)."""
+class Dashboard(users.Dashboard):
+    """An open dashboard tab, polling once a tick (at most once a second) as the overview gives the tick."""
 
     weight = 2
     tick_seconds = 2.0
@@ -182,23 +125,13 @@ class Dashboard(ApiUser):
     def wait_time(self) -> float:
         return self.paced(max(DASHBOARD_MIN_PERIOD, self.tick_seconds))
 
-    @task
-    def poll(self) -> None:
-        overview = self.client.get("/api/overview", name="/api/overview")
-        self.client.get("/api/platforms", name="/api/platforms")
-        self.client.get("/api/ticks", name="/api/ticks")
+    def polled(self, overview: Response) -> None:
         if overview.ok:
             self.tick_seconds = overview.json()["system"]["tick_seconds"]
 
 
-class Prometheus(ApiUser):
-    """One scraper of /metrics, as docker/prometheus.yml configures it."""
-
-    fixed_count = 1
+class Prometheus(users.Prometheus):
+    """One scraper of /metrics, every 5 s."""
 
     def wait_time(self) -> float:
-        return self.paced(SCRAPE_PERIOD)
-
-    @task
-    def scrape(self) -> None:
-        self.client.get("/metrics", name="/metrics")
+        return self.paced(users.SCRAPE_PERIOD)

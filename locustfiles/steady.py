@@ -15,17 +15,21 @@ started by ``campaign-engine up`` (``make load``).
 from __future__ import annotations
 
 import itertools
-import logging
-import os
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from locust import HttpUser, events, task
+from locust import events, task
 from locust.env import Environment
 from locust.user.wait_time import constant_throughput
 
-TOKEN = os.environ.get("CE_API_TOKEN", "")
+# Locust loads a locustfile by path with its directory first on sys.path: there the shared users are the
+# module ``users``; the type checker, which reads this directory as a package, knows them by their full name.
+if TYPE_CHECKING:
+    from locustfiles import users
+else:
+    import users
+
 # Campaigns created by the load; the fleet's demo campaigns are c00000, c00001, ...
 LOAD_PREFIX = "load-"
 # Each run gets its own ids, so that a run never meets what an interrupted one left behind.
@@ -35,12 +39,6 @@ POOL = 4
 # A flight long enough to outlast any run; its budget is paced over it, so it is never spent out.
 FLIGHT_TICKS = 3000
 BUDGET = 400.0
-# The dashboard polls once a tick (api/static/dashboard.js); Prometheus scrapes every 5 s (docker/).
-SCRAPE_PERIOD = 5.0
-# A pause or resume refused because the campaign finished meanwhile: what an operator would see too.
-FINISHED_REFUSAL = "finished campaign cannot"
-
-log = logging.getLogger(__name__)
 
 
 @events.init_command_line_parser.add_listener
@@ -57,11 +55,7 @@ def _options(parser: Any) -> None:
 
 @events.init.add_listener
 def _configure(environment: Environment, **_kwargs: Any) -> None:
-    if not TOKEN:
-        log.error("CE_API_TOKEN is not set: every write (create, PATCH, pause, resume, feed) would be refused")
-        environment.process_exit_code = 2
-        if environment.runner is not None:
-            environment.runner.quit()
+    if not users.require_token(environment, "create, PATCH, pause, resume, feed"):
         return
     options = environment.parsed_options
     if options is None:
@@ -72,19 +66,11 @@ def _configure(environment: Environment, **_kwargs: Any) -> None:
     Dashboard.wait_time = per_tick  # type: ignore[method-assign]
 
 
-class ApiUser(HttpUser):
-    abstract = True
-    host = "http://127.0.0.1:8000"
-    wait_time = constant_throughput(1.0)
-
-    def on_start(self) -> None:
-        self.client.headers["Authorization"] = f"Bearer {TOKEN}"
-
-
-class AdOps(ApiUser):
+class AdOps(users.AdOps):
     """A person running a few campaigns of their own, at a fixed pace of actions."""
 
     weight = 5
+    wait_time = constant_throughput(1.0)
     _numbers = itertools.count()
 
     def on_start(self) -> None:
@@ -115,8 +101,9 @@ class AdOps(ApiUser):
         if not self.platforms:
             return
         audience = random.sample(self.platforms, k=random.randint(1, min(3, len(self.platforms))))
+        cid = f"{self.name}-{next(self._serial)}"
         spec = {
-            "id": f"{self.name}-{next(self._serial)}",
+            "id": cid,
             "budget": BUDGET,
             "value_per_conversion": round(random.uniform(20.0, 60.0), 2),
             "platforms": {pid: round(random.uniform(0.01, 0.05), 3) for pid in audience},
@@ -125,7 +112,7 @@ class AdOps(ApiUser):
         }
         response = self.client.post("/campaigns", json=spec, name="/campaigns")
         if response.status_code == 201:
-            self.active.append(spec["id"])
+            self.active.append(cid)
 
     def retire(self) -> None:
         cid = min(self.owned(), key=lambda c: int(c.rsplit("-", 1)[1]))
@@ -166,14 +153,6 @@ class AdOps(ApiUser):
             cid = self.active.pop()
             (self.paused if self.change(cid, "pause") else self.active).append(cid)
 
-    def change(self, cid: str, action: str) -> bool:
-        with self.client.post(f"/campaigns/{cid}/{action}", name=f"/campaigns/{{id}}/{action}",
-                              catch_response=True) as response:  # fmt: skip
-            if response.status_code == 422 and FINISHED_REFUSAL in response.text:
-                response.success()
-                return False
-            return response.ok
-
     @task(3)
     def view_campaign(self) -> None:
         owned = self.owned()
@@ -189,59 +168,21 @@ class AdOps(ApiUser):
         self.client.get("/decisions", params={"limit": 50}, name="/decisions")
 
 
-class PlatformConnector(ApiUser):
-    """A platform's connector: once a tick it reads the last tick from /health and posts figures for the
-    tick before it, which the fleet's simulated platforms have already published (a repeat changes
-    nothing: ``already_published``)."""
+class PlatformConnector(users.PlatformConnector):
+    """A platform's connector, once a tick (``--tick-seconds``)."""
 
     weight = 2
-    _numbers = itertools.count()
-
-    def on_start(self) -> None:
-        super().on_start()
-        self.index = next(self._numbers)
-        self.figures: dict[str, dict[str, float]] = {}
-
-    def learn_figures(self) -> None:
-        """The platform's newest published figures, so that a post never moves its series."""
-        view = self.client.get("/api/platforms", params={"ticks": 5}, name="/api/platforms").json()
-        if not view["platforms"]:
-            return
-        pids = sorted(view["platforms"])
-        pid = pids[self.index % len(pids)]
-        actual = view["platforms"][pid]["actual"]
-        newest = {m: [v for v in values if v is not None] for m, values in actual.items()}
-        if all(newest.values()):
-            self.figures = {pid: {m: values[-1] for m, values in newest.items()}}
-
-    @task
-    def publish(self) -> None:
-        if not self.figures:
-            self.learn_figures()
-            return
-        last = self.client.get("/health", name="/health").json().get("last_tick")
-        if last is not None and last >= 1:
-            self.client.post("/feed", json={"tick": last - 1, "platforms": self.figures}, name="/feed")
+    wait_time = constant_throughput(1.0)
 
 
-class Dashboard(ApiUser):
-    """An open dashboard tab: the three JSON reads once a tick (its event stream is not loaded)."""
+class Dashboard(users.Dashboard):
+    """An open dashboard tab, polling once a tick (``--tick-seconds``)."""
 
     weight = 1
-
-    @task
-    def poll(self) -> None:
-        self.client.get("/api/overview", name="/api/overview")
-        self.client.get("/api/platforms", name="/api/platforms")
-        self.client.get("/api/ticks", name="/api/ticks")
+    wait_time = constant_throughput(1.0)
 
 
-class Prometheus(ApiUser):
-    """One scraper of /metrics, as docker/prometheus.yml configures it."""
+class Prometheus(users.Prometheus):
+    """One scraper of /metrics, every 5 s."""
 
-    fixed_count = 1
-    wait_time = constant_throughput(1.0 / SCRAPE_PERIOD)
-
-    @task
-    def scrape(self) -> None:
-        self.client.get("/metrics", name="/metrics")
+    wait_time = constant_throughput(1.0 / users.SCRAPE_PERIOD)
