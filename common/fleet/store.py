@@ -150,14 +150,8 @@ class CampaignStore:
             campaign: Campaign | None = self.get(campaign_id)
         except (NotFound, ValueError, KeyError):
             campaign = None
-        pipe = self.r.pipeline(transaction=False)
-        if campaign is not None and campaign.status is CampaignStatus.ACTIVE:
-            pipe.sadd(keys.ACTIVE, campaign_id)
-            _index_flight(pipe, campaign.spec)
-        else:
-            pipe.srem(keys.ACTIVE, campaign_id)
-            _unindex_flight(pipe, campaign_id)
-        pipe.execute()
+        active = campaign is not None and campaign.status is CampaignStatus.ACTIVE
+        self._index(campaign_id, campaign.spec if active and campaign is not None else None)
 
     def list(self, status: CampaignStatus | None = None) -> list[Campaign]:
         found = self.get_many(self.ids(status))
@@ -220,15 +214,19 @@ class CampaignStore:
             log.info("campaign %s", status.value, extra={"campaign": campaign_id})
         # The fleet-wide indexes follow the status, also when a repeated call finds it already set
         # (so an index left behind by an interrupted change is repaired).
+        self._index(campaign_id, current.spec if status is CampaignStatus.ACTIVE else None)
+        return Campaign(spec=current.spec, status=status)
+
+    def _index(self, campaign_id: str, active: CampaignSpec | None) -> None:
+        """Put an active campaign (its spec given) in the fleet-wide indexes, or take it out of them."""
         pipe = self.r.pipeline(transaction=False)
-        if status is CampaignStatus.ACTIVE:
+        if active is not None:
             pipe.sadd(keys.ACTIVE, campaign_id)
-            _index_flight(pipe, current.spec)
+            _index_flight(pipe, active)
         else:
             pipe.srem(keys.ACTIVE, campaign_id)
             _unindex_flight(pipe, campaign_id)
         pipe.execute()
-        return Campaign(spec=current.spec, status=status)
 
     @store_call("delete campaign")
     def delete(self, campaign_id: str) -> None:
