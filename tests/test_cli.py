@@ -106,7 +106,8 @@ def test_up_runs_the_fleet_and_stops_cleanly(tmp_path: Path) -> None:
     assert len(lines) >= 5, out
     for words in lines[1:]:
         assert words[3] == "200/200", out
-    assert len(pids) >= 4, "redis, worker (and its pool), beat and flower ran"
+    assert len(pids) >= 5, "redis, the broker's redis, worker (and its pool), beat and flower ran"
+    assert "broker  embedded" in out and "no AOF" in out, out
     _assert_no_orphans(pids)
     # The next run works again on the same run directory.
     out, pids = _run_up(tmp_path, {}, duration=8, campaigns=20)

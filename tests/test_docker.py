@@ -29,7 +29,7 @@ from common.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 SECRETS = {"CE_API_TOKEN": "t0ken", "CE_FLOWER_PASSWORD": "fl0wer", "GF_ADMIN_PASSWORD": "gr4fana"}
-SERVICES = {"redis", "worker", "beat", "flower", "api", "prometheus", "grafana"}
+SERVICES = {"redis", "broker", "worker", "beat", "flower", "api", "prometheus", "grafana"}
 
 
 def compose_command() -> list[str]:
@@ -69,12 +69,16 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert "--appendonly yes" in redis_cmd and "--appendfsync always" in redis_cmd
     assert any(str(v).endswith(":/data") or "/data" in str(v) for v in services["redis"]["volumes"])
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    # The broker holds no money: no append-only file to fsync on every publish.
+    broker_cmd = " ".join(services["broker"]["command"])
+    assert "--appendonly no" in broker_cmd and "volumes" not in services["broker"]
     assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
     # Workers scale with --scale worker=N: no fixed name, no host port.
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert services["beat"].get("deploy", {}).get("replicas") == 1
     for name in ("worker", "beat", "flower", "api"):
         assert services[name]["environment"]["CE_REDIS_URL"] == "redis://redis:6379/0"
+        assert services[name]["environment"]["CE_BROKER_URL"] == "redis://broker:6379/0"
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
     assert services["api"]["environment"]["CE_API_TOKEN"] == SECRETS["CE_API_TOKEN"]
 

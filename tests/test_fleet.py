@@ -20,6 +20,8 @@ from common.market.scenario import Scenario
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks
 
+CAMPAIGNS_ONE_PER_TASK = 200
+
 
 def test_a_tick_number_is_claimed_once(fleet: Fleet) -> None:
     assert claim(fleet, 7) is True
@@ -90,6 +92,30 @@ def test_live_fleet_evaluates_every_campaign_every_tick(redis_url: str, market: 
     numbers = [e.tick for e in entries]
     assert numbers == sorted(set(numbers)), "each tick summarised once, in order"
     assert client.xlen(keys.DECISIONS) > 0
+
+
+@pytest.mark.slow
+def test_one_task_per_campaign_evaluates_every_campaign_every_tick(
+    redis_url: str, market: Path, tmp_path: Path
+) -> None:
+    """The tick's fan-out at one campaign per task: every tick after the first two is complete.
+
+    200 tasks a tick is 2.5 times the 80 that ``up`` sizes its groups for on 2 cores
+    (``demo_group_size``: 40 tasks per core and tick), and half of the smallest load measured with
+    one campaign per task on 2 cores (``campaign-engine bench --campaigns-per-task 1``: 400 and 700
+    campaigns, every one evaluated, the slowest 1.1 and 1.7 s after the tick boundary): room for a
+    machine busy with other work, while still one Celery task per campaign.
+    """
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ids = load_campaigns(client, market, CAMPAIGNS_ONE_PER_TASK)
+    env = fleet_env(redis_url, tmp_path, market, CE_CAMPAIGNS_PER_TASK="1")
+    with running(env, tmp_path / "logs") as group:
+        entries = [TickStats.from_fields(e) for e in wait_for_ticks(client, 6, group, timeout=6 * 2 + 60)]
+    for entry in entries[2:]:
+        assert entry.fanned == len(ids), entry
+        assert entry.evaluated == len(ids), entry
+        assert entry.missed == entry.late == entry.dropped == 0, entry
+        assert entry.tick_task_ms > 0, "the tick task recorded its own time"
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""What Celery does with evaluations, on real workers: expiry in the queue, redelivery after a kill."""
+"""What Celery does with evaluations, on real workers: expiry in the queue, redelivery after a kill.
+
+Each test runs with an evaluation sent alone (``send_task``) and as the tick task sends them, in one
+batch (``worker/fanout.py``): the workers must not be able to tell them apart.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,20 @@ from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, write_market
 from tests.ledger_helpers import audit
 from worker.app import EVALUATION_QUEUE, create_app
+from worker.fanout import publish_evaluations
 
 pytestmark = pytest.mark.slow
+
+SENDS = ("single", "batch")
+
+
+def send(app: Celery, how: str, groups: list[list[str]], tick: int, expires: datetime | None = None) -> None:
+    """Queue an evaluation of each group of campaigns: one ``send_task`` each, or the tick's batch."""
+    if how == "single":
+        for group in groups:
+            app.send_task("ce.evaluate", args=(group, tick, None), queue=EVALUATION_QUEUE, expires=expires)
+    else:
+        publish_evaluations(app.tasks["ce.evaluate"], groups, tick, None, expires)
 
 
 @pytest.fixture
@@ -52,8 +68,9 @@ def online(app: Celery, group: ProcessGroup, count: int) -> None:
     wait_until(f"{count} workers answering", lambda: len(app.control.ping(timeout=0.5)) >= count, group)
 
 
+@pytest.mark.parametrize("how", SENDS)
 def test_an_evaluation_that_expires_in_the_queue_is_counted_as_dropped(
-    r: redis.Redis, redis_url: str, tmp_path: Path
+    r: redis.Redis, redis_url: str, tmp_path: Path, how: str
 ) -> None:
     market = write_market(tmp_path / "market.json")
     settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path)
@@ -63,18 +80,19 @@ def test_an_evaluation_that_expires_in_the_queue_is_counted_as_dropped(
     app = create_app(settings)
     group = ProcessGroup(tmp_path / "logs")
     try:
-        # Sent while no worker runs; it reaches the worker only after it expired.
+        # Two evaluations sent while no worker runs; they reach the worker only after they expired.
         expires = datetime.now(UTC) + timedelta(seconds=0.5)
-        app.send_task("ce.evaluate", args=(ids, 1, None), queue=EVALUATION_QUEUE, expires=expires)
+        send(app, how, [ids[:1], ids[1:]], 1, expires)
         while datetime.now(UTC) <= expires:
             time.sleep(0.05)
         group.spawn("worker", worker_argv(f"drop-{os.getpid()}@%h", 1), fleet_env(redis_url, tmp_path, market))
         counters = keys.tick_counters(1)
-        wait_until("the expired evaluation counted", lambda: int(r.hget(counters, "dropped") or 0), group)
+        dropped = lambda: int(r.hget(counters, "dropped") or 0) == len(ids)  # noqa: E731
+        wait_until("both expired evaluations counted", dropped, group)
     finally:
         group.stop_all()
         app.close()
-    assert r.hget(counters, "dropped") == str(len(ids)), "each campaign of the task is dropped"
+    assert r.hget(counters, "dropped") == str(len(ids)), "each campaign of each task is dropped"
     assert int(r.hget(counters, "evaluated") or 0) == 0
     assert r.xlen(keys.DECISIONS) == 0
     for cid in ids:
@@ -83,8 +101,9 @@ def test_an_evaluation_that_expires_in_the_queue_is_counted_as_dropped(
         assert balance.reserved == balance.spent == 0 and balance.remaining == balance.budget
 
 
+@pytest.mark.parametrize("how", SENDS)
 def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
-    r: redis.Redis, redis_url: str, broker: str, tmp_path: Path
+    r: redis.Redis, redis_url: str, broker: str, tmp_path: Path, how: str
 ) -> None:
     """SIGKILL the pool process running an evaluation: acks_late with reject_on_worker_lost puts the
     message back, another worker process runs it, and the ledger holds each reservation once."""
@@ -105,7 +124,7 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
         # before it has marked, reserved or charged anything, and is killed there.
         r.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
         try:
-            app.send_task("ce.evaluate", args=(ids, 3, None), queue=EVALUATION_QUEUE)
+            send(app, how, [ids], 3)
             active = wait_until("the evaluation running", lambda: _running(app), group)
             waiting = lambda: int(r.info("clients")["blocked_clients"])  # noqa: E731
             wait_until("the evaluation waiting on its first write", waiting, group)

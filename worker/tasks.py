@@ -15,6 +15,7 @@ from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
 from common.ledger.sweeper import sweep_all
 from worker.context import fleet
+from worker.fanout import publish_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,7 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
         return None
     deadline = f.clock.deadline_of(number) if live else None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
-    # One producer (one connection) for the whole fan-out instead of one per task.
-    with evaluate.app.producer_or_acquire() as producer:
-        for group in plan.groups:
-            evaluate.apply_async((group, number, deadline), expires=expires, producer=producer)
+    publish_evaluations(evaluate, plan.groups, number, deadline, expires)
     took_ms = (time.time() - started) * 1000
     ticks.record_task_time(f, number, took_ms)
     log.info(

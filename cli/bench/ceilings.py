@@ -1,4 +1,4 @@
-"""The two ceilings the fleet is compared with, measured on the fleet's own Redis.
+"""The two ceilings the fleet is compared with, measured on the fleet's own Redis and broker.
 
 - Celery's: ``ce.noop`` tasks sent in one batch by one producer, timed from the first send until
   every one has run. Each increments the ``ce:bench:noop`` counter as it runs; the time ends when
@@ -45,10 +45,13 @@ class Ceiling:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def noop_rate(app: Celery, client: redis.Redis, tasks: int, timeout: float = 300.0) -> Ceiling:
-    """Send ``tasks`` no-op tasks through one producer; time until all of them ran."""
+def noop_rate(app: Celery, client: redis.Redis, broker: redis.Redis, tasks: int, timeout: float = 300.0) -> Ceiling:
+    """Send ``tasks`` no-op tasks through one producer; time until all of them ran.
+
+    The Redis CPU is that of both servers: the broker's, and the state's that counts the tasks.
+    """
     client.delete(keys.BENCH_NOOP)
-    cpu_before = redis_cpu(client)
+    cpu_before = redis_cpu(client) + redis_cpu(broker)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for _ in range(tasks):
@@ -59,7 +62,8 @@ def noop_rate(app: Celery, client: redis.Redis, tasks: int, timeout: float = 300
             raise TimeoutError(f"{tasks} no-op tasks did not all run within {timeout:.0f} s")
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
-    return Ceiling(tasks, elapsed, redis_cpu_s_per_1k=per_thousand(redis_cpu(client) - cpu_before, tasks))
+    cpu = redis_cpu(client) + redis_cpu(broker) - cpu_before
+    return Ceiling(tasks, elapsed, redis_cpu_s_per_1k=per_thousand(cpu, tasks))
 
 
 def bare_loop(fleet: Fleet, campaign_ids: list[str], first_tick: int, seconds: float) -> Ceiling:

@@ -1,10 +1,11 @@
 """``campaign-engine bench``: the real fleet at several campaign counts, then its two ceilings.
 
-One embedded Redis with ``up``'s persistence serves the whole run. For each count it is flushed, the
-demo campaigns are loaded, and a fresh Celery worker and beat run until ``ticks`` tick summaries
-exist; the first ``WARMUP_TICKS`` are left out. CPU is read around the measured ticks: from the
-summary of the last warm-up tick (written as the first measured tick begins) to the summary of the
-last measured one (written as the tick after it begins). Flower and the API do not run: Flower
+One embedded Redis with ``up``'s persistence, and ``up``'s embedded broker beside it, serve the whole
+run. For each count both are flushed, the demo campaigns are loaded, and a fresh Celery worker and
+beat run until ``ticks`` tick summaries exist; the first ``WARMUP_TICKS`` are left out. CPU is read
+around the measured ticks (Redis's is both servers'): from the summary of the last warm-up tick
+(written as the first measured tick begins) to the summary of the last measured one (written as the
+tick after it begins). Flower and the API do not run: Flower
 switches on task events, which cost the fleet a quarter of its throughput. After the last count
 the ceilings are measured on the same Redis and campaigns: the no-op tasks on that count's worker
 with beat stopped, then the bare loop with the worker stopped.
@@ -27,7 +28,7 @@ from cli.bench.measure import TreeSnapshot, redis_cpu, redis_memory, rss_mb, tre
 from cli.bench.report import WARMUP_TICKS, BenchResult, CountResult, CpuSeconds
 from cli.processes import Child, ProcessGroup
 from cli.redis_server import RedisServer
-from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, load_demo, worker_argv
+from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, embedded_broker, load_demo, worker_argv
 from common import keys
 from common.fleet.fleet import DEFAULT_MARKET_TICKS, Fleet
 from common.fleet.stats import TickStats
@@ -77,9 +78,13 @@ class Bench:
         self.settings = settings
 
     def run(self) -> BenchResult:
-        with RedisServer(self.run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC) as server:
-            self.settings = self.settings.model_copy(update={"redis_url": server.url, "scenario": self.market_path})
+        state = RedisServer(self.run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC)
+        with state as server, embedded_broker(self.run_dir / "broker") as broker:
+            self.settings = self.settings.model_copy(
+                update={"redis_url": server.url, "broker_url": broker.url, "scenario": self.market_path}
+            )
             self.client = connect(server.url)
+            self.broker = connect(broker.url)
             self.app = create_app(self.settings)
             try:
                 results = [self._count(count)[0] for count in self.plan.counts[:-1]]
@@ -90,11 +95,12 @@ class Bench:
                 machine = _machine(str(self.client.info("server")["redis_version"]))
             finally:
                 self.app.close()
+                self.broker.close()
                 self.client.close()
         setup = {
             "counts": self.plan.counts, "ticks": self.plan.ticks, "warmup_ticks": WARMUP_TICKS,
             "tick_seconds": self.settings.tick_seconds, "concurrency": self.plan.concurrency,
-            "appendfsync": EMBEDDED_FSYNC, "noop_tasks": self.plan.noop_tasks,
+            "appendfsync": EMBEDDED_FSYNC, "broker": "embedded, no AOF", "noop_tasks": self.plan.noop_tasks,
             "bare_loop_seconds": self.plan.bare_seconds,
         }  # fmt: skip
         return BenchResult(machine, setup, results, noop, bare)
@@ -111,7 +117,7 @@ class Bench:
                 return result, None
             self.progress.update(task, description="ceiling: Celery no-op tasks")
             self._drain(workers)
-            return result, noop_rate(self.app, self.client, self.plan.noop_tasks)
+            return result, noop_rate(self.app, self.client, self.broker, self.plan.noop_tasks)
         finally:
             beats.stop_all()
             workers.stop_all()
@@ -120,11 +126,12 @@ class Bench:
     def _fleet_run(self, count: int, workers: ProcessGroup, beats: ProcessGroup, task: TaskID) -> CountResult:
         client, plan = self.client, self.plan
         client.flushall()
+        self.broker.flushall()
         empty = redis_memory(client)
         load_demo(client, self.market, count, self.settings.market_seed + 1)
         per_campaign = (redis_memory(client) - empty) / count
         group = plan.campaigns_per_task or demo_group_size(self.settings, count)
-        env = child_env(self.settings, self.settings.state_url, self.market_path)
+        env = child_env(self.settings, self.settings.state_url, self.market_path, self.settings.broker_url)
         env["CE_CAMPAIGNS_PER_TASK"] = str(group)
         worker = workers.spawn(
             "worker",
@@ -159,9 +166,9 @@ class Bench:
         return CountResult(count, group, after.at - before.at, seen[WARMUP_TICKS:], cpu, rss, per_campaign)
 
     def _snapshot(self, worker: Child, beat: Child) -> _Snapshot:
-        return _Snapshot(
-            time.monotonic(), redis_cpu(self.client), tree_snapshot(worker.process.pid), tree_snapshot(beat.process.pid)
-        )
+        # Redis is both servers: the state's and the broker's.
+        redis = redis_cpu(self.client) + redis_cpu(self.broker)
+        return _Snapshot(time.monotonic(), redis, tree_snapshot(worker.process.pid), tree_snapshot(beat.process.pid))
 
     def _wait_for_worker(self, workers: ProcessGroup, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -171,7 +178,7 @@ class Bench:
     def _drain(self, workers: ProcessGroup, timeout: float = 60.0) -> None:
         """Wait until the last tick's evaluations have left the queue and run."""
         deadline = time.monotonic() + timeout
-        while self.client.llen(EVALUATION_QUEUE):
+        while self.broker.llen(EVALUATION_QUEUE):
             _check(workers.children, deadline, 0)
             time.sleep(0.05)
         time.sleep(max(1.0, self.settings.tick_seconds))
