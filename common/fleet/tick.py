@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from common import keys
-from common.fleet import metrics, stats
+from common.fleet import metrics, stake, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -72,6 +72,8 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
+    # Most spend at stake first: what a short tick leaves out is the tail (see fleet/stake.py).
+    due = stake.by_stake(fleet, due, tick)
     size = fleet.settings.campaigns_per_task
     groups = [due[i : i + size] for i in range(0, len(due), size)]
     pipe = fleet.r.pipeline(transaction=False)
