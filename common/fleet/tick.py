@@ -6,10 +6,10 @@ Called by the Celery tick task live and by the backtest runner; it knows nothing
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common import keys
-from common.fleet import metrics, stake, stats
+from common.fleet import capacity, metrics, stake, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -126,6 +126,7 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
         worst_latency_ms=float(f"{worst or 0:.1f}"),
         tick_task_ms=float(f"{float(counters.get('tick_task_ms', 0)):.1f}"),
     )
+    entry = replace(entry, short_run=capacity.short_run(entry, stats.last(fleet.r)))
     stats.append(fleet.r, entry)
     metrics.record_tick(fleet.r, entry)
     return entry
