@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from cli.processes import ProcessGroup
 from cli.up import tick_line
 from common import keys
 from common.fleet import capacity, stake, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
+from common.fleet.store import CampaignStore
 from common.fleet.tick import begin
 from common.models import CampaignSpec
+from common.redis_conn import connect
 from common.settings import Settings
-from tests.fleet import load_campaigns
+from tests.fleet import fleet_env, load_campaigns, running
+from worker import stale
 
 TOKEN = "test-token-123"
 
@@ -124,8 +130,126 @@ def test_short_ticks_say_over_capacity_in_summary_health_and_metrics(fleet: Flee
 
 
 def _stream(fleet: Fleet) -> list[TickStats]:
-    return stats.parse(fleet.r.xrange(keys.TICK_STATS))  # type: ignore[arg-type]
+    return _stream_of(fleet.r)
 
 
 def _samples(text: str) -> dict[str, float]:
     return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples if not s.labels}
+
+
+# --- stale work ----------------------------------------------------------------------------------
+def test_the_tick_trims_past_ticks_evaluations_and_leaves_the_rest(redis_url: str, fleet: Fleet) -> None:
+    """Messages as the tick task publishes them; only the oldest run of past ticks' evaluations goes."""
+    from worker.app import EVALUATION_QUEUE, create_app
+    from worker.tasks import evaluate as evaluate_task
+
+    app = create_app(Settings(redis_url=redis_url))
+    deadline = {t: fleet.clock.deadline_of(t) for t in range(1, 5)}
+    try:
+        with app.producer_or_acquire() as producer:
+
+            def send(group: list[str], tick: int, expiring: bool = True) -> None:
+                expires = stale.expires_at(deadline[tick]) if expiring else None
+                evaluate_task.apply_async((group, tick, deadline[tick] if expiring else None), expires=expires,
+                                          producer=producer)  # fmt: skip
+
+            send(["a", "b"], 1)
+            send(["c"], 2)
+            send(["d", "e", "f"], 2)
+            send(["g"], 3)  # the tick under way: stays
+            send(["h"], 2)  # behind a fresh one: stays, a worker drops it
+            client = connect(redis_url)
+            dropped = stale.trim(client, EVALUATION_QUEUE, [deadline[1], deadline[2]])
+            assert dropped == {1: 2, 2: 4}
+            assert client.llen(EVALUATION_QUEUE) == 2
+            send(["i"], 4, expiring=False)  # a backtest's evaluation, no deadline
+            assert stale.trim(client, EVALUATION_QUEUE, [deadline[1], deadline[2], deadline[3]]) == {3: 1, 2: 1}
+            assert client.llen(EVALUATION_QUEUE) == 1, "the backtest's stays"
+            assert stale.trim(client, EVALUATION_QUEUE, []) == {}
+    finally:
+        app.close()
+
+
+# --- a live fleet past its capacity and back --------------------------------------------------
+TICK_SECONDS = 1.0
+GROUP = 10
+# Far more than one worker process evaluates in a 1 s tick.
+PROBE = 3000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_fleet_past_capacity_evaluates_what_it_can_says_so_and_recovers(
+    redis_url: str, market: Path, tmp_path: Path
+) -> None:
+    """One worker process, 1 s ticks: three times what it evaluates per tick for ten ticks, then a third
+    of it. Judged on counts only: which tick, how many evaluated, what the signal said.
+
+    What it evaluates per tick is measured past capacity (a probe of PROBE campaigns): below it every
+    campaign is evaluated, which says nothing of the ceiling, and extrapolating from the latency of a
+    small tick overestimated it fivefold, because the tick task's own cost grows with the campaigns due.
+    """
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    load_campaigns(r, market, 100)
+    env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS=str(TICK_SECONDS), CE_CAMPAIGNS_PER_TASK=str(GROUP))
+    settings = Settings(redis_url=redis_url, api_token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with running(env, tmp_path / "logs", concurrency=1) as group:
+        assert all(e.missed == 0 for e in _summaries_after(r, _last_tick(r), 2, group)), "100 fit in a tick"
+        load_campaigns(r, market, PROBE)
+        probe = _summaries_after(r, _last_tick(r), 3, group)[1:]
+        capacity_per_tick = max(e.evaluated for e in probe)
+        overload = 3 * capacity_per_tick
+        load_campaigns(r, market, overload)
+        ids = sorted(r.smembers(keys.ACTIVE))
+        assert len(ids) >= overload
+
+        over = _summaries_after(r, _last_tick(r), 10, group)
+        for entry in over:
+            assert 0 < entry.evaluated < entry.fanned, f"evaluates what it can, never nothing: {entry}"
+        assert all(capacity.over_capacity(e) for e in over[1:]), over
+        with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+            health = client.get("/health", headers=auth).json()
+            assert health["over_capacity"] is True and health["status"] != "ok", health
+            exposed = _samples(client.get("/metrics", headers=auth).text)
+            assert exposed["ce_over_capacity"] == 1 and exposed["ce_tick_evaluated_share"] < 1
+            assert exposed["ce_over_capacity_ticks_total"] >= len(over) - 1
+
+        # The load falls to a third of what one tick evaluates: keep the first ids, pause the rest.
+        kept = max(GROUP, capacity_per_tick // 3)
+        store = CampaignStore(r)
+        for cid in ids[kept:]:
+            store.pause(cid)
+        after = _summaries_after(r, _last_tick(r), 3, group)
+        complete = [e for e in after if e.missed == 0]
+        assert complete, f"a complete tick within three of the fall: {after}"
+        assert complete[0].evaluated == complete[0].fanned - complete[0].skipped > 0
+        assert not capacity.over_capacity(complete[0]) and complete[0].short_run == 0
+        with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+            health = client.get("/health", headers=auth).json()
+            assert health["over_capacity"] is False, health
+            exposed = _samples(client.get("/metrics", headers=auth).text)
+            assert exposed["ce_over_capacity"] == 0 and exposed["ce_tick_evaluated_share"] == 1
+    # The tick task trimmed the tails of short ticks before the workers met them, counted as dropped.
+    assert sum(e.dropped for e in over) > 0
+
+
+def _last_tick(r: redis.Redis) -> int:
+    return int(r.get(keys.LAST_TICK) or -1)
+
+
+def _summaries_after(r: redis.Redis, tick: int, count: int, group: ProcessGroup) -> list[TickStats]:
+    """The summaries of the ``count`` ticks after ``tick``, once all are written (ticks begun later)."""
+    deadline = time.monotonic() + 60 + 4 * count * TICK_SECONDS
+    while time.monotonic() < deadline:
+        dead = group.dead()
+        assert not dead, [c.log_path.read_text()[-3000:] for c in dead]
+        found = [e for e in _stream_of(r) if e.tick > tick]
+        if len(found) >= count:
+            return found[:count]
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} ticks summarised after tick {tick}")
+
+
+def _stream_of(r: redis.Redis[str]) -> list[TickStats]:
+    return stats.parse(r.xrange(keys.TICK_STATS))  # type: ignore[arg-type]
