@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
-from common.fleet import metrics, state
+from common.fleet import capacity, metrics, state, stats
 from common.fleet.state import StateRecord
 from common.ledger import Balance, queue_balance
 from common.money import from_micros
@@ -68,6 +68,7 @@ class FleetCollector(Collector):
             reservations.add_metric([result], snap.counter(f"reservations_{result}"))
         yield reservations
         yield CounterMetricFamily("ce_bids", "Bids placed on platforms.", value=snap.counter("bids"))
+        yield from _capacity(ctx, snap)
         yield CounterMetricFamily(
             "ce_spend", "Spend of all bids, in currency units.", value=from_micros(int(snap.counter("spend_micros")))
         )
@@ -117,6 +118,25 @@ class FleetCollector(Collector):
         yield campaigns
         if ctx.settings.metrics_per_campaign:
             yield from _per_campaign(ctx)
+
+
+def _capacity(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
+    """Over capacity as ``common.fleet.capacity`` defines it, from the newest tick summary."""
+    yield CounterMetricFamily(
+        "ce_over_capacity_ticks",
+        "Ticks summarised while the fleet was over capacity (short ticks running).",
+        value=snap.counter("over_capacity_ticks"),
+    )
+    entry = stats.last(ctx.r)
+    if entry is None:
+        return
+    yield GaugeMetricFamily(
+        "ce_tick_evaluated_share",
+        "Share of the newest summarised tick's due campaigns that were evaluated on time.",
+        value=capacity.evaluated_share(entry),
+    )
+    over = int(capacity.over_capacity(entry))
+    yield GaugeMetricFamily("ce_over_capacity", "1 while the fleet is over capacity (short ticks running).", value=over)
 
 
 def _tick_histogram(hist: metrics.Histogram) -> HistogramMetricFamily:

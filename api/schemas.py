@@ -99,7 +99,7 @@ class DecisionList(BaseModel):
 
 
 class HealthView(BaseModel):
-    status: str = Field(description="ok, or unavailable with reasons.")
+    status: str = Field(description="ok; degraded while over capacity (200); or unavailable (503); with reasons.")
     reasons: list[str]
     redis: bool
     workers_online: int
@@ -107,6 +107,9 @@ class HealthView(BaseModel):
     last_tick: int | None
     last_tick_age_seconds: float | None
     queue_depth: dict[str, int] | None
+    over_capacity: bool = Field(description="Short ticks running: not every due campaign is evaluated in time.")
+    evaluated_share: float | None = Field(description="Share of the newest summarised tick's due campaigns evaluated.")
+    short_ticks: int = Field(description="Ticks running, up to the newest summarised, that were short.")
 
 
 class TickStat(BaseModel):
@@ -122,6 +125,8 @@ class TickStat(BaseModel):
     dropped: int
     missed: int
     worst_latency_ms: float
+    evaluated_share: float
+    over_capacity: bool
 
 
 class SystemView(BaseModel):

@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import stats
+from common.fleet import capacity, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -47,7 +47,11 @@ def live() -> dict[str, str]:
 @router.get("/health", dependencies=[Read], response_model=HealthView, responses={503: {"model": HealthView}})
 def health(ctx: Context) -> JSONResponse:
     """200 when Redis answers, at least one worker answers a ping and the last tick is recent; else 503
-    with the reasons."""
+    with the reasons.
+
+    While the fleet is over capacity (``common.fleet.capacity``) the status is ``degraded``, still
+    200: it runs and evaluates what it can, the most money at stake first, but not every campaign.
+    """
     reasons = []
     try:
         ctx.r.ping()
@@ -58,6 +62,7 @@ def health(ctx: Context) -> JSONResponse:
     workers = ctx.workers() if redis_ok else None
     tick = ctx.tick_info() if redis_ok else None
     depth = ctx.queue_depth() if redis_ok else None
+    newest = stats.last(ctx.r) if redis_ok else None
     if workers is not None and workers.online == 0:
         reasons.append("no worker answered a ping" + (f" ({workers.error})" if workers.error else ""))
     if tick is not None:
@@ -65,8 +70,15 @@ def health(ctx: Context) -> JSONResponse:
             reasons.append("no tick has run yet")
         elif tick.age_seconds > tick.stale_after:
             reasons.append(f"the last tick started {tick.age_seconds:.0f} s ago (beat or workers stopped?)")
+    down = bool(reasons)
+    over = newest is not None and capacity.over_capacity(newest)
+    if newest is not None and over:
+        reasons.append(
+            f"over capacity: {newest.short_run} ticks running short, tick {newest.tick} evaluated "
+            f"{capacity.evaluated_share(newest):.0%} of its due campaigns"
+        )
     view = HealthView(
-        status="unavailable" if reasons else "ok",
+        status="unavailable" if down else "degraded" if over else "ok",
         reasons=reasons,
         redis=redis_ok,
         workers_online=workers.online if workers else 0,
@@ -74,8 +86,11 @@ def health(ctx: Context) -> JSONResponse:
         last_tick=tick.last if tick else None,
         last_tick_age_seconds=tick.age_seconds if tick else None,
         queue_depth=depth,
+        over_capacity=over,
+        evaluated_share=None if newest is None else capacity.evaluated_share(newest),
+        short_ticks=0 if newest is None else newest.short_run,
     )
-    return JSONResponse(view.model_dump(), status_code=503 if reasons else 200)
+    return JSONResponse(view.model_dump(), status_code=503 if down else 200)
 
 
 @router.get(
@@ -181,6 +196,8 @@ def ticks(ctx: Context, count: Annotated[int, Query(ge=1, le=1000)] = 60) -> Tic
                 dropped=e.dropped,
                 missed=e.missed,
                 worst_latency_ms=e.worst_latency_ms,
+                evaluated_share=capacity.evaluated_share(e),
+                over_capacity=capacity.over_capacity(e),
             )
         )
     return TicksView(ticks=out)

@@ -23,6 +23,7 @@ from cli.processes import ProcessGroup
 from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
 from common.errors import Conflict, InvalidInput
+from common.fleet import capacity
 from common.fleet.fleet import DEFAULT_MARKET_TICKS
 from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
@@ -118,7 +119,11 @@ def worker_argv(name: str, concurrency: int, level: str = "info") -> list[str]:
 
 
 def tick_line(entry: TickStats) -> str:
-    """One tick as the operator reads it; ``pace`` is spend against what the pacing planned."""
+    """One tick as the operator reads it; ``pace`` is spend against what the pacing planned.
+
+    It ends with ``capacity ok`` or ``over capacity 62%`` (the share of due campaigns evaluated), as
+    ``common.fleet.capacity`` judges the entry.
+    """
     late = entry.late + entry.dropped
     spend = entry.spend
     pace = f"{spend / entry.planned:>5.0%}" if entry.planned > 0 else "    -"
@@ -126,7 +131,7 @@ def tick_line(entry: TickStats) -> str:
         f"tick {entry.tick:>6}  evaluated {entry.evaluated:>5}/{entry.fanned:<5} "
         f"bids {entry.bids:>5}  spend {spend:>9.2f}  pace {pace}  "
         f"value {entry.value:>10.2f}  late/dropped {late:>3}  missed {entry.missed:>3}  "
-        f"worst {entry.worst_latency_ms:>7.1f} ms"
+        f"worst {entry.worst_latency_ms:>7.1f} ms  {capacity.describe(entry)}"
     )
 
 

@@ -419,4 +419,5 @@ def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
 
     ticks = client.get("/api/ticks").json()["ticks"]
     assert ticks == [{"tick": 4, "fanned": 1, "evaluated": 1, "bids": 2, "spend": 1.5, "value": 3.5, "late": 0,
-                      "dropped": 1, "missed": 0, "worst_latency_ms": 12.5}]  # fmt: skip
+                      "dropped": 1, "missed": 0, "worst_latency_ms": 12.5, "evaluated_share": 1.0,
+                      "over_capacity": False}]  # fmt: skip

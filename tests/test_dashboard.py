@@ -97,6 +97,10 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
                 last_tick = int(r.get(keys.LAST_TICK) or 0)
                 page.wait_for_function(f"Number(document.getElementById('last-tick').textContent) >= {last_tick}")
                 page.wait_for_function("document.querySelectorAll('#platforms canvas').length === 12")
+                # The capacity of the newest tick, as common/fleet/capacity.py judges it.
+                capacity = page.text_content("#capacity") or ""
+                assert capacity == "ok" or capacity.startswith("over "), capacity
+                assert "of its due campaigns" in (page.text_content("#capacity-note") or "")
                 page.wait_for_timeout(1500)
                 assert all(n > 200 for n in _drawn_pixels(page, "#platforms canvas, .system canvas"))
                 assert len(page.query_selector_all("#campaigns svg.spark path")) > 0, "ROI trends are drawn"

@@ -24,6 +24,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
+from common.fleet import stats
+from common.fleet.stats import TickStats
 from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +106,7 @@ def _exported_names(r: redis.Redis, redis_url: str) -> set[str]:
     r.hset(keys.METRICS_FORECAST_ERROR, mapping={"search:cpc:sum": 0.1, "search:cpc:count": 1, "search:cpc:last": 0.1})
     r.hset(keys.CLOCK, mapping={"epoch": repr(time.time() - 10), "tick_seconds": "2.0"})
     r.set(keys.LAST_TICK, 4)
+    stats.append(r, TickStats(tick=3, fanned=1, evaluated=1))
     with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1)) as client:
         text = client.get("/metrics").text
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}

@@ -68,6 +68,8 @@ def test_evaluations_are_counted_by_outcome(fleet: Fleet, market: Path) -> None:
         "bids": len(report.placed),
         "spend_micros": sum(fleet.ledger.balance(cid).spent for cid in ids),  # what the ledger charged
         "value": pytest.approx(report.value),
+        # Ticks 1 and 2 began with nobody evaluating them: two short ticks running, over capacity once.
+        "over_capacity_ticks": 1,
     }
     evaluate(fleet, ids, 3)  # a duplicate delivery
     evaluate(fleet, ids[:2], 4, deadline=time.time() - 1)  # too late

@@ -135,7 +135,7 @@ def test_a_tick_summary_reads_back_as_summarize_wrote_it(fleet: Fleet, market: P
     assert written.planned == pytest.approx(sum(d.planned for d in report.decisions.values()))
     assert list(entries[-1][1]) == [
         "tick", "fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped", "value",
-        "planned", "missed", "worst_latency_ms", "tick_task_ms",
+        "planned", "missed", "worst_latency_ms", "tick_task_ms", "short_run",
     ]  # fmt: skip
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 
+import redis
+
 from common.fleet.fleet import Fleet
+from common.redis_conn import connect
 from common.settings import get_settings
 
 _fleet: Fleet | None = None
 _pid: int | None = None
+_broker: redis.Redis | None = None
+_broker_pid: int | None = None
 
 
 def fleet() -> Fleet:
@@ -18,3 +23,14 @@ def fleet() -> Fleet:
         _fleet = Fleet.from_settings(get_settings())
         _pid = os.getpid()
     return _fleet
+
+
+def broker() -> redis.Redis:
+    """A client of the broker's Redis in this process: the fleet's own when they are one server."""
+    global _broker, _broker_pid
+    if _broker is None or _broker_pid != os.getpid():
+        f = fleet()
+        url = f.settings.broker
+        _broker = f.r if url == f.settings.state_url else connect(url)
+        _broker_pid = os.getpid()
+    return _broker

@@ -14,7 +14,9 @@ from common import keys
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
 from common.ledger.sweeper import sweep_all
-from worker.context import fleet
+from worker import stale
+from worker.app import EVALUATION_QUEUE
+from worker.context import broker, fleet
 from worker.fanout import publish_evaluations
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     started = time.time()
     if number is None:
         number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
+    if live:
+        _trim_stale(number)
     plan = ticks.begin(f, number)
     if plan is None:
         return None
@@ -47,6 +51,23 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
         extra={"tick": number},
     )  # fmt: skip
     return number
+
+
+def _trim_stale(number: int) -> None:
+    """Take the queued evaluations of past ticks off the queue before this tick's (``worker/stale.py``).
+
+    Before ``begin``, so that the summary of the tick before counts them among its drops.
+    """
+    f = fleet()
+    deadlines = [f.clock.deadline_of(t) for t in range(max(0, number - stale.TRIM_TICKS), number)]
+    dropped = stale.trim(broker(), EVALUATION_QUEUE, deadlines)
+    if dropped:
+        pipe = f.r.pipeline(transaction=False)
+        for t, campaigns in dropped.items():
+            pipe.hincrby(keys.tick_counters(t), "dropped", campaigns)
+        pipe.execute()
+        log.info("tick %d: trimmed queued evaluations of %d campaigns of past ticks", number, sum(dropped.values()),
+                 extra={"tick": number})  # fmt: skip
 
 
 @shared_task(name="ce.evaluate", ignore_result=True)

@@ -171,6 +171,22 @@ function renderTicks(t) {
   const missed = rows.reduce((a, r) => a + r.missed, 0);
   $("late-total").textContent = rows.length ?
     `last ${rows.length} ticks: ${late} late or dropped evaluations, ${missed} missed` : "no finished tick yet";
+  renderCapacity(rows);
+}
+
+// Over capacity as the fleet judges it (common/fleet/capacity.py), carried by each tick's summary.
+function renderCapacity(rows) {
+  const newest = rows[rows.length - 1];
+  const share = (r) => `${Math.round(r.evaluated_share * 100)}%`;
+  $("capacity").textContent = !newest ? "-" : newest.over_capacity ? `over ${share(newest)}` : "ok";
+  $("capacity").className = newest && newest.over_capacity ? "over" : "";
+  const over = rows.filter((r) => r.over_capacity).length;
+  $("capacity-note").textContent = !newest ? "" : newest.over_capacity ?
+    `over capacity: tick ${newest.tick} evaluated ${share(newest)} of its due campaigns, the most spend at stake ` +
+    `first; ${over} of the last ${rows.length} ticks over capacity` :
+    `capacity ok: tick ${newest.tick} evaluated ${share(newest)} of its due campaigns` +
+    (over ? `; ${over} of the last ${rows.length} ticks over capacity` : "");
+  $("capacity-note").className = newest && newest.over_capacity ? "note over" : "note";
 }
 
 // --- live decisions --------------------------------------------------------------------------------

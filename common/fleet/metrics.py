@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import redis
 
 from common import keys
+from common.fleet import capacity
 from common.fleet.stats import TickStats
 from common.forecast.cache import TickForecasts
 from common.redis_conn import store_call
@@ -98,8 +99,9 @@ def bucket_field(seconds: float) -> str:
 def record_tick(client: redis.Redis, entry: TickStats) -> bool:
     """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
-    Observes the tick's duration, moves drops counted since into ``evaluations_dropped`` and
-    measures the forecast error of every platform. Returns False when the tick was already entered.
+    Observes the tick's duration, counts it in ``over_capacity_ticks`` when the fleet was over capacity
+    (``common.fleet.capacity``), moves drops counted since into ``evaluations_dropped`` and measures
+    the forecast error of every platform. Returns False when the tick was already entered.
     """
     tick = entry.tick
     if not client.set(keys.metrics_recorded(tick), "1", nx=True, ex=_GUARD_TTL):
@@ -110,6 +112,8 @@ def record_tick(client: redis.Redis, entry: TickStats) -> bool:
         pipe.hincrby(keys.METRICS_TICK_SECONDS, bucket_field(seconds), 1)
         pipe.hincrby(keys.METRICS_TICK_SECONDS, "count", 1)
         pipe.hincrbyfloat(keys.METRICS_TICK_SECONDS, "sum", seconds)
+    if capacity.over_capacity(entry):
+        pipe.hincrby(keys.METRICS, "over_capacity_ticks", 1)
     _reconcile_dropped(client, pipe, tick)
     _forecast_errors(client, pipe, tick)
     pipe.execute()

@@ -16,7 +16,7 @@ from common.redis_conn import Fields
 TICK_STATS_MAXLEN = 10_000
 _FLOATS = frozenset({"value", "planned", "worst_latency_ms", "tick_task_ms"})
 # Fields added after entries were first written: an entry without one reads as the default.
-_ADDED_LATER = frozenset({"tick_task_ms"})
+_ADDED_LATER = frozenset({"tick_task_ms", "short_run"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,8 @@ class TickStats:
 
     ``missed`` is what was fanned out but neither evaluated nor skipped on time;
     ``worst_latency_ms`` the time from the tick's start to the end of its slowest evaluation;
-    ``tick_task_ms`` how long the tick task itself took, from its start through the fan-out.
+    ``tick_task_ms`` how long the tick task itself took, from its start through the fan-out;
+    ``short_run`` how many ticks running up to this one were short (``common.fleet.capacity``).
     """
 
     tick: int
@@ -42,6 +43,7 @@ class TickStats:
     missed: int = 0
     worst_latency_ms: float = 0.0
     tick_task_ms: float = 0.0
+    short_run: int = 0
 
     @property
     def spend(self) -> float:
@@ -59,7 +61,8 @@ class TickStats:
     def from_fields(cls, raw: Mapping[str, str]) -> TickStats:
         """Parse a stream entry; a missing or malformed field raises ``ValueError`` naming it.
 
-        A field added later (``tick_task_ms``) may be missing from older entries: it reads as its default.
+        A field added later (``tick_task_ms``, ``short_run``) may be missing from older entries: it reads
+        as its default.
         """
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -79,3 +82,9 @@ def append(client: Any, stats: TickStats) -> None:
 def parse(entries: Iterable[tuple[str, Mapping[str, str]]]) -> list[TickStats]:
     """Entries as ``XRANGE`` or ``XREAD`` return them, in the order given."""
     return [TickStats.from_fields(raw) for _id, raw in entries]
+
+
+def last(client: Any) -> TickStats | None:
+    """The newest entry of the stream, or None when no tick has been summarised."""
+    entries = client.xrevrange(keys.TICK_STATS, count=1)
+    return parse(entries)[0] if entries else None

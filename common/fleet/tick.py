@@ -6,10 +6,10 @@ Called by the Celery tick task live and by the backtest runner; it knows nothing
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common import keys
-from common.fleet import cycles, metrics, stats
+from common.fleet import capacity, cycles, metrics, stake, stats
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -72,6 +72,8 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
         publish_simulated_feed(fleet, tick)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
+    # Most spend at stake first: what a short tick leaves out is the tail (see fleet/stake.py).
+    due = stake.by_stake(fleet, due, tick)
     size = fleet.settings.campaigns_per_task
     groups = [due[i : i + size] for i in range(0, len(due), size)]
     open_counters(fleet, tick, len(due))
@@ -138,6 +140,7 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
         worst_latency_ms=float(f"{worst or 0:.1f}"),
         tick_task_ms=float(f"{float(counters.get('tick_task_ms', 0)):.1f}"),
     )
+    entry = replace(entry, short_run=capacity.short_run(entry, stats.last(fleet.r)))
     stats.append(fleet.r, entry)
     metrics.record_tick(fleet.r, entry)
     return entry
