@@ -20,7 +20,7 @@ from common.settings import Settings
 from tests.shared import scenario_path, scorer
 
 # The quality bar of the engine (docs/engine.md has the measured figures: smooth-20 0.976 and 0.935
-# at the 10th percentile, shocks-200 0.981 and 0.931). The backtest is deterministic.
+# at the 10th percentile, shocks-200 0.981 and 0.934). The backtest is deterministic.
 BAR = {
     "smooth-20": {"efficiency": 0.97, "efficiency_p10": 0.93},
     "shocks-200": {"efficiency": 0.97, "efficiency_p10": 0.93},
