@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 
 from cli.bench.measure import per_thousand, redis_cpu
@@ -24,6 +23,7 @@ from common.engine import Decision
 from common.fleet.evaluation import GroupReport, Placed, _load, _record, _reserve_and_submit, _settle
 from common.fleet.fleet import Fleet
 from common.models import Bid, Campaign, Outcome
+from common.redis_conn import Client
 
 BATCH = 500
 # Each bid's spend cap in the bare loop: small, so that budgets last however long it runs.
@@ -45,7 +45,7 @@ class Ceiling:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def noop_rate(app: Celery, client: redis.Redis, tasks: int, timeout: float = 300.0) -> Ceiling:
+def noop_rate(app: Celery, client: Client, tasks: int, timeout: float = 300.0) -> Ceiling:
     """Send ``tasks`` no-op tasks through one producer; time until all of them ran."""
     client.delete(keys.BENCH_NOOP)
     cpu_before = redis_cpu(client)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psutil
-import redis
+
+from common.redis_conn import Client
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -75,12 +76,12 @@ def rss_mb(pid: int, *, descendants: bool) -> list[float]:
     return sizes
 
 
-def redis_cpu(client: redis.Redis) -> float:
+def redis_cpu(client: Client) -> float:
     """The server's CPU seconds so far (main thread and background), from ``INFO cpu``."""
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def redis_memory(client: redis.Redis) -> int:
+def redis_memory(client: Client) -> int:
     """Bytes the server's allocator holds for data and overhead (``INFO memory`` used_memory)."""
     return int(client.info("memory")["used_memory"])

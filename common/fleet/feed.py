@@ -11,19 +11,18 @@ import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import redis
 
 from common import keys
 from common.errors import InvalidInput
 from common.market.scenario import Scenario
 from common.models import FloatArray, PlatformFigures
-from common.redis_conn import store_call
+from common.redis_conn import Client, store_call
 
 METRICS = ("cpc", "cvr", "volume")
 
 
 class FeedStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.r = client
 
     @store_call("publish feed")

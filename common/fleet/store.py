@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-import redis
 from pydantic import ValidationError
 
 from common import keys
@@ -21,7 +20,7 @@ from common.errors import Conflict, InvalidInput, NotFound
 from common.ledger import Balance, Ledger
 from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
 from common.money import to_micros
-from common.redis_conn import Fields, store_call
+from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ UPDATABLE = frozenset(CampaignSpec.model_fields) - {"id"}
 
 
 class CampaignStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.r = client
         self.ledger = Ledger(client)
 
