@@ -16,7 +16,7 @@ from types import TracebackType
 
 import redis
 
-from cli.redis_server import RedisServer, find_redis_server
+from cli.redis_server import FsyncPolicy, RedisServer, find_redis_server
 from common.errors import RedisServerError
 
 # A cluster node's bus listens at its port + 10000: ports are picked where both are free.
@@ -51,11 +51,15 @@ def _cluster_ports(count: int) -> list[int]:
 
 
 class LocalCluster:
-    """``size`` cluster nodes on loopback, with their files under ``directory``; no persistence."""
+    """``size`` cluster nodes on loopback, with their files under ``directory``.
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
+    Without ``appendfsync`` the nodes keep nothing on disk; with it, each keeps an AOF with that policy.
+    """
+
+    def __init__(self, directory: Path, size: int = 3, *, appendfsync: FsyncPolicy | None = None) -> None:
         self.directory = Path(directory).resolve()
         self.size = size
+        self.appendfsync = appendfsync
         self.nodes: list[RedisServer] = []
 
     @property
@@ -71,7 +75,14 @@ class LocalCluster:
             for port in _cluster_ports(self.size):
                 directory = self.directory / f"node-{port}"
                 extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"))
-                self.nodes.append(RedisServer(directory, port=port, appendonly=False, extra_args=extra).start())
+                node = RedisServer(
+                    directory,
+                    port=port,
+                    appendonly=self.appendfsync is not None,
+                    appendfsync=self.appendfsync or "everysec",
+                    extra_args=extra,
+                )
+                self.nodes.append(node.start())
             created = subprocess.run(
                 [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                  "--cluster-replicas", "0", "--cluster-yes"],
