@@ -45,10 +45,16 @@ class Ceiling:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def noop_rate(app: Celery, client: Client, tasks: int, timeout: float = 300.0) -> Ceiling:
-    """Send ``tasks`` no-op tasks through one producer; time until all of them ran."""
+def noop_rate(
+    app: Celery, client: Client, tasks: int, timeout: float = 300.0, *, broker: Client | None = None
+) -> Ceiling:
+    """Send ``tasks`` no-op tasks through one producer; time until all of them ran.
+
+    The Redis CPU is the state store's and, when it is a separate server, the broker's.
+    """
+    servers = [client] if broker is None else [client, broker]
     client.delete(keys.BENCH_NOOP)
-    cpu_before = redis_cpu(client)
+    cpu_before = sum(redis_cpu(server) for server in servers)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for _ in range(tasks):
@@ -59,7 +65,8 @@ def noop_rate(app: Celery, client: Client, tasks: int, timeout: float = 300.0) -
             raise TimeoutError(f"{tasks} no-op tasks did not all run within {timeout:.0f} s")
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
-    return Ceiling(tasks, elapsed, redis_cpu_s_per_1k=per_thousand(redis_cpu(client) - cpu_before, tasks))
+    cpu = sum(redis_cpu(server) for server in servers) - cpu_before
+    return Ceiling(tasks, elapsed, redis_cpu_s_per_1k=per_thousand(cpu, tasks))
 
 
 def bare_loop(fleet: Fleet, campaign_ids: list[str], first_tick: int, seconds: float) -> Ceiling:

@@ -10,8 +10,10 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
+from redis.cluster import RedisCluster
 
 from common.redis_conn import Client
 
@@ -77,11 +79,19 @@ def rss_mb(pid: int, *, descendants: bool) -> list[float]:
 
 
 def redis_cpu(client: Client) -> float:
-    """The server's CPU seconds so far (main thread and background), from ``INFO cpu``."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    """The server's CPU seconds so far (main thread and background), from ``INFO cpu``; a cluster's, summed."""
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in _infos(client, "cpu"))
 
 
 def redis_memory(client: Client) -> int:
-    """Bytes the server's allocator holds for data and overhead (``INFO memory`` used_memory)."""
-    return int(client.info("memory")["used_memory"])
+    """Bytes the server's allocator holds for data and overhead (``INFO memory`` used_memory); a cluster's, summed."""
+    return sum(int(info["used_memory"]) for info in _infos(client, "memory"))
+
+
+def _infos(client: Client, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of the server, or of every primary of a cluster."""
+    if isinstance(client, RedisCluster):
+        replies: dict[str, dict[str, Any]] = client.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return list(replies.values())
+    info: dict[str, Any] = client.info(section)  # type: ignore[assignment]
+    return [info]
