@@ -51,6 +51,8 @@ class CountResult:
     worker_rss_mb: list[float]
     redis_bytes_per_campaign: float
     figures: dict[str, float] = field(default_factory=dict)
+    # The state store's CPU seconds by server (``host:port``): one, or each node of a cluster.
+    redis_cpu_s_by_node: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.figures:
@@ -108,6 +110,7 @@ class BenchResult:
                     **c.figures, **self.ratios(c),
                     "cpu_s": asdict(c.cpu), "worker_rss_mb": c.worker_rss_mb,
                     "redis_bytes_per_campaign": c.redis_bytes_per_campaign,
+                    "redis_cpu_s_by_node": c.redis_cpu_s_by_node,
                     "ticks": [asdict(t) for t in c.ticks],
                 }
             )  # fmt: skip

@@ -28,7 +28,15 @@ import psutil
 from rich.progress import Progress, TaskID
 
 from cli.bench.ceilings import Ceiling, bare_loop, noop_rate
-from cli.bench.measure import TreeSnapshot, redis_cpu, redis_memory, rss_mb, tree_delta, tree_snapshot
+from cli.bench.measure import (
+    TreeSnapshot,
+    redis_cpu,
+    redis_cpu_by_node,
+    redis_memory,
+    rss_mb,
+    tree_delta,
+    tree_snapshot,
+)
 from cli.bench.report import WARMUP_TICKS, BenchResult, CountResult, CpuSeconds
 from cli.processes import Child, ProcessGroup
 from cli.redis_cluster import LocalCluster
@@ -66,7 +74,7 @@ class Plan:
 @dataclass(frozen=True)
 class _Snapshot:
     at: float
-    redis: float
+    redis: dict[str, float]
     broker: float
     worker: TreeSnapshot
     beat: TreeSnapshot
@@ -179,14 +187,17 @@ class Bench:
         assert before is not None, "plans have more ticks than the warm-up"
         worker_main, worker_pool = tree_delta(before.worker, after.worker)
         beat_cpu = sum(tree_delta(before.beat, after.beat))
-        cpu = CpuSeconds(after.redis - before.redis, worker_main, worker_pool, beat_cpu, after.broker - before.broker)
+        by_node = {name: after.redis[name] - before.redis.get(name, 0.0) for name in after.redis}
+        cpu = CpuSeconds(sum(by_node.values()), worker_main, worker_pool, beat_cpu, after.broker - before.broker)
         rss = rss_mb(worker.process.pid, descendants=True)
-        return CountResult(count, group, after.at - before.at, seen[WARMUP_TICKS:], cpu, rss, per_campaign)
+        return CountResult(
+            count, group, after.at - before.at, seen[WARMUP_TICKS:], cpu, rss, per_campaign, redis_cpu_s_by_node=by_node
+        )
 
     def _snapshot(self, worker: Child, beat: Child) -> _Snapshot:
         return _Snapshot(
             time.monotonic(),
-            redis_cpu(self.client),
+            redis_cpu_by_node(self.client),
             0.0 if self.broker is None else redis_cpu(self.broker),
             tree_snapshot(worker.process.pid),
             tree_snapshot(beat.process.pid),
