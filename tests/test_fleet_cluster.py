@@ -13,7 +13,9 @@ import pytest
 import redis
 
 from cli.redis_cluster import LocalCluster
+from cli.redis_server import free_port
 from common import keys
+from common.errors import StoreUnavailable
 from common.fleet import decisions
 from common.fleet.stats import TickStats
 from common.redis_conn import connect
@@ -23,6 +25,12 @@ from tests.ledger_helpers import audit_all
 
 CAMPAIGNS = 36
 TICKS = 5
+
+
+def test_a_cluster_url_with_no_node_answering_is_store_unavailable() -> None:
+    # A cluster client asks for the slot map as it is built: the failure comes from connect itself.
+    with pytest.raises(StoreUnavailable, match="connect to the Redis Cluster"):
+        connect(f"redis+cluster://127.0.0.1:{free_port()}")
 
 
 @pytest.mark.slow
