@@ -17,7 +17,10 @@ from cli.redis_server import free_port
 from common import keys
 from common.errors import StoreUnavailable
 from common.fleet import decisions
+from common.fleet.evaluation import evaluate
+from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
+from common.fleet.tick import begin
 from common.redis_conn import connect
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks
@@ -78,3 +81,24 @@ def test_live_fleet_on_a_cluster_with_a_separate_broker(
         node.close()
     broker.close()
     client.close()
+
+
+@pytest.mark.slow
+def test_a_node_going_down_is_store_unavailable(market: Path, tmp_path: Path) -> None:
+    """Commands for the slots of a dead node fail as StoreUnavailable, as a dead single server's do."""
+    with LocalCluster(tmp_path / "cluster") as cluster:
+        settings = Settings(
+            redis_url=cluster.url, broker_url="redis://127.0.0.1:1/0", scenario=market, run_dir=tmp_path
+        )
+        fleet = Fleet.from_settings(settings)
+        ids = load_campaigns(fleet.r, market, 12)
+        assert begin(fleet, 1) is not None
+        dead = cluster.nodes[1]
+        on_dead = [cid for cid in ids if fleet.r.get_node_from_key(keys.budget(cid)).port == dead.port]  # type: ignore[union-attr]
+        assert on_dead
+        dead.kill()
+        with pytest.raises(StoreUnavailable):
+            fleet.store.get(on_dead[0])
+        with pytest.raises(StoreUnavailable):
+            evaluate(fleet, ids, 1)
+        fleet.r.close()
