@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import redis
 from celery import Celery
 
 from common import keys
 from common.fleet.feed import FeedStore
 from common.fleet.store import CampaignStore
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class ApiContext:
         return app
 
     @cached_property
-    def broker(self) -> redis.Redis | None:
+    def broker(self) -> Client | None:
         """A client of the broker's Redis, to measure queue depth; None for a non-Redis broker."""
         url = self.settings.broker
         if not url.startswith(("redis://", "rediss://", "unix://")):

@@ -7,7 +7,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
@@ -16,6 +15,7 @@ from api.schemas import Decision, DecisionList
 from common import keys
 from common.fleet import decisions
 from common.fleet.decisions import DecisionRecord
+from common.redis_conn import connect_async
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
 
@@ -103,7 +103,7 @@ async def stream_decisions(
 
 
 async def _events(url: str, start: str, campaign: str | None) -> AsyncIterator[str]:
-    client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+    client = connect_async(url)
     last = start
     try:
         if last == "$":

@@ -10,10 +10,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 
-import redis
-
 from common import keys
 from common.fleet import decisions
+from common.redis_conn import Client
 
 _READ_BATCH = 5000
 # At most this many entries are read back when the trend starts (or the stream was reset).
@@ -33,7 +32,7 @@ class Trends:
         # tick -> campaign -> [cost, conversions]
         self._by_tick: dict[int, dict[str, list[float]]] = defaultdict(dict)
 
-    def refresh(self, client: redis.Redis) -> None:
+    def refresh(self, client: Client) -> None:
         with self._lock:
             newest: list[tuple[str, dict[str, str]]] = client.xrevrange(keys.DECISIONS, count=1)  # type: ignore[assignment]
             if not newest:

@@ -9,8 +9,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
 from api.context import TickInfo
 from api.schemas import BalanceView, CampaignView, OutcomesView, PacingView
 from common.fleet import state
@@ -18,6 +16,7 @@ from common.fleet.state import StateRecord
 from common.ledger import Balance, queue_balance
 from common.models import Campaign
 from common.money import from_micros
+from common.redis_conn import Client
 
 
 def balance_view(balance: Balance | None) -> BalanceView:
@@ -66,7 +65,7 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def campaign_views(client: redis.Redis, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
+def campaign_views(client: Client, campaigns: Sequence[Campaign], tick: TickInfo) -> list[CampaignView]:
     pipe = client.pipeline(transaction=False)
     for c in campaigns:
         queue_balance(pipe, c.id)

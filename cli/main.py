@@ -65,6 +65,13 @@ def bench(
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Worker processes (default: four per core).")] = None,
     noop_tasks: Annotated[int, typer.Option(help="No-op tasks sent for the Celery ceiling.")] = 5000,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Campaign state on an embedded 3-node Redis Cluster, the broker on a separate embedded Redis.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Where to write the figures (JSON).")] = Path("bench.json"),
     plot: Annotated[Path | None, typer.Option(help="Where to write the plot (PNG).")] = Path("bench.png"),
 ) -> None:
@@ -89,7 +96,7 @@ def bench(
             raise _bad_option(name, ValueError(f"must be between 1 and {top:,}, got {value}"))
     settings = load_settings()
     configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
-    plan = Plan(counts, ticks, campaigns_per_task, concurrency or default_concurrency(), noop_tasks)
+    plan = Plan(counts, ticks, campaigns_per_task, concurrency or default_concurrency(), noop_tasks, cluster=cluster)
     try:
         run_bench(settings, plan, out, plot, console)
     except BenchFailed as exc:

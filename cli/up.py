@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from types import FrameType
 
-import redis
 from rich.console import Console
 
 from cli.processes import ProcessGroup
@@ -29,7 +28,7 @@ from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
 from common.market.generator import generate
 from common.market.scenario import Scenario
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import Settings
 
 # The ledger's money must survive a crash of the embedded Redis: see docs/ledger.md.
@@ -62,7 +61,7 @@ def write_demo_market(path: Path, seed: int, ticks: int = DEFAULT_MARKET_TICKS) 
     return path
 
 
-def load_demo(client: redis.Redis, market: Scenario, campaigns: int, seed: int) -> tuple[list[str], int]:
+def load_demo(client: Client, market: Scenario, campaigns: int, seed: int) -> tuple[list[str], int]:
     """Register the market's platforms and create ``campaigns`` demo campaigns; returns (ids created, kept).
 
     A campaign whose id exists is kept as it is (from an earlier run with --keep). Any other refusal
@@ -263,7 +262,7 @@ def _wait_for_worker(settings: Settings, children: ProcessGroup, timeout: float 
         app.close()
 
 
-def _follow_ticks(client: redis.Redis, children: ProcessGroup, duration: float | None, console: Console) -> int:
+def _follow_ticks(client: Client, children: ProcessGroup, duration: float | None, console: Console) -> int:
     """Print each tick's summary as it is written; return when the duration is up or a child dies."""
     end = None if duration is None else time.monotonic() + duration
     last_id = "$"

@@ -1,29 +1,81 @@
-"""Redis clients for the state store, and the one translation of their failures into ``StoreUnavailable``."""
+"""Redis clients for the state store, and the one translation of their failures into ``StoreUnavailable``.
+
+The state store is one Redis server (``redis://host:port/db``) or a Redis Cluster
+(``redis+cluster://host:port``, ``rediss+cluster://`` with TLS: any node, from which the client
+discovers the others). Every campaign key carries its campaign's hash tag and every multi-key
+command the engine sends stays inside one slot, so the same code runs on both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, SlotNotCoveredError, TryAgainError
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from common.errors import StoreUnavailable
 
 # redis-py's stubs take mappings with invariant key types; field maps are passed as this.
 Fields = dict[Any, Any]
 
+# The state store's client: one server or a cluster; both take the same commands and pipelines.
+Client: TypeAlias = redis.Redis | RedisCluster
+AsyncClient: TypeAlias = redis.asyncio.Redis | AsyncRedisCluster
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# URL schemes naming a Redis Cluster, and the scheme its nodes are reached with.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
-def connect(url: str) -> redis.Redis:
-    """A client that decodes responses to ``str``; health-checked, with short connect timeouts."""
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
-    )
+_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "health_check_interval": 30,
+}
+
+
+def cluster_node_url(url: str) -> str | None:
+    """For a cluster URL, the plain URL of the node it names; None for a single server's URL."""
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme)
+    return None if scheme is None else urlunsplit(parts._replace(scheme=scheme))
+
+
+def connect(url: str) -> Client:
+    """A client that decodes responses to ``str``; health-checked, with short connect timeouts.
+
+    A cluster client asks its first node for the slot map at once (a single server's client
+    connects at its first command), so an unreachable cluster raises ``StoreUnavailable`` here.
+    """
+    node = cluster_node_url(url)
+    if node is None:
+        return redis.Redis.from_url(url, **_OPTIONS)
+    with translated_errors("connect to the Redis Cluster"):
+        return RedisCluster.from_url(node, **_OPTIONS)
+
+
+def connect_async(url: str) -> AsyncClient:
+    """``connect`` for asyncio code, with the same options."""
+    node = cluster_node_url(url)
+    if node is None:
+        return redis.asyncio.Redis.from_url(url, **_OPTIONS)
+    return AsyncRedisCluster.from_url(node, **_OPTIONS)
 
 
 # Failures of the store itself, which a later call may not meet: the caller can retry, settle later, or
@@ -56,6 +108,12 @@ def translated_errors(what: str) -> Iterator[None]:
         yield
     except UNAVAILABLE as exc:
         raise StoreUnavailable(f"{what}: Redis is unavailable ({exc})") from exc
+    except RedisClusterException as exc:
+        # A cluster client that reaches none of the nodes it knows (at start, or refreshing its slot
+        # map) raises this with the connection error as its cause; other causes are bugs.
+        if isinstance(exc.__cause__, UNAVAILABLE):
+            raise StoreUnavailable(f"{what}: Redis is unavailable ({exc})") from exc
+        raise
 
 
 def store_call(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import SettingsError
+from common.redis_conn import cluster_node_url
 
 NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
 
@@ -22,9 +23,16 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         default=None,
-        description="State store. When unset, `campaign-engine up` starts a private Redis under run_dir.",
+        description=(
+            "State store: one server (redis://host:port/db) or a Redis Cluster (redis+cluster://host:port, "
+            "rediss+cluster:// with TLS; any node). When unset, `campaign-engine up` starts a private Redis "
+            "under run_dir."
+        ),
     )
-    broker_url: str | None = Field(default=None, description="Celery broker; defaults to redis_url.")
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker; defaults to redis_url, and is required when that names a Redis Cluster.",
+    )
     tick_seconds: float = Field(default=2.0, gt=0.05, le=3600, description="Wall-clock length of a tick.")
     forecast_window: int = Field(default=30, ge=3, le=1_000, description="Ticks in the regression window.")
     season_ticks: int | None = Field(
@@ -76,6 +84,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_beside_a_cluster(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Celery's Redis transport speaks to one server: a cluster state store needs a broker of its own.
+        state = info.data.get("redis_url")
+        if value is None and state is not None and cluster_node_url(state) is not None:
+            raise ValueError("required when CE_REDIS_URL names a Redis Cluster; point it at a plain Redis server")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

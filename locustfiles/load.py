@@ -24,8 +24,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from cli.processes import Child, ProcessGroup
 from cli.redis_server import RedisServer, free_port
 from cli.up import EMBEDDED_FSYNC, tick_line
@@ -33,7 +31,7 @@ from common import keys
 from common.fleet import stats
 from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import load_settings
 
 LOCUSTFILE = Path(__file__).resolve().parent / "steady.py"
@@ -93,7 +91,7 @@ def campaign_engine() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
-def wait_for_fleet(client: redis.Redis, api: str, up: Child, timeout: float) -> None:
+def wait_for_fleet(client: Client, api: str, up: Child, timeout: float) -> None:
     """Until the API answers and the fleet has summarised more than its warm-up ticks."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,7 +108,7 @@ def wait_for_fleet(client: redis.Redis, api: str, up: Child, timeout: float) -> 
     raise SystemExit(f"the fleet did not tick within {timeout:.0f} s; see {up.log_path}")
 
 
-def wait_for_summary(client: redis.Redis, tick: int, timeout: float) -> None:
+def wait_for_summary(client: Client, tick: int, timeout: float) -> None:
     """Until tick ``tick`` is summarised (when the next tick begins)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +118,7 @@ def wait_for_summary(client: redis.Redis, tick: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def ticks_between(client: redis.Redis, first: int, last: int) -> list[TickStats]:
+def ticks_between(client: Client, first: int, last: int) -> list[TickStats]:
     return [e for e in stats.parse(client.xrange(keys.TICK_STATS)) if first <= e.tick <= last]  # type: ignore[arg-type]
 
 

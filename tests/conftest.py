@@ -1,4 +1,4 @@
-"""Fixtures: a throwaway Redis server per test session, a clean database per test."""
+"""Fixtures: a throwaway Redis server per test session, a clean database per test, and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from cli.redis_cluster import LocalCluster, find_redis_cli
 from cli.redis_server import RedisServer
 from common.fleet.fleet import Fleet
 from common.settings import Settings
@@ -19,6 +20,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real three-node Redis Cluster (``cli.redis_cluster``), started once for the tests that ask for it."""
+    if find_redis_cli() is None:
+        pytest.skip("no redis-cli to create a cluster with")
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -63,6 +63,17 @@ def test_the_report_shows_each_count_and_the_ratios() -> None:
     assert json.loads(json.dumps(result.to_json()))["counts"][0]["ticks"][0]["evaluated"] == 10
 
 
+def test_a_separate_broker_is_shown_beside_the_state_store() -> None:
+    ticks = [TickStats(tick=2, fanned=10, evaluated=10, worst_latency_ms=50.0)]
+    count = CountResult(10, 1, 2.0, ticks, CpuSeconds(0.5, 0.1, 0.1, 0.0, broker=0.25), [80.0], 4096.0)
+    assert count.figures["cpu_s_per_1k_redis"] == 50.0 and count.figures["cpu_s_per_1k_broker"] == 25.0
+    result = BenchResult({}, {}, [count], Ceiling(100, 2.0), Ceiling(1000, 4.0))
+    console = Console(record=True, width=200)
+    console.print(tables(result)[1])
+    text = console.export_text()
+    assert "state + broker" in text and "50.00 + 25.00" in text
+
+
 def test_counts_parse_and_bad_ones_say_why() -> None:
     assert parse_counts("50, 100,2000") == [50, 100, 2000]
     with pytest.raises(ValueError, match="'abc'"):

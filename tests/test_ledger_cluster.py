@@ -1,91 +1,35 @@
 """The same ledger scripts on a real three-node Redis Cluster: no CROSSSLOT, the same results.
 
-A fixture starts three ``redis-server --cluster-enabled yes`` nodes and joins them with
-``redis-cli --cluster create``; one scenario then runs on the cluster and on the single test server
-and must give identical results, batches spanning every node included.
+The shared fixture ``redis_cluster`` (``cli/redis_cluster.py``) starts three ``redis-server
+--cluster-enabled yes`` nodes and joins them with ``redis-cli --cluster create``; one scenario then
+runs on the cluster and on the single test server and must give identical results, batches
+spanning every node included.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
-from cli.redis_server import RedisServer, find_redis_server
+from cli.redis_cluster import LocalCluster
 from common import keys
 from common.errors import LedgerError
 from common.ledger import Ledger
 from tests.ledger_helpers import audit_all, make_campaign
 
 CAMPAIGNS = [f"k{i}" for i in range(30)]
-CREATE_OPTIONS = ("--cluster-replicas", "0", "--cluster-yes")
 
 
-def _port_pair_free(port: int) -> bool:
-    """A cluster node also listens on port + 10000 (its bus)."""
-    for p in (port, port + 10_000):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
-
-
-def _cluster_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    port = 21_000 + (time.monotonic_ns() // 1000) % 20_000
-    while len(ports) < count:
-        port += 1
-        if _port_pair_free(port):
-            ports.append(port)
-    return ports
-
-
-def _redis_cli() -> str:
-    beside = Path(find_redis_server()).parent / "redis-cli"
-    found = str(beside) if beside.exists() else shutil.which("redis-cli")
-    if not found:
-        pytest.skip("no redis-cli to create a cluster with")
-    return found
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    nodes = []
-    try:
-        for port in _cluster_ports(3):
-            directory = tmp_path_factory.mktemp(f"cluster-{port}")
-            extra = ("--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"))
-            nodes.append(RedisServer(directory, port=port, appendonly=False, extra_args=extra).start())
-        subprocess.run(
-            [_redis_cli(), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), *CREATE_OPTIONS],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        for node in nodes:
-            with redis.Redis(port=node.port, decode_responses=True) as c:
-                for _ in range(500):
-                    if c.cluster("info")["cluster_state"] == "ok":
-                        break
-                    time.sleep(0.02)
-                else:
-                    raise RuntimeError(f"cluster node {node.port} never reached cluster_state ok")
-        client = RedisCluster(host="127.0.0.1", port=nodes[0].port, decode_responses=True)
-        yield client
-        client.close()
-    finally:
-        for node in nodes:
-            node.stop()
+@pytest.fixture
+def cluster(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """A client of the shared test cluster (``tests/conftest.py``)."""
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port, decode_responses=True)
+    yield client
+    client.close()
 
 
 def _outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -35,6 +35,16 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().broker == "redis://broker:6379/0"
 
 
+def test_a_cluster_state_store_needs_a_broker_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_REDIS_URL", "redis+cluster://node1:7000")
+    monkeypatch.delenv("CE_BROKER_URL", raising=False)
+    with pytest.raises(SettingsError, match=r"CE_BROKER_URL: .*Redis Cluster"):
+        load_settings()
+    monkeypatch.setenv("CE_BROKER_URL", "redis://broker:6379/0")
+    s = load_settings()
+    assert (s.state_url, s.broker) == ("redis+cluster://node1:7000", "redis://broker:6379/0")
+
+
 @pytest.mark.parametrize(
     ("name", "value", "field"),
     [

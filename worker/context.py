@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 
-import redis
-
 from common.fleet.fleet import Fleet
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import get_settings
 
 _fleet: Fleet | None = None
 _pid: int | None = None
-_broker: redis.Redis | None = None
+_broker: Client | None = None
 _broker_pid: int | None = None
 
 
@@ -25,7 +23,7 @@ def fleet() -> Fleet:
     return _fleet
 
 
-def broker() -> redis.Redis:
+def broker() -> Client:
     """A client of the broker's Redis in this process: the fleet's own when they are one server."""
     global _broker, _broker_pid
     if _broker is None or _broker_pid != os.getpid():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 
 from cli.bench.measure import per_thousand, redis_cpu
@@ -24,6 +23,7 @@ from common.engine import Decision
 from common.fleet.evaluation import GroupReport, Placed, _load, _record, _reserve_and_submit, _settle
 from common.fleet.fleet import Fleet
 from common.models import Bid, Campaign, Outcome
+from common.redis_conn import Client
 
 BATCH = 500
 # Each bid's spend cap in the bare loop: small, so that budgets last however long it runs.
@@ -45,13 +45,16 @@ class Ceiling:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def noop_rate(app: Celery, client: redis.Redis, broker: redis.Redis, tasks: int, timeout: float = 300.0) -> Ceiling:
+def noop_rate(
+    app: Celery, client: Client, tasks: int, timeout: float = 300.0, *, broker: Client | None = None
+) -> Ceiling:
     """Send ``tasks`` no-op tasks through one producer; time until all of them ran.
 
-    The Redis CPU is that of both servers: the broker's, and the state's that counts the tasks.
+    The Redis CPU is the state store's and, when it is a separate server, the broker's.
     """
+    servers = [client] if broker is None else [client, broker]
     client.delete(keys.BENCH_NOOP)
-    cpu_before = redis_cpu(client) + redis_cpu(broker)
+    cpu_before = sum(redis_cpu(server) for server in servers)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for _ in range(tasks):
@@ -62,7 +65,7 @@ def noop_rate(app: Celery, client: redis.Redis, broker: redis.Redis, tasks: int,
             raise TimeoutError(f"{tasks} no-op tasks did not all run within {timeout:.0f} s")
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
-    cpu = redis_cpu(client) + redis_cpu(broker) - cpu_before
+    cpu = sum(redis_cpu(server) for server in servers) - cpu_before
     return Ceiling(tasks, elapsed, redis_cpu_s_per_1k=per_thousand(cpu, tasks))
 
 

@@ -10,9 +10,12 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
-import redis
+from redis.cluster import RedisCluster
+
+from common.redis_conn import Client
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -75,12 +78,28 @@ def rss_mb(pid: int, *, descendants: bool) -> list[float]:
     return sizes
 
 
-def redis_cpu(client: redis.Redis) -> float:
-    """The server's CPU seconds so far (main thread and background), from ``INFO cpu``."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def redis_cpu(client: Client) -> float:
+    """The server's CPU seconds so far (main thread and background), from ``INFO cpu``; a cluster's, summed."""
+    return sum(redis_cpu_by_node(client).values())
 
 
-def redis_memory(client: redis.Redis) -> int:
-    """Bytes the server's allocator holds for data and overhead (``INFO memory`` used_memory)."""
-    return int(client.info("memory")["used_memory"])
+def redis_cpu_by_node(client: Client) -> dict[str, float]:
+    """``redis_cpu`` of each server: the one, or every primary of a cluster (by ``host:port``)."""
+    return {
+        name: float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for name, info in _infos(client, "cpu").items()
+    }
+
+
+def redis_memory(client: Client) -> int:
+    """Bytes the server's allocator holds for data and overhead (``INFO memory`` used_memory); a cluster's, summed."""
+    return sum(int(info["used_memory"]) for info in _infos(client, "memory").values())
+
+
+def _infos(client: Client, section: str) -> dict[str, dict[str, Any]]:
+    """``INFO section`` of the server, or of every primary of a cluster, by ``host:port``."""
+    if isinstance(client, RedisCluster):
+        replies: dict[str, dict[str, Any]] = client.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return replies
+    info: dict[str, Any] = client.info(section)  # type: ignore[assignment]
+    kwargs = client.connection_pool.connection_kwargs
+    return {f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}": info}

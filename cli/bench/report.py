@@ -24,12 +24,17 @@ WARMUP_TICKS = 2
 
 @dataclass(frozen=True)
 class CpuSeconds:
-    """CPU seconds spent over the measured ticks, by process."""
+    """CPU seconds spent over the measured ticks, by process.
+
+    ``redis`` is the state store's (every node of a cluster); ``broker`` a separate broker's, 0 when the
+    state store is the broker too.
+    """
 
     redis: float
     worker_main: float
     worker_pool: float
     beat: float
+    broker: float = 0.0
 
     @property
     def workers(self) -> float:
@@ -46,6 +51,8 @@ class CountResult:
     worker_rss_mb: list[float]
     redis_bytes_per_campaign: float
     figures: dict[str, float] = field(default_factory=dict)
+    # The state store's CPU seconds by server (``host:port``): one, or each node of a cluster.
+    redis_cpu_s_by_node: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.figures:
@@ -72,6 +79,7 @@ def measured_figures(ticks: list[TickStats], wall_s: float, per_task: int, cpu: 
         "missed": sum(t.missed for t in ticks),
         "tick_task_ms": sum(t.tick_task_ms for t in ticks) / len(ticks),
         "cpu_s_per_1k_redis": per_thousand(cpu.redis, evaluated),
+        "cpu_s_per_1k_broker": per_thousand(cpu.broker, evaluated),
         "cpu_s_per_1k_workers": per_thousand(cpu.workers, evaluated),
         "cpu_s_per_1k_beat": per_thousand(cpu.beat, evaluated),
         "cpu_s_per_1k_tick_task": per_thousand(tick_task_s, evaluated),
@@ -102,6 +110,7 @@ class BenchResult:
                     **c.figures, **self.ratios(c),
                     "cpu_s": asdict(c.cpu), "worker_rss_mb": c.worker_rss_mb,
                     "redis_bytes_per_campaign": c.redis_bytes_per_campaign,
+                    "redis_cpu_s_by_node": c.redis_cpu_s_by_node,
                     "ticks": [asdict(t) for t in c.ticks],
                 }
             )  # fmt: skip
@@ -122,7 +131,9 @@ def tables(result: BenchResult) -> tuple[Table, Table]:
                  "tick task ms", "÷ no-op", "÷ bare loop"):  # fmt: skip
         pace.add_column(name, justify="right")
     cost = Table(title="CPU seconds per 1,000 evaluations, and memory", title_justify="left")
-    for name in ("campaigns", "Redis", "workers", "beat", "tick task", "worker RSS MB", "Redis KB/campaign"):
+    separate = any(c.cpu.broker for c in result.counts)
+    redis = "Redis: state + broker" if separate else "Redis"
+    for name in ("campaigns", redis, "workers", "beat", "tick task", "worker RSS MB", "Redis KB/campaign"):
         cost.add_column(name, justify="right")
     for c in result.counts:
         f, ratios = c.figures, result.ratios(c)
@@ -132,8 +143,11 @@ def tables(result: BenchResult) -> tuple[Table, Table]:
             f"{f['late']:.0f}/{f['dropped']:.0f}/{f['missed']:.0f}", f"{f['tick_task_ms']:,.0f}",
             f"{ratios['tasks_to_noop']:.2f}", f"{ratios['evaluations_to_bare_loop']:.2f}",
         )  # fmt: skip
+        redis_cpu = f"{f['cpu_s_per_1k_redis']:.2f}"
+        if separate:
+            redis_cpu += f" + {f['cpu_s_per_1k_broker']:.2f}"
         cost.add_row(
-            f"{c.campaigns:,}", f"{f['cpu_s_per_1k_redis']:.2f}", f"{f['cpu_s_per_1k_workers']:.2f}",
+            f"{c.campaigns:,}", redis_cpu, f"{f['cpu_s_per_1k_workers']:.2f}",
             f"{f['cpu_s_per_1k_beat']:.3f}", f"{f['cpu_s_per_1k_tick_task']:.2f}", _rss(c.worker_rss_mb),
             f"{c.redis_bytes_per_campaign / 1024:.1f}",
         )  # fmt: skip

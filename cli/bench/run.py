@@ -9,6 +9,10 @@ tick after it begins). Flower and the API do not run: Flower
 switches on task events, which cost the fleet a quarter of its throughput. After the last count
 the ceilings are measured on the same Redis and campaigns: the no-op tasks on that count's worker
 with beat stopped, then the bare loop with the worker stopped.
+
+With ``cluster`` the campaign state lives on an embedded three-node Redis Cluster and Celery's
+broker on a separate embedded Redis, every one of them with the same persistence; Redis CPU is then
+the cluster's nodes together, and the broker's apart.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import platform
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +29,18 @@ import psutil
 from rich.progress import Progress, TaskID
 
 from cli.bench.ceilings import Ceiling, bare_loop, noop_rate
-from cli.bench.measure import TreeSnapshot, redis_cpu, redis_memory, rss_mb, tree_delta, tree_snapshot
+from cli.bench.measure import (
+    TreeSnapshot,
+    redis_cpu,
+    redis_cpu_by_node,
+    redis_memory,
+    rss_mb,
+    tree_delta,
+    tree_snapshot,
+)
 from cli.bench.report import WARMUP_TICKS, BenchResult, CountResult, CpuSeconds
 from cli.processes import Child, ProcessGroup
+from cli.redis_cluster import LocalCluster
 from cli.redis_server import RedisServer
 from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, embedded_broker, load_demo, worker_argv
 from common import keys
@@ -34,7 +48,7 @@ from common.fleet.fleet import DEFAULT_MARKET_TICKS, Fleet
 from common.fleet.stats import TickStats
 from common.market.generator import generate
 from common.market.scenario import Scenario
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import Settings
 from worker.app import EVALUATION_QUEUE, create_app
 
@@ -55,12 +69,14 @@ class Plan:
     concurrency: int
     noop_tasks: int = 5000
     bare_seconds: float = 5.0
+    cluster: bool = False
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     at: float
-    redis: float
+    redis: dict[str, float]
+    broker: float
     worker: TreeSnapshot
     beat: TreeSnapshot
 
@@ -78,13 +94,11 @@ class Bench:
         self.settings = settings
 
     def run(self) -> BenchResult:
-        state = RedisServer(self.run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC)
-        with state as server, embedded_broker(self.run_dir / "broker") as broker:
-            self.settings = self.settings.model_copy(
-                update={"redis_url": server.url, "broker_url": broker.url, "scenario": self.market_path}
-            )
-            self.client = connect(server.url)
-            self.broker = connect(broker.url)
+        with ExitStack() as servers:
+            self.settings = self.settings.model_copy(update={**self._start(servers), "scenario": self.market_path})
+            self.client = connect(self.settings.state_url)
+            # The broker apart from the state store: its queues are read, and its CPU measured, there.
+            self.broker: Client | None = connect(self.settings.broker_url) if self.settings.broker_url else None
             self.app = create_app(self.settings)
             try:
                 results = [self._count(count)[0] for count in self.plan.counts[:-1]]
@@ -95,15 +109,28 @@ class Bench:
                 machine = _machine(str(self.client.info("server")["redis_version"]))
             finally:
                 self.app.close()
-                self.broker.close()
                 self.client.close()
+                if self.broker is not None:
+                    self.broker.close()
         setup = {
             "counts": self.plan.counts, "ticks": self.plan.ticks, "warmup_ticks": WARMUP_TICKS,
             "tick_seconds": self.settings.tick_seconds, "concurrency": self.plan.concurrency,
-            "appendfsync": EMBEDDED_FSYNC, "broker": "embedded, no AOF", "noop_tasks": self.plan.noop_tasks,
+            "appendfsync": EMBEDDED_FSYNC, "noop_tasks": self.plan.noop_tasks,
             "bare_loop_seconds": self.plan.bare_seconds,
+            "state_store": "3-node Redis Cluster" if self.plan.cluster else "one Redis server",
+            "broker": "a separate embedded Redis, no AOF",
         }  # fmt: skip
         return BenchResult(machine, setup, results, noop, bare)
+
+    def _start(self, servers: ExitStack) -> dict[str, str]:
+        """Start the embedded Redis servers; the settings that point at them."""
+        broker = servers.enter_context(embedded_broker(self.run_dir / "broker"))
+        if self.plan.cluster:
+            state_url = servers.enter_context(LocalCluster(self.run_dir / "cluster", appendfsync=EMBEDDED_FSYNC)).url
+        else:
+            server = RedisServer(self.run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC)
+            state_url = servers.enter_context(server).url
+        return {"redis_url": state_url, "broker_url": broker.url}
 
     def _count(self, count: int, *, ceiling: bool = False) -> tuple[CountResult, Ceiling | None]:
         """The fleet at ``count`` campaigns; with ``ceiling``, the no-op tasks on its worker afterwards."""
@@ -117,7 +144,7 @@ class Bench:
                 return result, None
             self.progress.update(task, description="ceiling: Celery no-op tasks")
             self._drain(workers)
-            return result, noop_rate(self.app, self.client, self.broker, self.plan.noop_tasks)
+            return result, noop_rate(self.app, self.client, self.plan.noop_tasks, broker=self.broker)
         finally:
             beats.stop_all()
             workers.stop_all()
@@ -126,7 +153,8 @@ class Bench:
     def _fleet_run(self, count: int, workers: ProcessGroup, beats: ProcessGroup, task: TaskID) -> CountResult:
         client, plan = self.client, self.plan
         client.flushall()
-        self.broker.flushall()
+        if self.broker is not None:
+            self.broker.flushall()
         empty = redis_memory(client)
         load_demo(client, self.market, count, self.settings.market_seed + 1)
         per_campaign = (redis_memory(client) - empty) / count
@@ -161,14 +189,21 @@ class Bench:
         assert before is not None, "plans have more ticks than the warm-up"
         worker_main, worker_pool = tree_delta(before.worker, after.worker)
         beat_cpu = sum(tree_delta(before.beat, after.beat))
-        cpu = CpuSeconds(after.redis - before.redis, worker_main, worker_pool, beat_cpu)
+        by_node = {name: after.redis[name] - before.redis.get(name, 0.0) for name in after.redis}
+        cpu = CpuSeconds(sum(by_node.values()), worker_main, worker_pool, beat_cpu, after.broker - before.broker)
         rss = rss_mb(worker.process.pid, descendants=True)
-        return CountResult(count, group, after.at - before.at, seen[WARMUP_TICKS:], cpu, rss, per_campaign)
+        return CountResult(
+            count, group, after.at - before.at, seen[WARMUP_TICKS:], cpu, rss, per_campaign, redis_cpu_s_by_node=by_node
+        )
 
     def _snapshot(self, worker: Child, beat: Child) -> _Snapshot:
-        # Redis is both servers: the state's and the broker's.
-        redis = redis_cpu(self.client) + redis_cpu(self.broker)
-        return _Snapshot(time.monotonic(), redis, tree_snapshot(worker.process.pid), tree_snapshot(beat.process.pid))
+        return _Snapshot(
+            time.monotonic(),
+            redis_cpu_by_node(self.client),
+            0.0 if self.broker is None else redis_cpu(self.broker),
+            tree_snapshot(worker.process.pid),
+            tree_snapshot(beat.process.pid),
+        )
 
     def _wait_for_worker(self, workers: ProcessGroup, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -178,7 +213,7 @@ class Bench:
     def _drain(self, workers: ProcessGroup, timeout: float = 60.0) -> None:
         """Wait until the last tick's evaluations have left the queue and run."""
         deadline = time.monotonic() + timeout
-        while self.broker.llen(EVALUATION_QUEUE):
+        while (self.broker or self.client).llen(EVALUATION_QUEUE):
             _check(workers.children, deadline, 0)
             time.sleep(0.05)
         time.sleep(max(1.0, self.settings.tick_seconds))

@@ -11,15 +11,13 @@ from __future__ import annotations
 import math
 import time
 
-import redis
-
 from common import keys
 from common.errors import SettingsError
-from common.redis_conn import store_call
+from common.redis_conn import Client, store_call
 
 
 class Clock:
-    def __init__(self, client: redis.Redis, tick_seconds: float) -> None:
+    def __init__(self, client: Client, tick_seconds: float) -> None:
         self.r = client
         self.tick_seconds = tick_seconds
         self._epoch: float | None = None

@@ -21,12 +21,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import redis
-
 from common import keys
 from common.fleet.feed import FeedStore
 from common.forecast.season import fit_cycle
-from common.redis_conn import Fields, store_call
+from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def refit_tick(tick: int, every: int, platform: int, platforms: int) -> int:
 
 @store_call("fit the volume cycles")
 def cycles(
-    client: redis.Redis, feed: FeedStore, platform_ids: Sequence[str], tick: int, season: int, every: int
+    client: Client, feed: FeedStore, platform_ids: Sequence[str], tick: int, season: int, every: int
 ) -> dict[str, tuple[float, float] | None]:
     """The cycle ``(a, b)`` of each platform for forecasting ``tick``: the stored fit, or a refit."""
     if season <= 0 or not platform_ids:

@@ -18,13 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import redis
 
 from common import keys
 from common.errors import InvalidInput
 from common.market.scenario import Scenario
 from common.models import FloatArray, PlatformFigures
-from common.redis_conn import store_call
+from common.redis_conn import Client, store_call
 
 METRICS = ("cpc", "cvr", "volume")
 # Slots of the volume ring: the longest season the settings allow (CE_SEASON_TICKS).
@@ -33,7 +32,7 @@ _SLOT = np.dtype([("stamp", "<f8"), ("volume", "<f8")])
 
 
 class FeedStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.r = client
 
     @store_call("publish feed")

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import redis
-
 from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
@@ -16,7 +14,7 @@ from common.ledger import Ledger
 from common.market.generator import generate
 from common.market.platforms import PlatformAdapter, SimulatedPlatforms
 from common.market.scenario import Scenario
-from common.redis_conn import connect
+from common.redis_conn import Client, connect
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ def load_scenario(settings: Settings) -> Scenario:
 @dataclass
 class Fleet:
     settings: Settings
-    r: redis.Redis
+    r: Client
     scenario: Scenario  # the simulated market
     platforms: PlatformAdapter
     # Per-process memo of values that never change once written (the forecasts of a tick).

@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis
-
 from common import keys
 from common.fleet import capacity
 from common.fleet.stats import TickStats
 from common.forecast.cache import TickForecasts
-from common.redis_conn import store_call
+from common.redis_conn import Client, store_call
 
 # Seconds from a tick's start to the end of its slowest evaluation.
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -96,7 +94,7 @@ def bucket_field(seconds: float) -> str:
 
 
 @store_call("record the tick's metrics")
-def record_tick(client: redis.Redis, entry: TickStats) -> bool:
+def record_tick(client: Client, entry: TickStats) -> bool:
     """Enter a finished tick's summary (``common.fleet.tick.summarize``) into the metrics, once per tick.
 
     Observes the tick's duration, counts it in ``over_capacity_ticks`` when the fleet was over capacity
@@ -120,7 +118,7 @@ def record_tick(client: redis.Redis, entry: TickStats) -> bool:
     return True
 
 
-def _reconcile_dropped(client: redis.Redis, pipe: Any, tick: int) -> None:
+def _reconcile_dropped(client: Client, pipe: Any, tick: int) -> None:
     ticks = range(max(0, tick - DROPPED_LOOKBACK_TICKS), tick + 1)
     read = client.pipeline(transaction=False)
     for t in ticks:
@@ -133,7 +131,7 @@ def _reconcile_dropped(client: redis.Redis, pipe: Any, tick: int) -> None:
             pipe.hincrby(keys.METRICS, "evaluations_dropped", delta)
 
 
-def _forecast_errors(client: redis.Redis, pipe: Any, tick: int) -> None:
+def _forecast_errors(client: Client, pipe: Any, tick: int) -> None:
     doc = client.get(keys.forecast(tick))
     if doc is None:
         return
@@ -191,7 +189,7 @@ class Snapshot:
 
 
 @store_call("read metrics")
-def snapshot(client: redis.Redis) -> Snapshot:
+def snapshot(client: Client) -> Snapshot:
     """Every aggregated metric, read in one round trip."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.METRICS)

@@ -12,11 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from common import keys
 from common.engine import Decision, PacingState
-from common.redis_conn import Fields
+from common.redis_conn import Client, Fields
 
 OUTCOMES = ("spend", "clicks", "conversions", "value")
 
@@ -60,7 +58,7 @@ def _optional_float(text: str | None) -> float | None:
     return float(text) if text else None
 
 
-def read(client: redis.Redis, campaign: str) -> StateRecord:
+def read(client: Client, campaign: str) -> StateRecord:
     """One campaign's state, in a round trip of its own."""
     raw: dict[str, str] = client.hgetall(keys.state(campaign))  # type: ignore[assignment]
     return StateRecord.from_hash(raw)

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-import redis
 from pydantic import ValidationError
 
 from common import keys
@@ -24,7 +23,7 @@ from common.errors import Conflict, InvalidInput, NotFound
 from common.ledger import Balance, Ledger
 from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
 from common.money import to_micros
-from common.redis_conn import Fields, store_call
+from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ UPDATABLE = frozenset(CampaignSpec.model_fields) - {"id"}
 
 
 class CampaignStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.r = client
         self.ledger = Ledger(client)
 
@@ -246,14 +245,14 @@ class CampaignStore:
         return self.ledger.balance(campaign_id)
 
 
-def _index_flight(pipe: redis.client.Pipeline, spec: CampaignSpec, *, only_update: bool = False) -> None:
+def _index_flight(pipe: Any, spec: CampaignSpec, *, only_update: bool = False) -> None:
     """Queue the flight of an active campaign into the index (``only_update``: if it is there)."""
     end = math.inf if spec.end_tick is None else spec.end_tick
     pipe.zadd(keys.FLIGHT_STARTS, {spec.id: spec.start_tick}, xx=only_update)
     pipe.zadd(keys.FLIGHT_ENDS, {spec.id: end}, xx=only_update)
 
 
-def _unindex_flight(pipe: redis.client.Pipeline, campaign_id: str) -> None:
+def _unindex_flight(pipe: Any, campaign_id: str) -> None:
     pipe.zrem(keys.FLIGHT_STARTS, campaign_id)
     pipe.zrem(keys.FLIGHT_ENDS, campaign_id)
 

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-import redis
 from redis.exceptions import LockNotOwnedError
 
 from common import keys
 from common.forecast.forecasts import METRICS, Forecasts
-from common.redis_conn import store_call
+from common.redis_conn import Client, store_call
 
 CACHE_TTL_SECONDS = 3600
 LOCK_TTL_MS = 5000
@@ -64,7 +63,7 @@ class TickForecasts:
 
 @store_call("read forecasts")
 def get_or_compute(
-    client: redis.Redis, tick: int, compute: Callable[[], TickForecasts], wait_seconds: float = 2.0
+    client: Client, tick: int, compute: Callable[[], TickForecasts], wait_seconds: float = 2.0
 ) -> TickForecasts:
     cached = client.get(keys.forecast(tick))
     if cached is not None:
