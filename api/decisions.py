@@ -1,4 +1,8 @@
-"""``/decisions``: the bids placed, from the ``ce:decisions`` stream, as a page or live (SSE)."""
+"""``/decisions``: the bids placed, from the ``ce:decisions`` stream, as a page or live (SSE).
+
+A stream entry holds one campaign's bids of one tick; each bid is listed on its own, with the id
+``<entry id>/<index in the entry>`` (common/fleet/decisions.py).
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,13 @@ MAX_SCANNED = 200_000
 # once the stream is this many ticks older than the range asked for.
 _TICK_SLACK = 2
 KEEPALIVE_MS = 5000
-_STREAM_ID = re.compile(r"^\d+-\d+$")
+# An event id to resume after: a bid's (``<entry id>/<index>``) or, as sent before, an entry's.
+_EVENT_ID = re.compile(r"^\d+-\d+(/\d+)?$")
 
 
-def decision(entry_id: str, record: DecisionRecord) -> Decision:
+def decision(bid_id: str, record: DecisionRecord) -> Decision:
     return Decision(
-        id=entry_id,
+        id=bid_id,
         ts=record.ts,
         tick=record.tick,
         campaign=record.campaign,
@@ -62,18 +67,20 @@ def list_decisions(
         if not batch:
             break
         scanned += len(batch)
-        records = decisions.parse(batch)
-        for entry_id, record in records:
-            if (campaign is not None and record.campaign != campaign) or (
-                to_tick is not None and record.tick > to_tick
-            ):
+        entries = decisions.parse(batch)
+        for entry_id, entry in entries:
+            if (campaign is not None and entry.campaign != campaign) or (to_tick is not None and entry.tick > to_tick):
                 continue
-            if from_tick is not None and record.tick < from_tick:
+            if from_tick is not None and entry.tick < from_tick:
                 continue
-            found.append(decision(entry_id, record))
+            # Newest first: an entry's bids from its last placed.
+            for index in reversed(range(len(entry.bids))):
+                found.append(decision(decisions.bid_id(entry_id, index), entry.bids[index]))
+                if len(found) == limit:
+                    break
             if len(found) == limit:
                 break
-        oldest = records[-1][1].tick
+        oldest = entries[-1][1].tick
         if from_tick is not None and oldest < from_tick - _TICK_SLACK:
             break
         upper = f"({batch[-1][0]}"
@@ -89,11 +96,12 @@ def list_decisions(
 async def stream_decisions(
     ctx: Context,
     campaign: Annotated[str | None, Query(max_length=64, description="Only this campaign's bids.")] = None,
-    last_event_id: Annotated[str | None, Header(description="Resume after this entry (sent by EventSource).")] = None,
+    last_event_id: Annotated[str | None, Header(description="Resume after this bid (sent by EventSource).")] = None,
 ) -> StreamingResponse:
-    """Server-sent events: each bid as it is recorded (``event: decision``, ``id`` = stream entry id,
-    ``data`` = the decision as JSON), and a comment every few seconds to keep the connection open."""
-    start = last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else "$"
+    """Server-sent events: each bid as it is recorded (``event: decision``, ``id`` = the bid's id,
+    ``<entry id>/<index>``, ``data`` = the decision as JSON), and a comment every few seconds to keep
+    the connection open."""
+    start = last_event_id if last_event_id and _EVENT_ID.match(last_event_id) else "$"
     url = ctx.settings.state_url
     return StreamingResponse(
         _events(url, start, campaign),
@@ -102,27 +110,41 @@ async def stream_decisions(
     )
 
 
+def _event(bid_id: str, record: DecisionRecord) -> str:
+    data = json.dumps(decision(bid_id, record).model_dump())
+    return f"id: {bid_id}\nevent: decision\ndata: {data}\n\n"
+
+
 async def _events(url: str, start: str, campaign: str | None) -> AsyncIterator[str]:
     client = connect_async(url)
-    last = start
+    last, resume_index = decisions.split_bid_id(start)
     try:
         if last == "$":
             # Resolve "$" once: reading from "$" again after each batch would skip entries.
             newest: Any = await client.xrevrange(keys.DECISIONS, count=1)
             last = newest[0][0] if newest else "0-0"
         yield "retry: 2000\n\n"
+        if resume_index is not None:
+            # Resuming inside an entry: the bids of it after the last one sent, then the entries after.
+            rest: Any = await client.xrange(keys.DECISIONS, min=last, max=last)
+            for entry_id, entry in decisions.parse(rest):
+                if (campaign is None or entry.campaign == campaign) and resume_index + 1 < len(entry.bids):
+                    yield "".join(
+                        _event(decisions.bid_id(entry_id, i), entry.bids[i])
+                        for i in range(resume_index + 1, len(entry.bids))
+                    )
         while True:  # ends when the client goes: the next write fails and cancels this
             replies: Any = await client.xread({keys.DECISIONS: last}, block=KEEPALIVE_MS, count=500)
             if not replies:
                 yield ": keepalive\n\n"
                 continue
-            chunks = []
+            chunks: list[str] = []
             for _stream, entries in replies:
-                for entry_id, record in decisions.parse(entries):
-                    last = entry_id
-                    if campaign is None or record.campaign == campaign:
-                        data = json.dumps(decision(entry_id, record).model_dump())
-                        chunks.append(f"id: {entry_id}\nevent: decision\ndata: {data}\n\n")
+                parsed = decisions.parse(entries)
+                if parsed:
+                    last = parsed[-1][0]
+                wanted = [(i, e) for i, e in parsed if campaign is None or e.campaign == campaign]
+                chunks.extend(_event(bid_id, record) for bid_id, record in decisions.bids(wanted))
             if chunks:
                 yield "".join(chunks)
     finally:

@@ -81,7 +81,9 @@ class FeedAccepted(BaseModel):
 
 
 class Decision(BaseModel):
-    id: str = Field(description="Stream entry id in ce:decisions.")
+    id: str = Field(
+        description="The bid's id: its entry's id in ce:decisions and its place in the entry, `<entry id>/<n>`."
+    )
     ts: float
     tick: int
     campaign: str

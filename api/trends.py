@@ -63,11 +63,12 @@ class Trends:
         self._by_tick.clear()
 
     def _add(self, entries: Iterable[tuple[str, dict[str, str]]]) -> None:
-        for entry_id, record in decisions.parse(entries):
+        for entry_id, entry in decisions.parse(entries):
             self._last_id = entry_id
-            sums = self._by_tick[record.tick].setdefault(record.campaign, [0.0, 0.0])
-            sums[0] += record.cost
-            sums[1] += record.conversions
+            sums = self._by_tick[entry.tick].setdefault(entry.campaign, [0.0, 0.0])
+            for record in entry.bids:
+                sums[0] += record.cost
+                sums[1] += record.conversions
 
     def window(self, last_tick: int | None) -> list[int]:
         if last_tick is None:

@@ -84,7 +84,9 @@ FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, sco
 FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
-DECISIONS = f"{PREFIX}:decisions"  # capped stream of every bid placed (common/fleet/decisions.py)
+# Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one
+# field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
+DECISIONS = f"{PREFIX}:decisions"
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)

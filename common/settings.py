@@ -57,7 +57,12 @@ class Settings(BaseSettings):
             "charged at its full grant if it was."
         ),
     )
-    decisions_maxlen: int = Field(default=200_000, ge=1_000, description="Approximate cap of ce:decisions.")
+    decisions_maxlen: int = Field(
+        default=80_000,
+        ge=1_000,
+        description="Approximate cap of ce:decisions, in entries: one per campaign and tick that bid, holding "
+        "its bids (about 2.5), so 80,000 keep about 200,000 bids.",
+    )
     aggressiveness: float = Field(default=1.0, ge=0.0, le=3.0, description="Trades value against waste.")
     flower_user: str = Field(default="admin", min_length=1)
     flower_password: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(12)))

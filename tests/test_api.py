@@ -16,7 +16,7 @@ from api.app import create_app
 from common import keys
 from common.engine import Decision, PacingState
 from common.fleet import decisions, state, stats
-from common.fleet.decisions import DecisionRecord
+from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.stats import TickStats
 from common.forecast.cache import TickForecasts
 from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
@@ -279,20 +279,98 @@ def test_unknown_platform_or_future_tick_refuses_the_whole_post(client: TestClie
 
 
 # --- decisions -----------------------------------------------------------------------------------
-def _decide(r: redis.Redis, tick: int, campaign: str, platform: str = "search", cost: float = 1.0) -> None:
-    decisions.append(r, DecisionRecord(1.0, tick, campaign, platform, 0.5, 2.0, cost, 3.0, 0.1, 0.0), 1000)
+def _decide(r: redis.Redis, tick: int, campaign: str, *costs: float) -> None:
+    """One entry: the campaign's bids of the tick, one per cost, on platforms p0, p1..."""
+    bids = [DecisionRecord(1.0, tick, campaign, f"p{i}", 0.5, 2.0, cost, 3.0, 0.1, 0.0) for i, cost in enumerate(costs)]
+    decisions.append(r, CampaignDecision.of(bids), 1000)
 
 
 def test_decisions_filter_by_campaign_and_ticks(client: TestClient, r: redis.Redis) -> None:
     for tick in range(10):
         for campaign in ("a", "b"):
-            _decide(r, tick, campaign, cost=tick + 0.5)
+            _decide(r, tick, campaign, tick + 0.5)
     newest = client.get("/decisions", params={"limit": 3}).json()["decisions"]
     assert [(d["tick"], d["campaign"]) for d in newest] == [(9, "b"), (9, "a"), (8, "b")]
     only_a = client.get("/decisions", params={"campaign": "a", "from_tick": 3, "to_tick": 5}).json()["decisions"]
     assert [(d["tick"], d["campaign"], d["cost"]) for d in only_a] == [(5, "a", 5.5), (4, "a", 4.5), (3, "a", 3.5)]
     assert client.get("/decisions", params={"limit": 0}).status_code == 422
     assert client.get("/decisions", params={"campaign": "zzz"}).json()["decisions"] == []
+
+
+def test_decisions_list_each_bid_of_an_entry_newest_first(client: TestClient, r: redis.Redis) -> None:
+    for tick in range(3):
+        _decide(r, tick, "a", 1.0, 2.0, 3.0)
+        _decide(r, tick, "b", 4.0)
+    ids = [entry_id for entry_id, _fields in r.xrange(keys.DECISIONS)]
+    page = client.get("/decisions", params={"limit": 5}).json()
+    assert [(d["id"], d["tick"], d["campaign"], d["platform"], d["cost"]) for d in page["decisions"]] == [
+        (f"{ids[5]}/0", 2, "b", "p0", 4.0), (f"{ids[4]}/2", 2, "a", "p2", 3.0), (f"{ids[4]}/1", 2, "a", "p1", 2.0),
+        (f"{ids[4]}/0", 2, "a", "p0", 1.0), (f"{ids[3]}/0", 1, "b", "p0", 4.0),
+    ]  # fmt: skip
+    assert page["scanned"] == 6, "entries read, not bids"
+    everything = client.get("/decisions", params={"limit": 5000}).json()["decisions"]
+    assert len(everything) == 12 and len({d["id"] for d in everything}) == 12
+    only_a = client.get("/decisions", params={"campaign": "a", "from_tick": 1, "to_tick": 1}).json()["decisions"]
+    assert [d["id"] for d in only_a] == [f"{ids[2]}/2", f"{ids[2]}/1", f"{ids[2]}/0"]
+
+
+def test_decisions_page_back_over_batches(client: TestClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.decisions
+
+    monkeypatch.setattr(api.decisions, "_BATCH", 4)  # several XREVRANGE pages for the stream below
+    for tick in range(10):
+        _decide(r, tick, "a", 1.0, 2.0)
+    got = client.get("/decisions", params={"from_tick": 2, "limit": 5000}).json()
+    assert [(d["tick"], d["platform"]) for d in got["decisions"]] == [
+        (t, p) for t in range(9, 1, -1) for p in ("p1", "p0")
+    ]
+    assert got["scanned"] == 10, "read back to tick 0, past the two ticks of slack"
+
+
+def _sse(redis_url: str, start: str, events: int, campaign: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The first ``events`` decision events of the live stream from ``start`` (a Last-Event-ID or "$")."""
+    import asyncio
+
+    from api.decisions import _events
+
+    async def read() -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = []
+        stream = _events(redis_url, start, campaign)
+        try:
+            async for chunk in stream:
+                for event in chunk.split("\n\n"):
+                    lines = dict(line.split(": ", 1) for line in event.splitlines() if not line.startswith(":"))
+                    if lines.get("event") == "decision":
+                        found.append((lines["id"], json.loads(lines["data"])))
+                if len(found) >= events:
+                    return found[:events]
+        finally:
+            await stream.aclose()
+        return found
+
+    return asyncio.run(asyncio.wait_for(read(), timeout=10))
+
+
+def test_the_live_stream_resumes_after_the_last_event_id(redis_url: str, r: redis.Redis) -> None:
+    for tick in range(2):
+        _decide(r, tick, "a", 1.0, 2.0, 3.0)
+        _decide(r, tick, "b", 4.0)
+    ids = [entry_id for entry_id, _fields in r.xrange(keys.DECISIONS)]
+    every = _sse(redis_url, "0-0", 8)
+    assert [event_id for event_id, _data in every] == [
+        f"{ids[0]}/0", f"{ids[0]}/1", f"{ids[0]}/2", f"{ids[1]}/0", f"{ids[2]}/0", f"{ids[2]}/1", f"{ids[2]}/2",
+        f"{ids[3]}/0",
+    ]  # fmt: skip
+    assert all(data["id"] == event_id for event_id, data in every)
+    assert [data["cost"] for _id, data in every] == [1.0, 2.0, 3.0, 4.0] * 2
+    # From inside an entry: the rest of its bids, then the entries after it.
+    assert _sse(redis_url, f"{ids[0]}/0", 7) == every[1:]
+    assert _sse(redis_url, f"{ids[0]}/2", 5) == every[3:]
+    assert _sse(redis_url, ids[1], 4) == every[4:], "a bare entry id resumes after the whole entry"
+    _decide(r, 2, "b", 5.0)
+    _decide(r, 2, "a", 6.0)
+    only_a = _sse(redis_url, f"{ids[2]}/1", 2, campaign="a")
+    assert [(data["campaign"], data["cost"]) for _id, data in only_a] == [("a", 3.0), ("a", 6.0)]
 
 
 # --- access to reads -----------------------------------------------------------------------------
@@ -401,7 +479,7 @@ def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
     forecast = PlatformForecast((Figures(0.9, 0.02, 80.0),), Figures(0.0, 0.0, 0.0), True, 4)
     r.set(keys.forecast(4), TickForecasts(Forecasts(4, {"search": forecast}), {"search": 0.3}).to_json())
     r.set(keys.forecast(5), "not json at all")
-    _decide(r, 5, "spring", cost=2.0)
+    _decide(r, 5, "spring", 2.0, 6.0)  # one entry with two bids: the trend sums them
     stats.append(r, TickStats(tick=4, fanned=1, evaluated=1, bids=2, spend_micros=1_500_000, dropped=1, value=3.5,
                               worst_latency_ms=12.5))  # fmt: skip
 
@@ -409,7 +487,7 @@ def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
     assert overview["totals"]["campaigns"] == 1 and overview["totals"]["budget"] == 100.0
     row = overview["campaigns"][0]
     assert row["id"] == "spring" and overview["trend_ticks"][-1] == 5
-    assert row["roi_trend"][-1] == pytest.approx(0.1 * 40.0 / 2.0)
+    assert row["roi_trend"][-1] == pytest.approx(2 * 0.1 * 40.0 / (2.0 + 6.0))
     assert overview["system"]["last_tick"] == 5
 
     platforms = client.get("/api/platforms", params={"ticks": 3}).json()

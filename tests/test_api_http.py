@@ -100,12 +100,15 @@ def test_api_process_over_http_with_a_live_fleet(r: redis.Redis, redis_url: str,
         events = read_events(url, 5, timeout=20)
         assert len(events) == 5 and all(e["event"] == "decision" for e in events)
         for event in events:
+            entry_id, index = decisions.split_bid_id(event["id"])
+            assert index is not None, event["id"]
             entries: list[tuple[str, dict[str, str]]] = r.xrange(  # type: ignore[assignment]
-                keys.DECISIONS, min=event["id"], max=event["id"]
+                keys.DECISIONS, min=entry_id, max=entry_id
             )
-            (entry_id, record), *_ = decisions.parse(entries)
+            (_id, entry), *_ = decisions.parse(entries)
+            record = entry.bids[index]
             data = json.loads(event["data"])
-            assert data["id"] == entry_id and data["campaign"] == record.campaign
+            assert data["id"] == event["id"] and data["campaign"] == record.campaign
             assert data["cost"] == record.cost and data["tick"] == record.tick
         only = read_events(url, 2, timeout=20, campaign=ids[0])
         assert {json.loads(e["data"])["campaign"] for e in only} == {ids[0]}

@@ -64,11 +64,13 @@ def test_duplicate_delivery_bids_once(fleet: Fleet, market: Path) -> None:
     assert first.placed, "the first delivery bids"
     assert second.placed == [] and second.duplicates == 5
     assert sum(fleet.ledger.balance(cid).spent for cid in ids) == spent, "the second delivery charges nothing"
-    decisions = [d for _id, d in fleet.r.xrange(keys.DECISIONS)]
-    assert len(decisions) == len(first.placed)
+    entries = decisions.parse(fleet.r.xrange(keys.DECISIONS))  # type: ignore[arg-type]
+    bids = [d for _id, d in decisions.bids(entries)]
+    assert len(bids) == len(first.placed)
+    assert len(entries) == len({p.bid.campaign for p in first.placed}), "one entry per campaign that bid"
     # The ledger charged what the decision stream says the bids cost, each rounded up to the micro-unit.
-    cost = sum(float(d["cost"]) for d in decisions) * 1e6
-    assert cost > 0 and cost - 1 < spent < cost + len(decisions)
+    cost = sum(d.cost for d in bids) * 1e6
+    assert cost > 0 and cost - 1 < spent < cost + len(bids)
 
 
 @pytest.mark.slow
@@ -132,8 +134,10 @@ def test_two_beats_run_each_tick_once(redis_url: str, market: Path, tmp_path: Pa
         assert entry.duplicates == 0
     # Every campaign bid at most once per platform per tick.
     placed = decisions.parse(client.xrange(keys.DECISIONS))  # type: ignore[arg-type]
-    seen = Counter((d.campaign, d.platform, d.tick) for _id, d in placed)
+    seen = Counter((d.campaign, d.platform, d.tick) for _id, d in decisions.bids(placed))
     assert seen and max(seen.values()) == 1
+    entries = Counter((e.campaign, e.tick) for _id, e in placed)
+    assert max(entries.values()) == 1, "one entry per campaign and tick"
 
 
 def test_campaigns_finish_when_their_flight_ends_or_budget_runs_out(fleet: Fleet, market: Path) -> None:

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import metrics, state, stats
+from common.fleet import decisions, metrics, state, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
@@ -187,12 +187,12 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
 
     ledger = Ledger(r)
     found = counters(r)
-    decisions = [d for _id, d in r.xrange(keys.DECISIONS)]
-    assert found["bids"] == total("bids") == len(decisions) > 0
+    bids = [d for _id, d in decisions.bids(decisions.parse(r.xrange(keys.DECISIONS)))]  # type: ignore[arg-type]
+    assert found["bids"] == total("bids") == len(bids) > 0
     # Spend as the ledger charged it, each campaign's balance read through the ledger.
     assert found["spend_micros"] == sum(ledger.balance(cid).spent for cid in ids) > 0
     campaigns = CampaignStore(r).get_many(ids)
-    won = sum(float(d["conversions"]) * campaigns[d["campaign"]].spec.value_per_conversion for d in decisions)
+    won = sum(d.conversions * campaigns[d.campaign].spec.value_per_conversion for d in bids)
     assert found["value"] == pytest.approx(won), "the value of the conversions in the decision stream"
     assert found["evaluations_bid"] + found.get("evaluations_no_bid", 0) == total("evaluated")
     assert found.get("evaluations_late", 0) == total("late")

@@ -13,7 +13,7 @@ from common import keys
 from common.backtest.runner import log_line
 from common.engine import Decision, NoBid, PacingState
 from common.fleet import decisions, state, stats
-from common.fleet.decisions import DecisionRecord
+from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.evaluation import GroupReport, evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
@@ -62,33 +62,62 @@ def test_decisions_read_back_as_the_evaluation_placed_them(fleet: Fleet, market:
     report = evaluate(fleet, ids, 3, now=lambda: 1234.5678)
     assert report.placed
     entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.DECISIONS)  # type: ignore[assignment]
-    records = [record for _id, record in decisions.parse(entries) if record.tick == 3]
+    parsed = [(entry_id, entry) for entry_id, entry in decisions.parse(entries) if entry.tick == 3]
+    records = [record for _id, record in decisions.bids(parsed)]
     assert records == [
         DecisionRecord(1234.568, 3, p.bid.campaign, p.bid.platform, p.bid.bid, p.bid.spend_cap, p.outcome.cost,
                        p.outcome.clicks, p.outcome.conversions, p.outcome.waste)
         for p in report.placed
     ]  # fmt: skip
-    for (_id, fields), record in zip(entries[-len(records) :], records, strict=True):
-        assert fields == record.to_fields(), "field names and encodings are the stream's"
-        assert list(fields) == ["ts", "tick", "campaign", "platform", "bid", "spend_cap", "cost", "clicks",
-                                "conversions", "waste"]  # fmt: skip
+    # One entry per campaign that bid, its bids in the order placed.
+    campaigns = list(dict.fromkeys(p.bid.campaign for p in report.placed))
+    assert [entry.campaign for _id, entry in parsed] == campaigns
+    assert len(parsed) < len(records), "some campaign placed several bids in one entry"
+    for (_id, fields), (_same, entry) in zip(entries[-len(parsed) :], parsed, strict=True):
+        assert fields == entry.to_fields(), "field names and encodings are the stream's"
+        assert list(fields) == ["ts", "tick", "campaign", "bids"]
+        assert [bid[0] for bid in json.loads(fields["bids"])] == [b.platform for b in entry.bids]
 
 
 def test_a_decision_round_trips_exactly_through_repr(r: redis.Redis) -> None:
     record = DecisionRecord(5.0, 7, "c1", "search", 0.1 + 0.2, 1 / 3, 2.675, 3.0000000000000004, 1e-17, 0.0)
-    decisions.append(r, record, 1000)
-    (_id, read), *_ = decisions.parse(r.xrange(keys.DECISIONS))  # type: ignore[arg-type]
-    assert read == record
-    line = json.loads(log_line(read))
+    other = DecisionRecord(5.0, 7, "c1", "social", 1e300, 2.0, 5e-324, 0.0, 7.0, 1 / 7)
+    decisions.append(r, CampaignDecision.of([record, other]), 1000)
+    assert r.xlen(keys.DECISIONS) == 1, "one entry for the campaign's bids"
+    (entry_id, read), *_ = decisions.parse(r.xrange(keys.DECISIONS))  # type: ignore[arg-type]
+    assert read == CampaignDecision(5.0, 7, "c1", (record, other))
+    assert list(decisions.bids([(entry_id, read)])) == [(f"{entry_id}/0", record), (f"{entry_id}/1", other)]
+    assert decisions.split_bid_id(f"{entry_id}/1") == (entry_id, 1)
+    assert decisions.split_bid_id(entry_id) == (entry_id, None)
+    line = json.loads(log_line(read.bids[0]))
     assert line == {"tick": 7, "campaign": "c1", "platform": "search", "bid": 0.1 + 0.2, "spend_cap": 1 / 3,
                     "cost": 2.675, "clicks": 3.0000000000000004, "conversions": 1e-17}  # fmt: skip
 
 
-def test_a_decision_entry_without_a_field_names_it() -> None:
-    fields = DecisionRecord(5.0, 7, "c1", "search", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0).to_fields()
-    del fields["cost"]
-    with pytest.raises(ValueError, match="'cost'"):
-        DecisionRecord.from_fields(fields)
+def _entry_fields() -> dict[str, str]:
+    return CampaignDecision.of([DecisionRecord(5.0, 7, "c1", "search", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)]).to_fields()
+
+
+@pytest.mark.parametrize("missing", ["ts", "tick", "campaign", "bids"])
+def test_a_decision_entry_without_a_field_names_it(missing: str) -> None:
+    fields = _entry_fields()
+    del fields[missing]
+    with pytest.raises(ValueError, match=f"'{missing}'"):
+        CampaignDecision.from_fields(fields)
+
+
+@pytest.mark.parametrize("bids", ["[[", "[]", '[["search", 1.0, 1.0]]', '[["search", 1, 1, 1, 1, 1, "x"]]'])
+def test_a_decision_entry_with_malformed_bids_says_so(bids: str) -> None:
+    with pytest.raises(ValueError, match="bids"):
+        CampaignDecision.from_fields({**_entry_fields(), "bids": bids})
+
+
+def test_an_entrys_bids_are_of_its_campaign_and_tick() -> None:
+    a = DecisionRecord(5.0, 7, "c1", "search", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="not of the entry"):
+        CampaignDecision.of([a, DecisionRecord(5.0, 7, "c2", "search", 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)])
+    with pytest.raises(ValueError, match="at least one bid"):
+        CampaignDecision.of([])
 
 
 # --- the engine state hash: {c:<id>}:state ------------------------------------------------------

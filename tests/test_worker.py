@@ -23,6 +23,7 @@ from cli.processes import ProcessGroup
 from cli.redis_server import RedisServer
 from cli.up import worker_argv
 from common import keys
+from common.fleet import decisions
 from common.fleet.fleet import Fleet
 from common.fleet.tick import begin
 from common.settings import Settings
@@ -142,8 +143,8 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
         app.close()
     assert int(r.hget(counters, "duplicates") or 0) == 0, "the killed delivery marked nothing"
     assert int(r.hget(counters, "evaluated") or 0) + int(r.hget(counters, "skipped") or 0) == len(ids)
-    decisions = [d for _id, d in r.xrange(keys.DECISIONS)]
-    assert decisions, "the redelivered evaluation bid"
+    bids = [d for _id, d in decisions.bids(decisions.parse(r.xrange(keys.DECISIONS)))]  # type: ignore[arg-type]
+    assert bids, "the redelivered evaluation bid"
     spent = 0
     for cid in ids:
         books = audit(r, cid, expect_open=False)  # every ledger invariant, exactly
@@ -151,8 +152,8 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
         assert all(n == 1 for n in moves.values()), f"{cid}: a movement of tick 3 twice: {moves}"
         spent += books.balance.spent
     # Charged once: what the decision stream says the bids cost, each rounded up to the micro-unit.
-    cost = sum(float(d["cost"]) for d in decisions) * 1e6
-    assert cost - 1 < spent < cost + len(decisions)
+    cost = sum(d.cost for d in bids) * 1e6
+    assert cost - 1 < spent < cost + len(bids)
 
 
 def _running(app: Celery) -> dict[str, Any] | None:

@@ -137,15 +137,15 @@ class BacktestReport:
 
 
 def decisions_since(fleet: Fleet, last_id: str) -> tuple[list[DecisionRecord], str]:
-    """Entries of ``ce:decisions`` after ``last_id``, and the id to continue from."""
+    """The bids of the ``ce:decisions`` entries after ``last_id``, and the id to continue from."""
     entries: list[tuple[str, dict[str, str]]] = fleet.r.xrange(keys.DECISIONS, f"({last_id}")  # type: ignore[assignment]
     if not entries:
         return [], last_id
-    return [record for _id, record in decisions.parse(entries)], entries[-1][0]
+    return [record for _id, record in decisions.bids(decisions.parse(entries))], entries[-1][0]
 
 
 def log_line(record: DecisionRecord) -> str:
-    """One MARKET.md decision-log line from a stream entry (floats round-trip through repr)."""
+    """One MARKET.md decision-log line from a bid of the stream (floats round-trip through repr)."""
     doc: dict[str, Any] = {name: getattr(record, name) for name in LOG_FIELDS}
     return json.dumps(doc, separators=(", ", ": "))
 

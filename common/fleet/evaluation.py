@@ -17,7 +17,7 @@ from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import LedgerError, StoreUnavailable
 from common.fleet import decisions, metrics, state
-from common.fleet.decisions import DecisionRecord
+from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
 from common.fleet.store import campaign_from_hash
@@ -247,13 +247,13 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
     pipe = fleet.r.pipeline(transaction=False)
     ts = now()
     totals: dict[str, list[float]] = {}
+    placed_by: dict[str, list[DecisionRecord]] = {}
     for placed in report.placed:
         b, out = placed.bid, placed.outcome
-        record = DecisionRecord(
+        placed_by.setdefault(b.campaign, []).append(DecisionRecord(
             ts, report.tick, b.campaign, b.platform, b.bid, b.spend_cap, out.cost, out.clicks, out.conversions,
             out.waste,
-        )  # fmt: skip
-        decisions.append(pipe, record, fleet.settings.decisions_maxlen)
+        ))  # fmt: skip
         sums = totals.setdefault(b.campaign, [0.0, 0.0, 0.0, 0.0])
         for i, amount in enumerate((out.cost, out.clicks, out.conversions, placed.value)):
             sums[i] += amount
@@ -262,6 +262,9 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
             extra={"tick": report.tick, "campaign": b.campaign, "platform": b.platform, "bid": b.bid,
                    "spend_cap": b.spend_cap, "cost": out.cost},
         )  # fmt: skip
+    # One entry per campaign, its bids packed: one XADD where one per bid took about 2.5.
+    for records in placed_by.values():
+        decisions.append(pipe, CampaignDecision.of(records), fleet.settings.decisions_maxlen)
     for cid, decision in report.decisions.items():
         if cid in totals:
             state.queue_outcomes(pipe, cid, *totals[cid])
