@@ -275,3 +275,11 @@ def test_missing_forecasts_mean_no_bid(case: tuple[CampaignState, Forecasts]) ->
     d = decide(state, Forecasts(state.tick, {}), SIGMAS)
     assert d.bids == ()
     assert d.reason in (NoBid.NO_FORECAST, NoBid.OUTSIDE_FLIGHT, NoBid.BUDGET_SPENT, NoBid.NO_FLIGHT_END)
+
+
+def test_a_lane_whose_bid_cap_underflows_to_zero_spends_nothing() -> None:
+    """A conversion rate near the smallest float makes the value-based bid cap 0: no log of 0."""
+    from common.engine.pacing import Auction, Lane, spend
+
+    lane = Lane(Auction.of(volume=100.0, cpc=1.0, sigma=0.5, cvr=5e-324, bid_cap=0.0), 10.0)
+    assert spend([lane], alpha=1e300) == (0.0, 0.0)

@@ -43,6 +43,7 @@ def send(app: Celery, how: str, groups: list[list[str]], tick: int, expires: dat
         for group in groups:
             app.send_task("ce.evaluate", args=(group, tick, None), queue=EVALUATION_QUEUE, expires=expires)
     else:
+        app.loader.import_default_modules()  # the app's tasks, as a worker imports them at start
         publish_evaluations(app.tasks["ce.evaluate"], groups, tick, None, expires)
 
 

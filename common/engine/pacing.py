@@ -83,10 +83,12 @@ def spend(lanes: Sequence[Lane], alpha: float) -> tuple[float, float]:
     total = slope = 0.0
     for auction, ticks in lanes:
         raw = alpha * auction.cvr
-        if raw <= 0 or auction.mean_cost <= 0:
+        bid = min(raw, auction.bid_cap)
+        # A bid cap of 0 (a conversion rate so small that value per click underflows) buys nothing.
+        if bid <= 0 or auction.mean_cost <= 0:
             continue
         sigma = auction.sigma
-        z = (math.log(min(raw, auction.bid_cap)) - auction.mu) / sigma - sigma
+        z = (math.log(bid) - auction.mu) / sigma - sigma
         weight = ticks * auction.mean_cost
         total += weight * 0.5 * math.erfc(-z * _SQRT1_2)
         if raw < auction.bid_cap:
