@@ -108,7 +108,10 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
     r: redis.Redis, redis_url: str, broker: str, tmp_path: Path, how: str
 ) -> None:
     """SIGKILL the pool process running an evaluation: acks_late with reject_on_worker_lost puts the
-    message back, another worker process runs it, and the ledger holds each reservation once."""
+    message back, another worker runs it, and the ledger holds each reservation once.
+
+    The second worker starts only once Redis takes writes again: had it taken the message while the
+    writes were paused, its own evaluation would wait there too, and might outlive its time limit."""
     market = write_market(tmp_path / "market.json")
     settings = Settings(redis_url=redis_url, broker_url=broker, scenario=market, run_dir=tmp_path)
     fleet = Fleet.from_settings(settings)
@@ -119,9 +122,8 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
     env = fleet_env(redis_url, tmp_path, market, CE_BROKER_URL=broker)
     group = ProcessGroup(tmp_path / "logs")
     try:
-        for name in ("a", "b"):
-            group.spawn(f"worker-{name}", worker_argv(f"{name}-{os.getpid()}@%h", 1), env)
-        online(app, group, 2)
+        group.spawn("worker-a", worker_argv(f"a-{os.getpid()}@%h", 1), env)
+        online(app, group, 1)
         # Writes to the fleet's Redis wait while paused: the evaluation stops at its first write,
         # before it has marked, reserved or charged anything, and is killed there.
         r.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
@@ -130,11 +132,14 @@ def test_an_evaluation_killed_mid_task_is_redelivered_and_applied_once(
             active = wait_until("the evaluation running", lambda: _running(app), group)
             waiting = lambda: int(r.info("clients")["blocked_clients"])  # noqa: E731
             wait_until("the evaluation waiting on its first write", waiting, group)
+            # The message the kill puts back must wait for the second worker, not return to this one.
+            app.control.cancel_consumer(EVALUATION_QUEUE, destination=[active["hostname"]], reply=True)
             os.kill(active["worker_pid"], signal.SIGKILL)
             # Its connection must be gone before the pause ends, or Redis would run the write it holds.
             wait_until("the killed process's connection closed", lambda: waiting() == 0, group)
         finally:
             r.execute_command("CLIENT", "UNPAUSE")
+        group.spawn("worker-b", worker_argv(f"b-{os.getpid()}@%h", 1), env)
         counters = keys.tick_counters(3)
         done = lambda: sum(int(r.hget(counters, n) or 0) for n in ("evaluated", "skipped", "duplicates"))  # noqa: E731
         wait_until("the redelivered evaluation", lambda: done() >= len(ids), group)
