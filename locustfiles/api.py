@@ -71,7 +71,8 @@ class AdOps(users.AdOps):
 
     def on_stop(self) -> None:
         while self.paused:
-            self.resume(self.paused.pop())
+            self.resume(self.paused[-1])
+            self.paused.pop()
 
     def wait_time(self) -> float:
         scale = getattr(self.environment.parsed_options, "think_time_scale", 1.0)
@@ -105,12 +106,18 @@ class AdOps(users.AdOps):
 
     @task(1)
     def pause_or_resume(self) -> None:
+        # A campaign is on the list from before its pause is sent until its resume has answered, so
+        # a user stopped mid-request still resumes it in on_stop (resuming an active one changes nothing).
         if self.paused:
-            self.resume(self.paused.pop())
+            self.resume(self.paused[-1])
+            self.paused.pop()
             return
         cid = self.some_campaign()
-        if cid is not None and self.change(cid, "pause"):
-            self.paused.append(cid)
+        if cid is None:
+            return
+        self.paused.append(cid)
+        if not self.change(cid, "pause"):
+            self.paused.remove(cid)
 
     def resume(self, cid: str) -> None:
         self.change(cid, "resume")
