@@ -70,7 +70,10 @@ def campaign_lock(campaign_id: str) -> str:
 
 
 def evaluated(campaign_id: str, tick: int) -> str:
-    """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing."""
+    """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing.
+
+    Expires after ``EVALUATION_MARK_TTL`` (600 s, common/fleet/evaluation.py), past any redelivery.
+    """
     return f"{campaign_tag(campaign_id)}:eval:{tick}"
 
 
@@ -89,11 +92,13 @@ PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name
 DECISIONS = f"{PREFIX}:decisions"
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
-TICK_STATS = f"{PREFIX}:tick:stats"  # stream: one summary entry per finished tick (common/fleet/stats.py)
+# Stream: one summary entry per finished tick (common/fleet/stats.py), capped near TICK_STATS_MAXLEN (10,000).
+TICK_STATS = f"{PREFIX}:tick:stats"
 # Hash platform id -> JSON of the volume cycle last fitted (common/fleet/cycles.py): one field per
 # platform, replaced at each refit.
 CYCLES = f"{PREFIX}:cycles"
-BENCH_NOOP = f"{PREFIX}:bench:noop"  # counter the benchmark's no-op task increments (campaign-engine bench)
+# Counter the benchmark's no-op task increments (campaign-engine bench): one key, reset by each bench run.
+BENCH_NOOP = f"{PREFIX}:bench:noop"
 
 
 def tick_claim(tick: int) -> str:
@@ -102,7 +107,10 @@ def tick_claim(tick: int) -> str:
 
 
 def tick_counters(tick: int) -> str:
-    """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...)."""
+    """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...).
+
+    Expires a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
+    """
     return f"{PREFIX}:tick:{tick}:counters"
 
 
@@ -126,6 +134,8 @@ def feed_volume(platform_id: str) -> str:
 
 def forecast(tick: int) -> str:
     """String: JSON forecasts and price spread of every platform, computed once for the tick.
+
+    Expires after an hour (``CACHE_TTL_SECONDS``, common/forecast/cache.py); its lock after 5 s.
 
     Written and read only as ``common.forecast.cache.TickForecasts``.
     """
