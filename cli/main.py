@@ -16,7 +16,7 @@ from common.settings import Settings
 from common.settings import load_settings as settings_from_environment
 
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
-scenario_app = typer.Typer(help="Scenario files (MARKET.md).", no_args_is_help=True)
+scenario_app = typer.Typer(help="Scenario files (docs/market.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -129,7 +129,7 @@ def api(
 
 @app.command()
 def backtest(
-    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
     out: Annotated[Path, typer.Option(help="Decision log to write (JSON Lines).")],
     report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
     executor: Annotated[str, typer.Option(help="inline (this process) or celery (real workers).")] = "inline",
@@ -165,7 +165,7 @@ def backtest(
 
 @app.command()
 def pareto(
-    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
     out: Annotated[Path, typer.Option(help="Where to write the plot (PNG).")] = Path("frontier.png"),
     levels: Annotated[str, typer.Option(help="Comma-separated aggressiveness settings to backtest.")] = "",
     group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
@@ -201,6 +201,23 @@ def pareto(
     console.print(f"plot: {out}")
 
 
+@app.command()
+def score(
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
+    decisions: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Decision log (JSON Lines).")],
+    per_campaign: Annotated[bool, typer.Option("--per-campaign", help="Add every campaign's figures.")] = False,
+) -> None:
+    """Score a decision log against the hindsight optimum; exit 1 when a rule is broken or an outcome differs."""
+    from common.backtest.score import dumps, score_files
+
+    try:
+        result = score_files(scenario, decisions)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.out(dumps(result.report(per_campaign)), highlight=False)
+    raise typer.Exit(0 if result.clean else 1)
+
+
 @scenario_app.command("generate")
 def scenario_generate(
     out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],
@@ -210,9 +227,10 @@ def scenario_generate(
     seed: Annotated[int, typer.Option()] = 7,
     shock_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance of a shock per tick.")] = 0.004,
     late_flights: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of partial flights.")] = 0.3,
+    name: Annotated[str | None, typer.Option(help="The scenario's name (default generated-SEED).")] = None,
 ) -> None:
-    """Write a reproducible synthetic scenario (MARKET.md format)."""
-    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights)
+    """Write a reproducible synthetic scenario (docs/market.md format)."""
+    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights, name=name)
     scenario.save(out)
     console.print(f"wrote {out}: {len(scenario.platforms)} platforms, {campaigns} campaigns, {ticks} ticks")
 

@@ -1,4 +1,4 @@
-"""Domain models: campaigns, platform figures, bids and outcomes (MARKET.md)."""
+"""Domain models: campaigns, platform figures, bids and outcomes (docs/market.md)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class _Strict(BaseModel):
 
 
 class CampaignSpec(_Strict):
-    """A campaign as MARKET.md defines it. Ticks are the engine's tick numbers."""
+    """A campaign as docs/market.md defines it. Ticks are the engine's tick numbers."""
 
     id: KeySafeId = Field(min_length=1, max_length=64)
     budget: PositiveFloat

@@ -1,7 +1,7 @@
 """Ad platforms as the engine sees them: bids go in, outcomes come back.
 
 ``PlatformAdapter`` is the seam for a real platform's API; ``SimulatedPlatforms`` answers with the
-market model of MARKET.md on a scenario's true series.
+market model of docs/market.md on a scenario's true series.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PlatformAdapter(Protocol):
 
 
 class SimulatedPlatforms:
-    """Every platform of a scenario, clearing bids with the exact MARKET.md formulas."""
+    """Every platform of a scenario, clearing bids with the exact docs/market.md formulas."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario

@@ -1,4 +1,4 @@
-"""Scenario files (MARKET.md): true platform series and campaigns, loaded and validated."""
+"""Scenario files (docs/market.md): true platform series and campaigns, loaded and validated."""
 
 from __future__ import annotations
 
