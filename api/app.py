@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from api import campaigns, decisions, errors, feed, system
+from api import campaigns, decisions, errors, feed, platforms, system
 from api.context import ApiContext
 from api.metrics import registry
 from api.trends import Trends
@@ -20,7 +20,7 @@ from common.settings import Settings, get_settings
 STATIC = Path(__file__).resolve().parent / "static"
 
 DESCRIPTION = """
-Operate the campaign engine: campaigns, the platform feed, the bids placed, health and metrics.
+Operate the campaign engine: campaigns, platforms, the platform feed, the bids placed, health and metrics.
 
 **Writes** (POST, PATCH, DELETE) need `Authorization: Bearer <CE_API_TOKEN>`. **Reads** are open to
 clients on this machine by default; `CE_API_READS=token` makes them need the token too, and
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "campaigns", "description": "Campaigns, their budgets (through the ledger) and outcomes."},
+            {"name": "platforms", "description": "The ad platforms campaigns may list and the feed may publish."},
             {"name": "feed", "description": "Platform figures (CPC, CVR, volume) published after each tick."},
             {"name": "decisions", "description": "Bids placed, from the decision stream."},
             {"name": "system", "description": "Health and Prometheus metrics."},
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry(ctx)
     app.state.trends = Trends()
     errors.install(app)
-    for router in (campaigns.router, feed.router, decisions.router, system.router, system.dashboard):
+    for router in (campaigns.router, platforms.router, feed.router, decisions.router, system.router, system.dashboard):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

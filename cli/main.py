@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,12 +12,18 @@ from rich.markup import escape
 from common.errors import CampaignEngineError, InvalidInput, SettingsError
 from common.logs import configure_logging
 from common.market.generator import generate
+from common.models import PlatformInfo
 from common.settings import Settings
 from common.settings import load_settings as settings_from_environment
+
+if TYPE_CHECKING:
+    from common.fleet.store import CampaignStore
 
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
 scenario_app = typer.Typer(help="Scenario files (docs/market.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+platforms_app = typer.Typer(help="The platform registry, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
+app.add_typer(platforms_app, name="platforms")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -27,6 +33,18 @@ def load_settings() -> Settings:
         return settings_from_environment()
     except SettingsError as exc:
         raise fail(exc) from None
+
+
+def fleet_store() -> CampaignStore:
+    """The campaign store of the fleet's Redis, for commands that change it (CE_REDIS_URL required)."""
+    from common.fleet.store import CampaignStore
+    from common.redis_conn import connect
+
+    settings = load_settings()
+    if settings.redis_url is None:
+        err.print("[red]error:[/] CE_REDIS_URL: set it to the fleet's Redis")
+        raise typer.Exit(2)
+    return CampaignStore(connect(settings.redis_url))
 
 
 def fail(exc: CampaignEngineError) -> typer.Exit:
@@ -233,6 +251,46 @@ def scenario_generate(
     scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights, name=name)
     scenario.save(out)
     console.print(f"wrote {out}: {len(scenario.platforms)} platforms, {campaigns} campaigns, {ticks} ticks")
+
+
+@platforms_app.command("add")
+def platforms_add(
+    platform_id: Annotated[str, typer.Argument(metavar="ID", help="The platform's id.")],
+    price_sigma: Annotated[
+        float | None, typer.Option(help="Spread of the market price (log-normal sigma); default 0.5.")
+    ] = None,
+) -> None:
+    """Register a platform, or replace its price spread."""
+    fields: dict[str, object] = {"id": platform_id}
+    if price_sigma is not None:
+        fields["price_sigma"] = price_sigma
+    try:
+        platform = PlatformInfo.parse(fields)
+        new = fleet_store().add_platform(platform)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"{'registered' if new else 'replaced'} {platform.id} (price_sigma {platform.price_sigma:g})")
+
+
+@platforms_app.command("list")
+def platforms_list() -> None:
+    """The registered platforms, one a line: id and price spread."""
+    try:
+        found = fleet_store().platforms()
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    for platform in found.values():
+        typer.echo(f"{platform.id}\t{platform.price_sigma:g}")
+
+
+@platforms_app.command("remove")
+def platforms_remove(platform_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Forget a platform; refused while an active or paused campaign lists it."""
+    try:
+        fleet_store().remove_platform(platform_id)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"removed {platform_id}")
 
 
 if __name__ == "__main__":

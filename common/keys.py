@@ -86,7 +86,7 @@ ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, score = start_tick
 FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
-PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
+PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON PlatformInfo (id, price_sigma): the registry
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one
 # field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
 DECISIONS = f"{PREFIX}:decisions"

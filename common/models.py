@@ -112,9 +112,33 @@ class PlatformFigures(_Strict):
     volume: NonNegativeFloat
 
 
+# A platform's price spread when it is registered without one: the middle of the log-normal spreads
+# of search, social and display markets (0.25 to 0.65, as common/market/generator.py draws them).
+DEFAULT_PRICE_SIGMA = 0.5
+MAX_PRICE_SIGMA = 5.0  # past this a "median price" means nothing: a typo, not a market
+
+
 class PlatformInfo(_Strict):
-    id: KeySafeId
-    price_sigma: PositiveFloat
+    """A registered platform: what the engine needs of it beside the feed (docs/market.md)."""
+
+    id: KeySafeId = Field(min_length=1, max_length=64)
+    price_sigma: float = Field(
+        default=DEFAULT_PRICE_SIGMA,
+        gt=0,
+        le=MAX_PRICE_SIGMA,
+        allow_inf_nan=False,
+        description="Spread of the market price, as the sigma of a log-normal; 0.5 when not given.",
+    )
+
+    @classmethod
+    def parse(cls, data: Any) -> PlatformInfo:
+        """Validate untrusted input; raises ``InvalidInput`` naming each bad field."""
+        if not isinstance(data, dict):
+            raise InvalidInput.one("platform", "must be a JSON object")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc) from None
 
 
 @dataclass(frozen=True, slots=True)

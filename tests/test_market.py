@@ -121,3 +121,13 @@ def test_the_example_scenarios_are_what_the_generator_writes(name: str, options:
     path = tmp_path / f"{name}.json"
     generate(**options, name=name).save(path)
     assert path.read_bytes() == scenario_path(name).read_bytes()
+
+
+def test_a_platform_the_simulated_market_lacks_wins_nothing() -> None:
+    scenario = generate(campaigns=2, platforms=2, ticks=10, seed=3)
+    spec = scenario.campaigns[0]
+    listed = next(iter(spec.platforms))
+    elsewhere = CampaignSpec.model_validate({**spec.model_dump(), "platforms": {**spec.platforms, "tv": 0.1}})
+    orders = [Order(Bid(spec.id, "tv", 2.0, 5.0), elsewhere), Order(Bid(spec.id, listed, 2.0, 5.0), elsewhere)]
+    tv, known = SimulatedPlatforms(scenario).submit(4, orders)
+    assert tv.is_empty and known == SimulatedPlatforms(scenario).submit(4, orders[1:])[0]

@@ -48,6 +48,37 @@ class CampaignStore:
         raw: dict[str, str] = self.r.hgetall(keys.PLATFORMS)  # type: ignore[assignment]
         return {pid: PlatformInfo.model_validate_json(doc) for pid, doc in sorted(raw.items())}
 
+    @store_call("register a platform")
+    def add_platform(self, platform: PlatformInfo) -> bool:
+        """Register a platform, or replace what is known of it; True when it was new."""
+        return bool(self.r.hset(keys.PLATFORMS, platform.id, platform.model_dump_json()))
+
+    @store_call("remove a platform")
+    def remove_platform(self, platform_id: str) -> None:
+        """Forget a platform; ``Conflict`` while an active or paused campaign lists it (it could bid).
+
+        Not atomic with campaign creation: a campaign created while the platform is removed may list
+        it. It then bids nowhere there, as a platform without registry entry gets no forecast.
+        """
+        if not self.r.hexists(keys.PLATFORMS, platform_id):
+            raise NotFound(f"platform {platform_id!r} is not registered")
+        users = self.platform_users(platform_id)
+        if users:
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            raise Conflict.one(
+                "id", f"platform {platform_id!r} is used by {len(users)} active or paused campaign(s): {shown}"
+            )
+        self.r.hdel(keys.PLATFORMS, platform_id)
+        log.info("platform removed", extra={"platform": platform_id})
+
+    def platform_users(self, platform_id: str) -> list[str]:
+        """Ids of the active and paused campaigns that list ``platform_id``, sorted."""
+        return sorted(
+            c.id
+            for c in self.get_many(self.ids()).values()
+            if c.status is not CampaignStatus.FINISHED and platform_id in c.spec.platforms
+        )
+
     # --- campaigns ------------------------------------------------------------------------------
     def _check_new(self, spec: CampaignSpec) -> None:
         """Checks that need the store: known platforms, and a flight end to pace the budget over."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from common.market.model import outcomes
 from common.market.scenario import Scenario
-from common.models import Bid, CampaignSpec, Outcome
+from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,15 @@ class SimulatedPlatforms:
         self.scenario = scenario
 
     def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
+        simulated = [o for o in orders if o.bid.platform in self.scenario.platforms]
+        if len(simulated) < len(orders):
+            # A platform registered beside the simulated market (POST /platforms) has no series here:
+            # nothing to win there.
+            cleared = iter(self._clear(tick, simulated))
+            return [next(cleared) if o.bid.platform in self.scenario.platforms else NO_OUTCOME for o in orders]
+        return self._clear(tick, orders)
+
+    def _clear(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
         if not orders:
             return []
         index = tick % self.scenario.ticks
