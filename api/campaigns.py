@@ -8,10 +8,13 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from api.auth import Context, Read, Write
 from api.errors import error_response
-from api.schemas import CampaignList, CampaignView, example
+from api.schemas import CampaignList, CampaignRequest, CampaignView, example
 from api.views import campaign_views
+from common.errors import InvalidInput
+from common.fleet.clock import Clock
+from common.flights import blame_times, place, place_fields
 from common.ledger import AdjustRefused
-from common.models import Campaign, CampaignSpec, CampaignStatus
+from common.models import Campaign, CampaignStatus
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -29,6 +32,21 @@ _EXAMPLE = {
 }
 
 
+_TIMED_EXAMPLE = {
+    "id": "winter-sale",
+    "budget": 500.0,
+    "value_per_conversion": 40.0,
+    "platforms": {"search": 0.02},
+    "start": "2026-12-02T10:00:00+01:00",
+    "end": "2026-12-09T10:00:00+01:00",
+}
+
+
+def _clock(ctx: Context) -> Clock:
+    """The fleet's clock, to place flights given in wall time (read, or started, only for those)."""
+    return Clock(ctx.r, ctx.settings.tick_seconds)
+
+
 def _view(ctx: Context, campaign: Campaign) -> CampaignView:
     return campaign_views(ctx.r, [campaign], ctx.tick_info())[0]
 
@@ -41,10 +59,29 @@ def _view(ctx: Context, campaign: Campaign) -> CampaignView:
     responses={409: {"description": "A campaign with this id exists."}, 422: {"description": "Invalid field."}},
 )
 def create_campaign(
-    ctx: Context, spec: Annotated[CampaignSpec, Body(openapi_examples=example(_EXAMPLE))], response: Response
+    ctx: Context,
+    request: Annotated[
+        CampaignRequest,
+        Body(
+            openapi_examples={
+                "in ticks": {"value": _EXAMPLE},
+                "in wall time": {"value": _TIMED_EXAMPLE},
+            }
+        ),
+    ],
+    response: Response,
 ) -> Any:
-    """Create a campaign and open its budget in the ledger. Invalid input writes nothing."""
-    campaign = ctx.store.create(spec)
+    """Create a campaign and open its budget in the ledger. Invalid input writes nothing.
+
+    The flight is given in the fleet's ticks or as ISO-8601 date-times with an offset (`start`, `end`):
+    it then covers the ticks wholly inside `[start, end)`.
+    """
+    given = request.model_dump(exclude_unset=True)
+    spec = place(given, _clock(ctx))
+    try:
+        campaign = ctx.store.create(spec)
+    except InvalidInput as exc:
+        raise blame_times(exc, given) from None
     response.headers["Location"] = f"/campaigns/{campaign.id}"
     return _view(ctx, campaign)
 
@@ -84,9 +121,12 @@ def update_campaign(
     changes: Annotated[dict[str, Any], Body(openapi_examples=example({"budget": 300.0, "max_bid": 4.5}))],
 ) -> Any:
     """Change fields of a campaign (not its id). A budget change goes through the ledger, which refuses
-    to lower it below what is already spent and reserved."""
+    to lower it below what is already spent and reserved. `start` and `end` (date-times with an offset)
+    change the flight as `start_tick` and `end_tick` do."""
     try:
-        return _view(ctx, ctx.store.update(campaign_id, changes))
+        return _view(ctx, ctx.store.update(campaign_id, place_fields(changes, _clock(ctx))))
+    except InvalidInput as exc:
+        raise blame_times(exc, changes) from None
     except AdjustRefused as exc:
         reason = exc.reason or str(exc)
         return error_response(422, f"budget: {reason}", [("budget", reason)])

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.flights import EXAMPLE
 from common.models import CampaignSpec, PlatformFigures
 
 
@@ -45,10 +46,36 @@ class PacingView(BaseModel):
     no_bid_reason: str | None = Field(default=None, description="Why the engine bid nothing at its last tick, if so.")
 
 
+class CampaignRequest(CampaignSpec):
+    """A campaign to create: its flight in the fleet's ticks (`start_tick`, `end_tick`) or in wall time
+    (`start`, `end`), one or the other for each edge."""
+
+    start: str | None = Field(
+        default=None,
+        description="When the flight starts: an ISO-8601 date-time with an offset; instead of start_tick.",
+        examples=[EXAMPLE],
+    )
+    end: str | None = Field(
+        default=None,
+        description="When the flight ends: an ISO-8601 date-time with an offset; instead of end_tick.",
+        examples=["2026-12-09T10:00:00+01:00"],
+    )
+
+
+class FlightView(BaseModel):
+    """The flight in the fleet's ticks, and in wall time by the fleet's clock (UTC)."""
+
+    start_tick: int
+    end_tick: int | None
+    start: str | None = Field(description="When start_tick begins; null until the fleet's clock has started.")
+    end: str | None = Field(description="When the flight's last tick ends; null for an open flight or no clock.")
+
+
 class CampaignView(BaseModel):
     id: str
     status: str
     spec: CampaignSpec
+    flight: FlightView
     balance: BalanceView
     outcomes: OutcomesView
     pacing: PacingView

@@ -12,7 +12,7 @@ from rich.markup import escape
 from common.errors import CampaignEngineError, InvalidInput, SettingsError
 from common.logs import configure_logging
 from common.market.generator import generate
-from common.models import PlatformInfo
+from common.models import CampaignStatus, PlatformInfo
 from common.settings import Settings
 from common.settings import load_settings as settings_from_environment
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
 scenario_app = typer.Typer(help="Scenario files (docs/market.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+campaigns_app = typer.Typer(help="Campaigns in files, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
+app.add_typer(campaigns_app, name="campaigns")
 platforms_app = typer.Typer(help="The platform registry, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
 app.add_typer(platforms_app, name="platforms")
 console = Console(soft_wrap=True)
@@ -291,6 +293,61 @@ def platforms_remove(platform_id: Annotated[str, typer.Argument(metavar="ID")]) 
     except CampaignEngineError as exc:
         raise fail(exc) from None
     console.print(f"removed {platform_id}")
+
+
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv or jsonl (JSON Lines); default: from the file's extension.")
+]
+
+
+@campaigns_app.command("import")
+def campaigns_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="CSV or JSON Lines.")],
+    file_format: FormatOption = None,
+) -> None:
+    """Create every campaign of FILE, or none: each refused row is named with its line and reason."""
+    from cli.campaign_files import file_format as format_of
+    from cli.campaign_files import import_campaigns
+    from common.fleet.clock import Clock
+
+    try:
+        fmt = format_of(file, file_format)
+        store = fleet_store()
+        created = import_campaigns(store, Clock(store.r, load_settings().tick_seconds), file, fmt)
+    except InvalidInput as exc:
+        if not any(field.startswith("line ") for field, _ in exc.errors):
+            raise fail(exc) from None
+        for field, reason in exc.errors:
+            err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
+        rows = len({field.split(":")[0] for field, _ in exc.errors})
+        err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was imported")
+        raise typer.Exit(2) from None
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"imported {len(created)} campaign(s) from {file}")
+
+
+@campaigns_app.command("export")
+def campaigns_export(
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="Where to write them.")],
+    file_format: FormatOption = None,
+    status: Annotated[CampaignStatus | None, typer.Option(help="Only campaigns of this status.")] = None,
+    ticks: Annotated[
+        bool, typer.Option("--ticks", help="Flights in ticks even when the fleet's clock gives date-times.")
+    ] = False,
+) -> None:
+    """Write the campaigns to FILE in the format `campaigns import` reads."""
+    from cli.campaign_files import export_campaigns
+    from cli.campaign_files import file_format as format_of
+    from common.fleet.clock import Clock
+
+    try:
+        fmt = format_of(file, file_format)
+        store = fleet_store()
+        count = export_campaigns(store, Clock(store.r, load_settings().tick_seconds), file, fmt, status, ticks)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"exported {count} campaign(s) to {file}")
 
 
 if __name__ == "__main__":

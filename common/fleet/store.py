@@ -89,6 +89,11 @@ class CampaignStore:
         if unknown:
             raise InvalidInput.one("platforms", f"unknown platform {unknown[0]!r}; known: {', '.join(known) or 'none'}")
 
+    @store_call("check campaign")
+    def check_new(self, spec: CampaignSpec) -> None:
+        """Refuse (``InvalidInput``) what ``create`` would refuse for its content, writing nothing."""
+        self._check_new(spec)
+
     @store_call("create campaign")
     def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
         """Validate and store a new campaign with its budget; ``InvalidInput`` or ``Conflict`` (the id
