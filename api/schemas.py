@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from common.flights import EXAMPLE
+from common.errors import InvalidInput
+from common.flights import EXAMPLE, parse_time
 from common.models import CampaignSpec, PlatformFigures
 
 
@@ -60,6 +61,17 @@ class CampaignRequest(CampaignSpec):
         description="When the flight ends: an ISO-8601 date-time with an offset; instead of end_tick.",
         examples=["2026-12-09T10:00:00+01:00"],
     )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _with_offset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked here too, so that a bad date-time is reported beside the other fields' errors.
+        if value is not None:
+            try:
+                parse_time(str(info.field_name), value)
+            except InvalidInput as exc:
+                raise ValueError(exc.errors[0][1]) from None
+        return value
 
 
 class FlightView(BaseModel):
