@@ -136,13 +136,20 @@ def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default CE_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default CE_API_PORT).")] = None,
 ) -> None:
-    """Serve the HTTP API and the dashboard against CE_REDIS_URL."""
+    """Serve the HTTP API and the dashboard against CE_REDIS_URL; writes need CE_API_TOKEN."""
     from api.server import serve
 
     settings = load_settings()
     configure_logging(settings)
     if settings.redis_url is None:
         err.print("[red]error:[/] CE_REDIS_URL: set it to the fleet's Redis (`campaign-engine up` starts both)")
+        raise typer.Exit(2)
+    # A token made up here would be known to no client: every write would be refused.
+    if "api_token" not in settings.model_fields_set or not settings.api_token.get_secret_value().strip():
+        err.print(
+            "[red]error:[/] CE_API_TOKEN: not set; writes need it, so give the API and its clients the same secret "
+            "(such as `openssl rand -hex 24`); `campaign-engine up` makes one and prints it"
+        )
         raise typer.Exit(2)
     serve(settings, host, port)
 
