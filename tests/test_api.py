@@ -199,6 +199,43 @@ def test_bad_update_is_422_and_writes_nothing(
     assert snapshot(r) == before
 
 
+def test_an_update_of_other_fields_keeps_a_ledger_adjustment(client: TestClient, r: redis.Redis) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    Ledger(r).adjust("spring", 25_000_000)  # an operator raises the budget in the ledger directly
+    changed = client.patch("/campaigns/spring", json={"max_bid": 2.5}, headers=AUTH)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["balance"]["budget_micros"] == 125_000_000
+    assert changed.json()["spec"]["budget"] == 125.0, "the stored spec follows the ledger"
+    assert [e["amount"] for _id, e in r.xrange(keys.ledger("spring"))] == ["100000000", "25000000"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**SPEC, "id": "abc\n"}, "id"),
+        ({**SPEC, "id": "abc\r\nX-Injected: 1"}, "id"),
+        # (2^53 - 1) / 1e6 is a float that rounds to 2^53 micro-units: one past what the ledger holds.
+        ({**SPEC, "budget": 9007199254.740991}, "budget"),
+        ({**SPEC, "budget": 1e-7}, "budget"),
+        ({**SPEC, "platforms": {"search\n": 1.0}}, "platforms"),
+    ],
+)
+def test_creation_refused_anywhere_writes_nothing(
+    client: TestClient, r: redis.Redis, body: dict[str, Any], field: str
+) -> None:
+    before = snapshot(r)
+    response = client.post("/campaigns", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+    assert snapshot(r) == before
+
+
+def test_the_largest_budget_the_ledger_holds_is_accepted(client: TestClient) -> None:
+    response = client.post("/campaigns", json={**SPEC, "budget": 9007199254.74099}, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["balance"]["budget_micros"] == 9_007_199_254_740_990
+
+
 def test_pause_resume_delete(client: TestClient, r: redis.Redis) -> None:
     client.post("/campaigns", json=SPEC, headers=AUTH)
     assert client.post("/campaigns/spring/pause", headers=AUTH).json()["status"] == "paused"
