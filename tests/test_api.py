@@ -29,6 +29,8 @@ from worker.app import QUEUES
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOOPBACK = ("127.0.0.1", 50000)
+# Loopback reads without the token must name a local host (the test client says "testserver" by default).
+LOCAL = "http://localhost"
 JSON = {"Content-Type": "application/json"}
 
 SPEC = {
@@ -55,7 +57,7 @@ def settings(redis_url: str) -> Settings:
 @pytest.fixture
 def client(settings: Settings, r: redis.Redis, market: Path) -> Iterator[TestClient]:
     load_campaigns(r, market, 0)  # registers the market's platforms
-    with TestClient(create_app(settings), client=LOOPBACK) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL) as c:
         yield c
 
 
@@ -418,19 +420,44 @@ def test_reads_are_open_on_loopback_only_by_default(settings: Settings, market: 
         refused = remote.get("/campaigns")
         assert refused.status_code == 401 and "CE_API_READS" in refused.json()["detail"]
         assert remote.get("/campaigns", headers=AUTH).status_code == 200
-        assert remote.get("/campaigns", params={"token": TOKEN}).status_code == 200
+        assert remote.get("/campaigns", params={"token": TOKEN}).status_code == 401, "no token in URLs"
         assert remote.get("/metrics").status_code == 401
         assert remote.get("/health/live").status_code == 200, "liveness stays open for container checks"
         assert remote.get("/").status_code == 200, "the page itself holds no data"
-    with TestClient(app, client=("::1", 40000)) as local:
+    with TestClient(app, client=("::1", 40000), base_url="http://[::1]:8000") as local:
         assert local.get("/campaigns").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "status"),
+    [
+        ("localhost:8000", "", 200),
+        ("127.0.0.1", "", 200),
+        ("[::1]:8000", "", 200),
+        ("engine.example:8000", "", 401),
+        ("ENGINE.example", "engine.example", 200),
+        ("attacker.example", "engine.example", 401),
+    ],
+)
+def test_loopback_reads_without_the_token_must_name_an_allowed_host(
+    redis_url: str, market: Path, r: redis.Redis, host: str, allowed: str, status: int
+) -> None:
+    """A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) still sends its own Host."""
+    load_campaigns(r, market, 0)
+    app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, api_allowed_hosts=allowed))
+    with TestClient(app, client=LOOPBACK, base_url=LOCAL) as c:
+        response = c.get("/campaigns", headers={"Host": host})
+        assert response.status_code == status, response.text
+        if status == 401:
+            assert "CE_API_ALLOWED_HOSTS" in response.json()["detail"]
+        assert c.get("/campaigns", headers={"Host": host, **AUTH}).status_code == 200
 
 
 @pytest.mark.parametrize(("mode", "loopback", "remote"), [("open", 200, 200), ("token", 401, 401)])
 def test_read_modes(redis_url: str, market: Path, r: redis.Redis, mode: str, loopback: int, remote: int) -> None:
     load_campaigns(r, market, 0)
     app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, api_reads=mode))
-    with TestClient(app, client=LOOPBACK) as c:
+    with TestClient(app, client=LOOPBACK, base_url=LOCAL) as c:
         assert c.get("/campaigns").status_code == loopback
         assert c.get("/campaigns", headers=AUTH).status_code == 200
     with TestClient(app, client=("192.0.2.1", 1)) as c:
@@ -440,7 +467,7 @@ def test_read_modes(redis_url: str, market: Path, r: redis.Redis, mode: str, loo
 # --- failures never show a stack trace -----------------------------------------------------------
 def test_unexpected_failure_is_a_plain_500(settings: Settings, r: redis.Redis) -> None:
     r.hset(keys.campaign("broken"), mapping={"spec": "{not json", "status": "active"})
-    with TestClient(create_app(settings), client=LOOPBACK, raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL, raise_server_exceptions=False) as c:
         response = c.get("/campaigns/broken")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; the server log has the details"}
@@ -450,7 +477,7 @@ def test_unreachable_redis_is_503(tmp_path: Path) -> None:
     from cli.redis_server import free_port
 
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", api_token=TOKEN)
-    with TestClient(create_app(settings), client=LOOPBACK) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL) as c:
         listed = c.get("/campaigns")
         assert listed.status_code == 503 and "unavailable" in listed.json()["detail"]
         health = c.get("/health")

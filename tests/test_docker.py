@@ -107,7 +107,9 @@ def _exported_names(r: redis.Redis, redis_url: str) -> set[str]:
     r.hset(keys.CLOCK, mapping={"epoch": repr(time.time() - 10), "tick_seconds": "2.0"})
     r.set(keys.LAST_TICK, 4)
     stats.append(r, TickStats(tick=3, fanned=1, evaluated=1))
-    with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1)) as client:
+    with TestClient(
+        create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1), base_url="http://127.0.0.1"
+    ) as client:
         text = client.get("/metrics").text
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
