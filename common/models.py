@@ -64,7 +64,7 @@ class CampaignSpec(_Strict):
     def _budget_in_micro_units(cls, value: float) -> float:
         # Checked as the ledger will store it, in whole micro-units, so that nothing the model accepts
         # is refused by the ledger after the campaign was written.
-        if not 1 <= to_micros(value) <= MAX_BUDGET_MICROS:
+        if not (value <= MAX_BUDGET * 2 and 1 <= to_micros(value) <= MAX_BUDGET_MICROS):  # (huge: inf micros)
             raise ValueError(f"must be between 0.000001 and {MAX_BUDGET_MICROS:,} micro-units ({MAX_BUDGET:,.0f})")
         return value
 

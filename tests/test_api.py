@@ -518,6 +518,12 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # Refusals are documented with the body they have, not FastAPI's default HTTPValidationError.
+    assert "HTTPValidationError" not in json.dumps(spec)
+    for path, methods in expected.items():
+        for method in methods:
+            refusal = paths[path][method]["responses"]["422"]["content"]["application/json"]["schema"]
+            assert refusal == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
 
 
 def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:
