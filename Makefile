@@ -8,7 +8,7 @@ ARGS ?=
 MARK ?=
 TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
-.PHONY: run test lint fuzz bench bench-micro load clean
+.PHONY: run test lint audit fuzz bench bench-micro load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) audit
+
+# Known vulnerabilities of the installed packages; needs PyPI's JSON API, and fails saying so without it.
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py
 
 # The API fuzzed from its OpenAPI document at length (the test suite runs 1,000 cases); CASES=n to change.
 CASES ?= 20000
