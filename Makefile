@@ -37,7 +37,7 @@ audit: $(STAMP)
 # The API fuzzed from its OpenAPI document at length (the test suite runs 1,000 cases); CASES=n to change.
 CASES ?= 20000
 fuzz: $(STAMP)
-	CE_FUZZ_CASES=$(CASES) $(BIN)/python -m pytest tests/test_api_fuzz.py -s $(ARGS)
+	CE_FUZZ_CASES=$(CASES) $(BIN)/python -m pytest tests/test_api_fuzz.py -s --timeout=0 $(ARGS)
 
 # The real fleet at several campaign counts against its two ceilings; options through ARGS.
 bench: $(STAMP)
