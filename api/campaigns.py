@@ -8,17 +8,18 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from api.auth import Context, Read, Write
 from api.errors import error_response
-from api.schemas import CampaignList, CampaignRequest, CampaignView, example
+from api.schemas import ANY_ROUTE, TOKEN, CampaignList, CampaignRequest, CampaignView, errors, example
 from api.views import campaign_views
+from common import keys
 from common.errors import InvalidInput
 from common.fleet.clock import Clock
 from common.flights import blame_times, place, place_fields
 from common.ledger import AdjustRefused
 from common.models import Campaign, CampaignStatus
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses={**ANY_ROUTE, **TOKEN})
 
-CampaignId = Annotated[str, Path(description="The campaign's id.", max_length=64)]
+CampaignId = Annotated[str, Path(description="The campaign's id.", max_length=64, pattern=keys.ID_JSON_PATTERN)]
 
 _EXAMPLE = {
     "id": "spring-sale",
@@ -56,7 +57,7 @@ def _view(ctx: Context, campaign: Campaign) -> CampaignView:
     status_code=status.HTTP_201_CREATED,
     dependencies=[Write],
     response_model=CampaignView,
-    responses={409: {"description": "A campaign with this id exists."}, 422: {"description": "Invalid field."}},
+    responses=errors(409),
 )
 def create_campaign(
     ctx: Context,
@@ -104,7 +105,7 @@ def list_campaigns(
     return CampaignList(total=total, campaigns=campaign_views(ctx.r, page, ctx.tick_info()))
 
 
-@router.get("/{campaign_id}", dependencies=[Read], response_model=CampaignView, responses={404: {}})
+@router.get("/{campaign_id}", dependencies=[Read], response_model=CampaignView, responses=errors(404))
 def get_campaign(ctx: Context, campaign_id: CampaignId) -> CampaignView:
     return _view(ctx, ctx.store.get(campaign_id))
 
@@ -113,7 +114,7 @@ def get_campaign(ctx: Context, campaign_id: CampaignId) -> CampaignView:
     "/{campaign_id}",
     dependencies=[Write],
     response_model=CampaignView,
-    responses={404: {}, 422: {"description": "Invalid field, or a budget below what is spent and reserved."}},
+    responses=errors(404, 409),
 )
 def update_campaign(
     ctx: Context,
@@ -132,20 +133,20 @@ def update_campaign(
         return error_response(422, f"budget: {reason}", [("budget", reason)])
 
 
-@router.delete("/{campaign_id}", dependencies=[Write], status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
+@router.delete("/{campaign_id}", dependencies=[Write], status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def delete_campaign(ctx: Context, campaign_id: CampaignId) -> Response:
     """Remove a campaign with its budget, reservations, ledger and state."""
     ctx.store.delete(campaign_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{campaign_id}/pause", dependencies=[Write], response_model=CampaignView, responses={404: {}})
+@router.post("/{campaign_id}/pause", dependencies=[Write], response_model=CampaignView, responses=errors(404))
 def pause_campaign(ctx: Context, campaign_id: CampaignId) -> CampaignView:
     """Stop bidding from the next tick on; pausing a paused campaign changes nothing."""
     return _view(ctx, ctx.store.pause(campaign_id))
 
 
-@router.post("/{campaign_id}/resume", dependencies=[Write], response_model=CampaignView, responses={404: {}})
+@router.post("/{campaign_id}/resume", dependencies=[Write], response_model=CampaignView, responses=errors(404))
 def resume_campaign(ctx: Context, campaign_id: CampaignId) -> CampaignView:
     """Bid again from the next tick on; a finished campaign cannot be resumed."""
     return _view(ctx, ctx.store.resume(campaign_id))

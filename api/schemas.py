@@ -11,6 +11,41 @@ from common.flights import EXAMPLE, parse_time
 from common.models import CampaignSpec, PlatformFigures
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="The field to blame, dotted for nested ones (`platforms.search`), or `body`.")
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and failure: what went wrong, and for bad input each field with its reason."""
+
+    detail: str
+    errors: list[FieldError] | None = Field(default=None, description="Present when fields are to blame.")
+
+
+_ERRORS = {
+    400: "The engine refused the request.",
+    401: "The token is missing or wrong (see the description of the API).",
+    404: "No such campaign.",
+    409: "The request contradicts what is stored (an id that exists, a change racing another).",
+    413: "The body is over CE_API_MAX_BODY_BYTES.",
+    422: "A field is invalid: each is named with the reason.",
+    500: "An internal error; the server log has the details.",
+    503: "The state store is unavailable, or (event streams) CE_API_MAX_STREAMS are open.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of these refusals, each with the body it has."""
+    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+
+
+# What any route may answer: a body too large, a bad parameter, a failure of the server or of Redis.
+ANY_ROUTE = errors(413, 422, 500, 503)
+# What a route behind the token (writes, and reads unless CE_API_READS=open) answers too.
+TOKEN = errors(401)
+
+
 class BalanceView(BaseModel):
     """The ledger's figures in integer micro-units (exact) and in currency units (for people)."""
 

@@ -17,7 +17,11 @@ import re
 PREFIX = "ce"
 
 # Campaign ids become part of keys: braces would break the hash tag, spaces and colons are ambiguous.
-CAMPAIGN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# Anchored with \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
+ID_CHARACTERS = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+CAMPAIGN_ID_PATTERN = re.compile(rf"\A{ID_CHARACTERS}\Z")
+# The same rule for JSON Schema and pydantic's Rust regex engine, where $ is the end of the text only.
+ID_JSON_PATTERN = f"^{ID_CHARACTERS}$"
 PLATFORM_ID_PATTERN = CAMPAIGN_ID_PATTERN
 
 

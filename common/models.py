@@ -12,10 +12,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from common import keys
 from common.errors import InvalidInput
+from common.money import to_micros
 
 FloatArray = NDArray[np.float64]
 
-MAX_BUDGET = (2**53 - 1) / 1_000_000  # currency units the ledger's integer micro-units can hold
+# The ledger's integer micro-units are exact up to 2^53 - 1 (Lua's doubles): a budget must round to at
+# most that many. The float (2^53 - 1) / 1e6 itself rounds to 2^53, so the bound is checked in micro-units.
+MAX_BUDGET_MICROS = 2**53 - 1
+MAX_BUDGET = MAX_BUDGET_MICROS / 1_000_000
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -58,9 +62,10 @@ class CampaignSpec(_Strict):
     @field_validator("budget")
     @classmethod
     def _budget_in_micro_units(cls, value: float) -> float:
-        # The ledger keeps whole micro-units below 2^53 (exact in Lua's doubles).
-        if not 1e-6 <= value <= MAX_BUDGET:
-            raise ValueError(f"must be between 0.000001 and {MAX_BUDGET:,.0f}")
+        # Checked as the ledger will store it, in whole micro-units, so that nothing the model accepts
+        # is refused by the ledger after the campaign was written.
+        if not (value <= MAX_BUDGET * 2 and 1 <= to_micros(value) <= MAX_BUDGET_MICROS):  # (huge: inf micros)
+            raise ValueError(f"must be between 0.000001 and {MAX_BUDGET_MICROS:,} micro-units ({MAX_BUDGET:,.0f})")
         return value
 
     @field_validator("platforms")

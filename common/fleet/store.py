@@ -16,13 +16,17 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+import redis
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from common import keys
 from common.errors import Conflict, InvalidInput, NotFound
 from common.ledger import Balance, Ledger
+from common.ledger.errors import from_reply, is_refusal
+from common.ledger.scripts import source
 from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
-from common.money import to_micros
+from common.money import from_micros, to_micros
 from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ class CampaignStore:
     def __init__(self, client: Client) -> None:
         self.r = client
         self.ledger = Ledger(client)
+        self._cluster = isinstance(client, RedisCluster)
+        self._create = client.register_script(source("create", __package__))
 
     # --- platforms ------------------------------------------------------------------------------
     @store_call("register platforms")
@@ -97,21 +103,32 @@ class CampaignStore:
     @store_call("create campaign")
     def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
         """Validate and store a new campaign with its budget; ``InvalidInput`` or ``Conflict`` (the id
-        exists) writes nothing."""
+        exists) writes nothing.
+
+        Everything is checked first; then one script (``lua/create.lua``) writes the definition, the
+        budget and its ledger entry, and on a single server the fleet-wide indexes too, so a creation is
+        never seen half done. On a Redis Cluster those indexes live in other slots and follow at once.
+        """
         spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
         self._check_new(spec)
-        campaign_key = keys.campaign(spec.id)
-        fields = campaign_fields(spec, CampaignStatus.ACTIVE)
-        # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
-        if not self.r.hsetnx(campaign_key, "spec", fields["spec"]):
+        indexes = () if self._cluster else (keys.CAMPAIGNS, keys.ACTIVE, keys.FLIGHT_STARTS, keys.FLIGHT_ENDS)
+        fields = _spec_fields(spec)
+        args = (spec.id, str(to_micros(spec.budget)), fields["spec"], fields["start_tick"], fields["end_tick"])
+        try:
+            created = self._create(keys=(keys.campaign(spec.id), keys.budget(spec.id), keys.ledger(spec.id), *indexes),
+                                   args=args)  # fmt: skip
+        except redis.ResponseError as exc:
+            if not is_refusal(str(exc)):
+                raise
+            raise from_reply(str(exc), spec.id) from exc
+        if not created:
             raise Conflict.one("id", f"campaign {spec.id!r} already exists")
-        self.r.hset(campaign_key, mapping=fields)
-        self.ledger.open(spec.id, to_micros(spec.budget))
-        pipe = self.r.pipeline(transaction=False)
-        pipe.sadd(keys.CAMPAIGNS, spec.id)
-        pipe.sadd(keys.ACTIVE, spec.id)
-        _index_flight(pipe, spec)
-        pipe.execute()
+        if self._cluster:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.sadd(keys.CAMPAIGNS, spec.id)
+            pipe.sadd(keys.ACTIVE, spec.id)
+            _index_flight(pipe, spec)
+            pipe.execute()
         log.debug("campaign created", extra={"campaign": spec.id, "budget": spec.budget})
         return Campaign(spec=spec, status=CampaignStatus.ACTIVE)
 
@@ -214,10 +231,16 @@ class CampaignStore:
             except ValidationError as exc:
                 raise InvalidInput.from_pydantic(exc) from None
             self._check_new(spec)
-            delta = to_micros(spec.budget) - self.ledger.balance(campaign_id).budget
-            if delta:
-                # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
-                self.ledger.adjust(campaign_id, delta)
+            held = self.ledger.balance(campaign_id).budget
+            if "budget" in changes:
+                delta = to_micros(spec.budget) - held
+                if delta:
+                    # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
+                    self.ledger.adjust(campaign_id, delta)
+            elif held > 0 and held != to_micros(spec.budget):
+                # The ledger holds the budget (an `adjust` may have changed it since the spec was
+                # written): a change of other fields keeps it, and the stored spec follows it.
+                spec = spec.model_copy(update={"budget": from_micros(held)})
             # The status is not written back: a pause or finish racing this change keeps its effect.
             self.r.hset(keys.campaign(campaign_id), mapping=_spec_fields(spec))
             # Nor is a flight indexed that a racing pause or finish took out of the index (XX).
