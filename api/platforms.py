@@ -8,13 +8,14 @@ from fastapi import APIRouter, Body, Path, Response, status
 from pydantic import BaseModel, Field
 
 from api.auth import Context, Read, Write
-from api.schemas import example
+from api.schemas import ANY_ROUTE, TOKEN, errors, example
+from common import keys
 from common.errors import NotFound
 from common.models import PlatformInfo
 
-router = APIRouter(prefix="/platforms", tags=["platforms"])
+router = APIRouter(prefix="/platforms", tags=["platforms"], responses={**ANY_ROUTE, **TOKEN})
 
-PlatformId = Annotated[str, Path(description="The platform's id.", max_length=64)]
+PlatformId = Annotated[str, Path(description="The platform's id.", max_length=64, pattern=keys.ID_JSON_PATTERN)]
 
 
 class PlatformList(BaseModel):
@@ -26,7 +27,7 @@ class PlatformList(BaseModel):
     dependencies=[Write],
     response_model=PlatformInfo,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The platform was registered before: replaced."}, 422: {}},
+    responses={200: {"model": PlatformInfo, "description": "The platform was registered before: replaced."}},
 )
 def register_platform(
     ctx: Context,
@@ -48,7 +49,7 @@ def list_platforms(ctx: Context) -> PlatformList:
     return PlatformList(platforms=list(ctx.store.platforms().values()))
 
 
-@router.get("/{platform_id}", dependencies=[Read], response_model=PlatformInfo, responses={404: {}})
+@router.get("/{platform_id}", dependencies=[Read], response_model=PlatformInfo, responses=errors(404))
 def get_platform(ctx: Context, platform_id: PlatformId) -> PlatformInfo:
     found = ctx.store.platforms().get(platform_id)
     if found is None:
@@ -60,7 +61,7 @@ def get_platform(ctx: Context, platform_id: PlatformId) -> PlatformInfo:
     "/{platform_id}",
     dependencies=[Write],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {}, 409: {"description": "An active or paused campaign lists the platform."}},
+    responses={**errors(404), 409: {**errors(409)[409], "description": "Active or paused campaigns list it."}},
 )
 def remove_platform(ctx: Context, platform_id: PlatformId) -> Response:
     """Forget a platform. Refused (409, naming them) while active or paused campaigns list it."""
