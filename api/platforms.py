@@ -27,7 +27,7 @@ class PlatformList(BaseModel):
     dependencies=[Write],
     response_model=PlatformInfo,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The platform was registered before: replaced."}},
+    responses={200: {"model": PlatformInfo, "description": "The platform was registered before: replaced."}},
 )
 def register_platform(
     ctx: Context,
@@ -61,7 +61,7 @@ def get_platform(ctx: Context, platform_id: PlatformId) -> PlatformInfo:
     "/{platform_id}",
     dependencies=[Write],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=errors(404, 409),
+    responses={**errors(404), 409: {**errors(409)[409], "description": "Active or paused campaigns list it."}},
 )
 def remove_platform(ctx: Context, platform_id: PlatformId) -> Response:
     """Forget a platform. Refused (409, naming them) while active or paused campaigns list it."""

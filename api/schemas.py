@@ -26,7 +26,7 @@ class ErrorBody(BaseModel):
 _ERRORS = {
     400: "The engine refused the request.",
     401: "The token is missing or wrong (see the description of the API).",
-    404: "No such campaign.",
+    404: "No such campaign (or platform).",
     409: "The request contradicts what is stored (an id that exists, a change racing another).",
     413: "The body is over CE_API_MAX_BODY_BYTES.",
     422: "A field is invalid: each is named with the reason.",

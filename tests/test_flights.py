@@ -32,6 +32,7 @@ from tests.ledger_helpers import snapshot
 EPOCH = 1_800_000_000.0  # on a whole 2-second tick
 TOKEN = "flight-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOOPBACK, LOCAL = ("127.0.0.1", 50000), "http://127.0.0.1:8000"  # a client on this machine
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"id": "winter", "budget": 80.0, "value_per_conversion": 40.0, "platforms": {"search": 0.02}}
 
@@ -94,7 +95,7 @@ def test_the_planned_epoch_writes_nothing(r: redis.Redis) -> None:
 @pytest.fixture
 def client(redis_url: str, r: redis.Redis) -> Iterator[TestClient]:
     CampaignStore(r).add_platform(PlatformInfo(id="search"))
-    with TestClient(create_app(Settings(redis_url=redis_url, api_token=TOKEN)), client=("127.0.0.1", 5000)) as c:
+    with TestClient(create_app(Settings(redis_url=redis_url, api_token=TOKEN)), client=LOOPBACK, base_url=LOCAL) as c:
         yield c
 
 

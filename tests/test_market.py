@@ -95,6 +95,7 @@ def test_generated_scenarios_are_reproducible_and_valid() -> None:
         (lambda d: d["campaigns"][0].update(start_tick=50, end_tick=None), "scenario.campaigns.0.start_tick"),
         (lambda d: d["platforms"][0]["cpc"].pop(), "platforms.0.cpc"),
         (lambda d: d["campaigns"][0].update(budget=-1), "scenario.campaigns.0.budget"),
+        (lambda d: d["platforms"][1].update(price_sigma=50), "scenario.platforms.1.price_sigma"),
     ],
 )
 def test_bad_scenario_files_name_the_field(change: Any, field: str) -> None:

@@ -22,6 +22,7 @@ from tests.ledger_helpers import snapshot
 
 TOKEN = "platform-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOOPBACK, LOCAL = ("127.0.0.1", 50000), "http://127.0.0.1:8000"  # a client on this machine
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGN = {"id": "spring", "budget": 50.0, "value_per_conversion": 40.0, "platforms": {"search": 0.02}, "end_tick": 90}
 
@@ -29,7 +30,7 @@ CAMPAIGN = {"id": "spring", "budget": 50.0, "value_per_conversion": 40.0, "platf
 @pytest.fixture
 def client(redis_url: str, r: redis.Redis) -> Iterator[TestClient]:
     """The API on an empty Redis: no platform registered, as a fleet started without `up`."""
-    with TestClient(create_app(Settings(redis_url=redis_url, api_token=TOKEN)), client=("127.0.0.1", 5000)) as c:
+    with TestClient(create_app(Settings(redis_url=redis_url, api_token=TOKEN)), client=LOOPBACK, base_url=LOCAL) as c:
         yield c
 
 

@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from common import keys
 from common.errors import InvalidInput
-from common.models import CampaignSpec, FloatArray, PlatformFigures, PlatformInfo
+from common.models import MAX_PRICE_SIGMA, CampaignSpec, FloatArray, PlatformFigures, PlatformInfo
 
 
 class _PlatformFile(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=64, pattern=keys.ID_JSON_PATTERN)
-    price_sigma: float = Field(gt=0)
+    price_sigma: float = Field(gt=0, le=MAX_PRICE_SIGMA)
     cpc: list[float]
     cvr: list[float]
     volume: list[float]
