@@ -137,7 +137,7 @@ def backtest(
     aggressiveness: Annotated[float | None, typer.Option(min=0.0, max=3.0, help="Override CE_AGGRESSIVENESS.")] = None,
     season_ticks: Annotated[
         int | None,
-        typer.Option(min=0, max=100_000, help="Ticks in one volume cycle; default the scenario's length, 0 none."),
+        typer.Option(min=0, max=100_000, help="Ticks in one volume cycle; default learnt from the feed, 0 none."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:

@@ -15,11 +15,12 @@ against a line, both with AR(1) errors, and an F test of the harmonic.
   amplitude worth planning by. Nothing passes: no cycle, which is the persistence forecast, so a
   market without a cycle is planned as before.
 * **Hints.** Periods a user or a calendar suggests are tested on their own, at ``alpha`` without
-  the correction, with one cycle seen; a hint that passes is taken over the scan.
+  the correction, from a quarter of a cycle seen; a hint that passes is taken when the scan finds
+  nothing (which it cannot while less than 1.5 cycles of a long period have been seen).
 * **Bounded cost.** Candidates run on a geometric grid (4% apart, then refined to the tick around
-  the best). A long period is scanned on block means of the log volume (blocks of a power of 16
-  ticks, at most an eighth of the period, over at most ``MAX_POINTS`` blocks), so a scan costs the
-  same on a week of 2-second ticks as on an hour of them.
+  the best). A period is scanned on at most ``MAX_POINTS`` points: the ticks themselves, or past
+  that block means of the log volume (blocks of a power of 16 ticks, over the last ``SCAN_CYCLES``
+  cycles), so a scan costs the same on a week of 2-second ticks as on an hour of them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ MIN_CYCLES = 1.5
 HINT_CYCLES = 0.25
 MAX_AMPLITUDE = 1.5
 FIT_CYCLES = 4  # the harmonic is fitted to at most this many of the newest cycles
+SCAN_CYCLES = 16  # a period is scanned on at most this many of the newest cycles, at least MAX_POINTS ticks
 ALPHA = 1e-4
 # Log units. Slow shocks and wanders leave spurious "cycles" of 0.05-0.12 that pass the test in
 # markets without one; a cycle that small moves a plan by little.
@@ -80,14 +82,16 @@ def detect(
     n = log_v.size
     if int(np.isfinite(log_v).sum()) < 4 * min_period:
         return None
+    # A period the scan pins down beats a hint seen in part: with half of a two-day cycle seen, a
+    # hint of the whole flight passes its test too, until the day shows itself.
+    scanned = _scan_grid(log_v, min_period, n / min_cycles, alpha, min_amplitude)
+    if scanned is not None:
+        return scanned
     found: list[Detected] = []
     for period in sorted({int(h) for h in hints if min_period <= int(h) <= n / hint_cycles}):
         scan = _scan_periods(log_v, np.array([float(period)]))
         if scan is not None and _plausible(scan.amplitude[0], min_amplitude) and scan.log_p[0] < math.log(alpha):
             found.append(Detected(period, float(scan.amplitude[0]), -float(scan.log_p[0]) / math.log(10)))
-    scanned = _scan_grid(log_v, min_period, n / min_cycles, alpha, min_amplitude)
-    if scanned is not None:
-        found.append(scanned)
     return max(found, key=lambda d: d.evidence) if found else None
 
 
@@ -155,10 +159,11 @@ def _log_volume(volume: Sequence[float] | FloatArray) -> FloatArray:
     return out
 
 
-def block_size(period: float) -> int:
-    """Ticks per point when scanning ``period``: the largest power of 16 at most an eighth of it."""
+def block_size(period: float, ticks: int) -> int:
+    """Ticks per point when scanning ``period`` in ``ticks`` of history: the smallest power of 16
+    that puts the last ``SCAN_CYCLES`` cycles (or all the history, if shorter) in ``MAX_POINTS``."""
     size = 1
-    while size * _BLOCK_BASE <= period / 8:
+    while min(ticks, SCAN_CYCLES * period) / size > MAX_POINTS:
         size *= _BLOCK_BASE
     return size
 
@@ -178,7 +183,7 @@ def blocks(log_v: FloatArray, size: int, points: int = MAX_POINTS) -> tuple[Floa
 
 def _scan_periods(log_v: FloatArray, periods: FloatArray) -> _Scan | None:
     """The F test of each period against a line, grouped by block size; None if nothing was testable."""
-    sizes = np.array([block_size(p) for p in periods])
+    sizes = np.array([block_size(p, log_v.size) for p in periods])
     out_p, out_lp, out_amp = [], [], []
     for size in np.unique(sizes):
         group = periods[sizes == size]
