@@ -46,7 +46,8 @@ class Shape:
     """How a generated market moves: the defaults are the demo market's.
 
     ``day_ticks`` is the cycle's period (None: the whole scenario), ``cycle`` scales its amplitude
-    (0: no cycle), ``trend`` is the sd of each series' drift over the scenario in log units,
+    (0: no cycle), ``trend`` is the sd of the price's drift over the scenario in log units and
+    ``volume_trend`` that of the volume's,
     ``outages`` the long outages (a tenth of the scenario each) per platform, and ``budget`` the
     range of budgets as a share of what bidding the full click value would spend.
     """
@@ -54,6 +55,7 @@ class Shape:
     day_ticks: int | None = None
     cycle: float = 1.0
     trend: float = 0.25
+    volume_trend: float = 0.0
     outages: int = 0
     budget: tuple[float, float] = (0.15, 1.3)
 
@@ -78,6 +80,8 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, shape: Shape, shoc
         + _ar1(rng, ticks, 0.8, 0.05)
         + _shocks(rng, ticks, shock_rate, 0.3)
     )
+    if shape.volume_trend:
+        log_vol += rng.normal(0.0, shape.volume_trend) * t / max(ticks, 1)
     volume = np.exp(log_vol)
     for start in np.flatnonzero(rng.random(ticks) < shock_rate / 4):
         volume[start : start + int(rng.integers(3, 30))] = 0.0

@@ -52,7 +52,11 @@ KINDS: dict[str, Kind] = {
             shock_rate=0.01,
             shape=Shape(day_ticks=7, cycle=1.5, trend=0.5),
         ),
-        Kind("flat", "no cycle, a strong trend and a long outage", shape=Shape(cycle=0.0, trend=0.8, outages=1)),
+        Kind(
+            "flat",
+            "no cycle, strong trends in volume and price, a long outage",
+            shape=Shape(cycle=0.0, trend=0.8, volume_trend=0.8, outages=1),
+        ),
         Kind(
             "stress",
             "tight budgets, shocks and outages, most flights late, three days",
