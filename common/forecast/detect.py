@@ -2,18 +2,20 @@
 
 A feed has no length and nobody tells the engine how long a day of its platforms is, so the period
 of the volume's cycle is found in the data: a scan over candidate periods of a harmonic regression
-against a line, both with AR(1) errors, and an F test of the harmonic.
+against a line, both with autocorrelated errors, and an F test of the harmonic.
 
-* **The model.** ``log v = c + d t + a cos(2 pi t / P) + b sin(2 pi t / P) + AR(1) noise`` against
-  the same without the harmonic. Consecutive ticks are far from independent (the noise has an AR(1)
-  coefficient near 0.9), so both are fitted by generalised least squares, prewhitened with the
-  coefficient of the harmonic fit's residuals; ordinary least squares would find "significant"
-  cycles in every slow wander. The line keeps a trend from passing for a long cycle.
-* **The test.** The F statistic of ``(a, b)``, ``F(2, n - 5)``, with its p-value Bonferroni-corrected
-  for the number of candidates scanned. A candidate also needs ``min_cycles`` cycles seen (with less
-  than that a cycle and a trend or a decaying shock fit alike, and extrapolating it goes wild) and an
-  amplitude worth planning by. Nothing passes: no cycle, which is the persistence forecast, so a
-  market without a cycle is planned as before.
+* **The model.** ``log v = c + d t + a cos(2 pi t / P) + b sin(2 pi t / P) + AR(3) noise`` against
+  the same without the harmonic. Consecutive ticks are far from independent, so both are fitted by
+  generalised least squares, prewhitened with the AR coefficients (Yule-Walker) of the harmonic
+  fit's residuals; ordinary least squares would find "significant" cycles in every slow wander, and
+  an AR(1) leaves enough of a shock's slow decay in the noise to find them still. The line keeps a
+  trend from passing for a long cycle.
+* **The test.** The F statistic of ``(a, b)``, ``F(2, n - 7)``, with its p-value Bonferroni-corrected
+  for the grid scanned. A candidate also needs ``min_cycles`` cycles seen (with less than that a
+  cycle and a trend or a decaying shock fit alike, and extrapolating it goes wild), must not be the
+  longest the history allows (a partly seen cycle fits any period near it) and needs an amplitude
+  worth planning by. Nothing passes: no cycle, which is the persistence forecast, so a market
+  without a cycle is planned as before.
 * **Hints.** Periods a user or a calendar suggests are tested on their own, at ``alpha`` without
   the correction, from a quarter of a cycle seen; a hint that passes is taken when the scan finds
   nothing (which it cannot while less than 1.5 cycles of a long period have been seen).
