@@ -19,10 +19,11 @@ against a line, both with autocorrelated errors, and an F test of the harmonic.
 * **Hints.** Periods a user or a calendar suggests are tested on their own, at ``alpha`` without
   the correction, from a quarter of a cycle seen; a hint that passes is taken when the scan finds
   nothing (which it cannot while less than 1.5 cycles of a long period have been seen).
-* **Bounded cost.** Candidates run on a geometric grid (4% apart, then refined to the tick around
-  the best). A period is scanned on at most ``MAX_POINTS`` points: the ticks themselves, or past
-  that block means of the log volume (blocks of a power of 16 ticks, over the last ``SCAN_CYCLES``
-  cycles), so a scan costs the same on a week of 2-second ticks as on an hour of them.
+* **Bounded cost.** Candidates run on a geometric grid (4% apart, then refined around the best to
+  the tick, or to 25 periods between its neighbours). A period is scanned on at most
+  ``MAX_POINTS`` points: the ticks themselves, or past that block means of the log volume (blocks
+  of a power of 16 ticks, over the last ``SCAN_CYCLES`` cycles), so a scan costs the same on a
+  week of 2-second ticks as on an hour of them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ HINT_ALPHA = 1e-4
 # markets without one; a cycle that small moves a plan by little.
 MIN_AMPLITUDE = 0.1
 _GRID = 1.04
+_FINE = 25
 _BLOCK_BASE = 16
 AR_ORDER = 3
 
@@ -136,9 +138,10 @@ def _scan_grid(log_v: FloatArray, min_period: int, top: float, alpha: float, min
     scan = _scan_periods(log_v, grid)
     if scan is None:
         return None
-    # Around the best candidate, every whole period between its grid neighbours.
+    # Around the best candidate, whole periods between its grid neighbours, at most _FINE of them
+    # (every one of a day of 2-second ticks' 3,000 would cost more than the whole grid).
     best = float(scan.periods[int(np.argmin(scan.log_p))])
-    fine = np.arange(math.floor(best / _GRID), math.ceil(best * _GRID) + 1, dtype=float)
+    fine = np.unique(np.round(np.linspace(best / _GRID, best * _GRID, _FINE)))
     fine = fine[(fine >= min_period) & (fine <= top)]
     refined = _scan_periods(log_v, fine) if fine.size else None
     if refined is not None:
