@@ -51,7 +51,8 @@ kinds: $(STAMP)
 	@for f in .run/kinds/$(SET)/*-[0-9]*.json; do \
 	  $(BIN)/campaign-engine backtest $$f --out $${f%.json}.jsonl --no-progress > /dev/null || exit 1; \
 	  $(BIN)/python $(SCORER) $$f $${f%.json}.jsonl > $${f%.json}.score || true; \
-	  $(BIN)/python -c 'import json, sys; d = json.load(open(sys.argv[1])); print(f"{sys.argv[2]:16s} efficiency {d[\"efficiency\"]:.4f}  p10 {d[\"efficiency_p10\"]:.4f}  waste {100 * d[\"waste_share\"]:.2f}%  violations {d[\"violations\"]}  mismatches {d[\"mismatches\"]}")' $${f%.json}.score $$(basename $${f%.json}); \
+	  $(BIN)/python -c 'import json, sys; d = json.load(open(sys.argv[1])); print(sys.argv[2].ljust(16), *(k + " " + format(d[k], ".4f") for k in sys.argv[3:]))' \
+	    $${f%.json}.score $$(basename $${f%.json}) efficiency efficiency_p10 waste_share violations mismatches; \
 	done
 
 clean:
