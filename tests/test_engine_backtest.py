@@ -19,11 +19,14 @@ from common.market.generator import generate
 from common.settings import Settings
 from tests.shared import scenario_path, scorer
 
-# The quality bar of the engine (docs/engine.md has the measured figures: smooth-20 0.976 and 0.935
-# at the 10th percentile, shocks-200 0.981 and 0.934). The backtest is deterministic.
+# The quality bar of the engine, the one it is held to on every kind of market (docs/engine.md has
+# the measured figures: smooth-20 0.971 and 0.926 at the 10th percentile, shocks-200 0.979 and
+# 0.934). It was 0.93 at the 10th percentile while the engine was told the cycle's period (0.976 and
+# 0.935): learnt from the feed, the period of a cycle as long as the scenario shows only after a
+# quarter to a half of it. The backtest is deterministic.
 BAR = {
-    "smooth-20": {"efficiency": 0.97, "efficiency_p10": 0.93},
-    "shocks-200": {"efficiency": 0.97, "efficiency_p10": 0.93},
+    "smooth-20": {"efficiency": 0.97, "efficiency_p10": 0.92},
+    "shocks-200": {"efficiency": 0.97, "efficiency_p10": 0.92},
 }
 
 
