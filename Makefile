@@ -8,7 +8,7 @@ ARGS ?=
 MARK ?=
 TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
-.PHONY: run test lint audit fuzz bench bench-micro load clean
+.PHONY: run test lint audit fuzz bench bench-micro load kinds clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,19 @@ bench-micro: $(STAMP)
 # CSV files and the summary in .run/load/. Options through ARGS: --campaigns, --duration, --users, --ops-rate.
 load: $(STAMP)
 	$(BIN)/python -m locustfiles.load $(ARGS)
+
+# Every named kind of market (common/market/kinds.py) of a seed set, backtested and scored:
+# `make kinds SET=tuning` for the seeds choices are made on, `make kinds` for the held-out ones.
+SET ?= held-out
+SCORER ?= ../shared/tools/score.py
+kinds: $(STAMP)
+	$(BIN)/campaign-engine scenario kinds --set $(SET) --out-dir .run/kinds/$(SET)
+	@for f in .run/kinds/$(SET)/*-[0-9]*.json; do \
+	  $(BIN)/campaign-engine backtest $$f --out $${f%.json}.jsonl --no-progress > /dev/null || exit 1; \
+	  $(BIN)/python $(SCORER) $$f $${f%.json}.jsonl > $${f%.json}.score || true; \
+	  $(BIN)/python -c 'import json, sys; d = json.load(open(sys.argv[1])); print(sys.argv[2].ljust(16), *(k + " " + format(d[k], ".4f") for k in sys.argv[3:]))' \
+	    $${f%.json}.score $$(basename $${f%.json}) efficiency efficiency_p10 waste_share violations mismatches; \
+	done
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -164,7 +164,7 @@ def backtest(
     aggressiveness: Annotated[float | None, typer.Option(min=0.0, max=3.0, help="Override CE_AGGRESSIVENESS.")] = None,
     season_ticks: Annotated[
         int | None,
-        typer.Option(min=0, max=100_000, help="Ticks in one volume cycle; default the scenario's length, 0 none."),
+        typer.Option(min=0, max=100_000, help="Ticks in one volume cycle; default learnt from the feed, 0 none."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -248,18 +248,56 @@ def score(
 @scenario_app.command("generate")
 def scenario_generate(
     out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],
-    campaigns: Annotated[int, typer.Option(min=0, max=1_000_000)] = 200,
+    campaigns: Annotated[int | None, typer.Option(min=0, max=1_000_000, help="Default 200, or the kind's.")] = None,
     platforms: Annotated[int, typer.Option(min=1, max=8)] = 4,
     ticks: Annotated[int, typer.Option(min=1, max=10_000_000)] = 720,
     seed: Annotated[int, typer.Option()] = 7,
     shock_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance of a shock per tick.")] = 0.004,
     late_flights: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of partial flights.")] = 0.3,
     name: Annotated[str | None, typer.Option(help="The scenario's name (default generated-SEED).")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="A named kind of market (`scenario kinds` lists them); sets all but --seed.")
+    ] = None,
 ) -> None:
     """Write a reproducible synthetic scenario (docs/market.md format)."""
-    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights, name=name)
+    from common.market.kinds import KINDS
+
+    if kind is not None:
+        if kind not in KINDS:
+            err.print(f"[red]error:[/] --kind: one of {', '.join(KINDS)}, not {kind!r}")
+            raise typer.Exit(2)
+        scenario = KINDS[kind].scenario(seed, campaigns)
+    else:
+        scenario = generate(
+            200 if campaigns is None else campaigns, platforms, ticks, seed,
+            shock_rate=shock_rate, late_flights=late_flights, name=name,
+        )  # fmt: skip
     scenario.save(out)
-    console.print(f"wrote {out}: {len(scenario.platforms)} platforms, {campaigns} campaigns, {ticks} ticks")
+    console.print(
+        f"wrote {out}: {len(scenario.platforms)} platforms, {len(scenario.campaigns)} campaigns, {scenario.ticks} ticks"
+    )
+
+
+@scenario_app.command("kinds")
+def scenario_kinds(
+    out_dir: Annotated[Path | None, typer.Option(help="Write every kind of the set here, as KIND-SEED.json.")] = None,
+    set_name: Annotated[str, typer.Option("--set", help="tuning or held-out.")] = "held-out",
+) -> None:
+    """List the named kinds of market and the seeds of a set; with --out-dir, write the set's scenarios."""
+    from common.market.kinds import KINDS, SETS
+
+    if set_name not in SETS:
+        err.print(f"[red]error:[/] --set: one of {', '.join(SETS)}, not {set_name!r}")
+        raise typer.Exit(2)
+    for kind in KINDS.values():
+        for seed in SETS[set_name]:
+            line = f"{kind.name:8s} seed {seed:5d}  {kind.description}"
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path = out_dir / f"{kind.name}-{seed}.json"
+                kind.scenario(seed).save(path)
+                line += f"  -> {path}"
+            console.print(line)
 
 
 @platforms_app.command("add")

@@ -42,13 +42,16 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=100_000,
-        description="Ticks in one cycle of the market's volume (a day); unset: the simulated market's length, 0: none.",
+        description=(
+            "Ticks in one cycle of the market's volume (a day), overriding what the engine learns from the feed; "
+            "unset: learnt, 0: none."
+        ),
     )
     cycle_refit_ticks: int | None = Field(
         default=None,
         ge=1,
         le=100_000,
-        description="Ticks between refits of the volume cycle; unset: a 48th of the season (at least 1).",
+        description="Ticks between refits of the volume cycle; unset: 8, or a 48th of a set season (at least 1).",
     )
     campaigns_per_task: int = Field(default=1, ge=1, le=10_000, description="Campaigns per evaluate task.")
     reservation_grace_ticks: int = Field(

@@ -141,13 +141,15 @@ def test_inline_and_celery_executors_write_the_same_log(
 def test_the_season_setting_reaches_the_forecasts(
     r: redis.Redis, settings: Settings, small: Path, tmp_path: Path
 ) -> None:
-    """By default the volume cycle spans the scenario; CE_SEASON_TICKS=0 plans without it."""
-    cycled, flat = tmp_path / "cycled.jsonl", tmp_path / "flat.jsonl"
-    _backtest(settings, small, cycled)
+    """CE_SEASON_TICKS overrides the learnt cycle: a period fitted from the first ticks, or none."""
+    learnt, cycled, flat = tmp_path / "learnt.jsonl", tmp_path / "cycled.jsonl", tmp_path / "flat.jsonl"
+    _backtest(settings, small, learnt)
+    r.flushdb()
+    _backtest(settings.model_copy(update={"season_ticks": 90}), small, cycled)
     r.flushdb()
     _backtest(settings.model_copy(update={"season_ticks": 0}), small, flat)
     assert cycled.read_bytes() != flat.read_bytes()
-    for log in (cycled, flat):
+    for log in (learnt, cycled, flat):
         assert score(small, log)["violations"] == 0
 
 

@@ -16,6 +16,7 @@ import redis
 from cli.redis_server import RedisServer, find_redis_server
 from common import keys
 from common.market.generator import generate
+from common.market.kinds import KINDS
 from common.market.scenario import Scenario
 
 CLI = [sys.executable, "-m", "cli.main"]
@@ -31,6 +32,24 @@ def test_scenario_generate_writes_a_valid_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     scenario = Scenario.load(out)
     assert (len(scenario.campaigns), len(scenario.platforms), scenario.ticks) == (12, 3, 50)
+
+
+def test_scenario_generate_writes_a_named_kind(tmp_path: Path) -> None:
+    out = tmp_path / "weekly.json"
+    done = subprocess.run(
+        [*CLI, "scenario", "generate", "--kind", "weekly", "--seed", "9001", "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Scenario.load(out).to_dict() == KINDS["weekly"].scenario(9001).to_dict()
+    listed = subprocess.run([*CLI, "scenario", "kinds", "--set", "tuning"], capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert all(f"{name} " in listed.stdout for name in KINDS)
+    unknown = subprocess.run(
+        [*CLI, "scenario", "generate", "--kind", "nope", "--out", str(tmp_path / "x.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "--kind" in unknown.stderr
 
 
 def test_bad_option_is_a_clear_error(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from common.fleet.feed import VOLUME_HISTORY_TICKS, FeedStore
 from common.fleet.fleet import Fleet
 from common.fleet.tick import compute_forecasts
 from common.forecast.forecasts import forecast
-from common.forecast.season import fit_cycle
+from common.forecast.season import PlatformCycle, fit_cycle
 from common.models import PlatformFigures
 
 
@@ -87,19 +87,23 @@ def test_a_cycle_is_refitted_every_k_ticks_staggered_and_from_earlier_ticks_only
     for i, pid in enumerate(pids):
         due = cycles.refit_tick(250, every, i, 4)
         volume = fleet.feed.volumes([pid], due - season, due - 1)[0]
-        assert fitted[pid] == fit_cycle(volume, due - season, season)
+        coef = fit_cycle(volume, due - season, season)
+        assert coef is not None and fitted[pid] == PlatformCycle(season, *coef)
     stored = {pid: cycles.Cycle.from_json(doc) for pid, doc in fleet.r.hgetall(keys.CYCLES).items()}
     assert [stored[pid].tick for pid in pids] == [248, 250, 244, 246]
     # Until its next refit tick a platform keeps its fit, whatever the feed says meanwhile.
-    fleet.r.hset(keys.CYCLES, "a", cycles.Cycle(248, season, (9.0, 9.0)).to_json())
-    assert cycles.cycles(fleet.r, fleet.feed, pids, 255, season, every)["a"] == (9.0, 9.0)
-    assert cycles.cycles(fleet.r, fleet.feed, pids, 256, season, every)["a"] != (9.0, 9.0)
+    planted = PlatformCycle(season, 9.0, 9.0)
+    fleet.r.hset(keys.CYCLES, "a", cycles.Cycle(248, season, planted).to_json())
+    assert cycles.cycles(fleet.r, fleet.feed, pids, 255, season, every)["a"] == planted
+    assert cycles.cycles(fleet.r, fleet.feed, pids, 256, season, every)["a"] != planted
     # An evaluation computing a late tick gets the fit of that tick and leaves the newer one stored.
     assert cycles.cycles(fleet.r, fleet.feed, pids, 250, season, every) == fitted
     assert cycles.Cycle.from_json(fleet.r.hget(keys.CYCLES, "a")).tick == 256  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("doc", ["{", '{"tick": 1}', '{"tick": 1, "season": 2, "coef": [1]}'])
+@pytest.mark.parametrize(
+    "doc", ["{", '{"tick": 1}', '{"tick": 1, "season": 2, "coef": [1]}', '{"tick": 60, "season": 50, "coef": [1, 2]}']
+)
 def test_a_damaged_cycle_is_refitted(fleet: Fleet, doc: str) -> None:
     _publish(fleet, range(60))
     pid = sorted(fleet.scenario.platforms)[0]
@@ -117,3 +121,28 @@ def test_the_volume_history_outlives_the_trimmed_json(fleet: Fleet) -> None:
     pid = sorted(fleet.scenario.platforms)[0]
     assert fleet.r.hget(keys.feed(pid), "0") is None, "the JSON is trimmed to the retention"
     assert not np.isnan(fleet.feed.volumes([pid], 0, FEED_RETENTION + 58)).any(), "the volume history is not"
+
+
+def test_by_default_the_cycle_is_learnt_from_the_feed(fleet: Fleet) -> None:
+    """No CE_SEASON_TICKS: the period is found in the volume history, here four days of 60 ticks
+    in a market 500 ticks long, and fitted from ticks before the refit only."""
+    from common.forecast.detect import learn
+
+    assert fleet.season is None
+    pids = ["a", "b"]
+    rng = np.random.default_rng(5)
+    for tick in range(240):
+        fleet.feed.publish(
+            tick,
+            {
+                "a": PlatformFigures(cpc=1.0, cvr=0.05, volume=math.exp(0.4 * math.sin(2 * math.pi * tick / 60))),
+                "b": PlatformFigures(cpc=1.0, cvr=0.05, volume=math.exp(rng.normal(0.0, 0.05))),
+            },
+        )
+    fitted = cycles.cycles(fleet.r, fleet.feed, pids, 240, None, 8, fleet.cycle_hints)
+    found = fitted["a"]
+    assert found is not None and found.period == 60
+    assert math.hypot(found.a, found.b) == pytest.approx(0.4, abs=0.03)
+    assert fitted["b"] is None, "white noise has no cycle"
+    due = cycles.refit_tick(240, 8, 0, 2)
+    assert found == learn(fleet.feed.volumes(["a"], 0, due - 1)[0], 0, hints=fleet.cycle_hints)

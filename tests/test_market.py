@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from common.market.generator import generate
+from common.market.generator import Shape, generate
 from common.market.model import outcome, outcomes
 from common.market.platforms import Order, SimulatedPlatforms
 from common.models import Bid, CampaignSpec
@@ -132,3 +133,24 @@ def test_a_platform_the_simulated_market_lacks_wins_nothing() -> None:
     orders = [Order(Bid(spec.id, "tv", 2.0, 5.0), elsewhere), Order(Bid(spec.id, listed, 2.0, 5.0), elsewhere)]
     tv, known = SimulatedPlatforms(scenario).submit(4, orders)
     assert tv.is_empty and known == SimulatedPlatforms(scenario).submit(4, orders[1:])[0]
+
+
+def test_each_kind_of_market_has_the_cycle_it_names() -> None:
+    """The kinds the engine is checked on: a day of 180 ticks, a week of 7, no cycle; tight budgets."""
+    from common.forecast.detect import detect
+    from common.market.kinds import KINDS
+
+    days = KINDS["days"].scenario(1, campaigns=0)
+    weekly = KINDS["weekly"].scenario(1, campaigns=0)
+    flat = KINDS["flat"].scenario(1, campaigns=0)
+    for series in days.platforms.values():
+        found = detect(series.volume)
+        assert found is not None and abs(found.period - 180) <= 9
+    for series in weekly.platforms.values():
+        found = detect(series.volume)
+        assert found is not None and found.period == 7
+    assert all(detect(series.volume) is None for series in flat.platforms.values())
+    assert all((series.volume == 0).sum() >= 72 for series in flat.platforms.values()), "a long outage each"
+    default = generate(campaigns=20, platforms=2, ticks=100, seed=3)
+    tight = generate(campaigns=20, platforms=2, ticks=100, seed=3, shape=replace(Shape(), budget=(0.05, 0.1)))
+    assert sum(c.budget for c in tight.campaigns) < 0.5 * sum(c.budget for c in default.campaigns)

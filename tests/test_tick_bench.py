@@ -1,7 +1,7 @@
 """Benchmark (not a check): what the tick task costs with many campaigns and a long season.
 
 Run with ``pytest -m benchmark -s tests/test_tick_bench.py``. For N campaigns and a feed of S ticks
-(the season, so the cycle is fitted to all of it) on the test Redis, the tick task's steps are timed
+on the test Redis (the volume cycle learnt from all of it, as by default), the tick task's steps are timed
 as ``begin`` runs them: the simulated feed's publish and trim, the forecasts, the due campaigns, the
 counters and the previous tick's summary; then ``begin`` whole, on further ticks; then the forecasts
 of a tick that refits every platform's volume cycle at once (``refit``), the worst tick. Each figure is the
@@ -122,7 +122,7 @@ def test_tick_cost(
     for n in CAMPAIGNS:
         client.flushall()
         for season in SEASONS:
-            settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path, season_ticks=season)
+            settings = Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path)
             fleet = Fleet.from_settings(settings)
             fleet.register_market()
             if season == SEASONS[0]:
@@ -134,7 +134,7 @@ def test_tick_cost(
 
     columns = ("feed", "forecasts", "due", "counters", "begin", "refit")
     lines = [f"one HGETALL round trip: {baseline:.3f} ms; each step in ms (x round trips)"]
-    lines.append(f"{'campaigns':>9}{'season':>8}" + "".join(f"{c:>19}" for c in columns))
+    lines.append(f"{'campaigns':>9}{'feed':>8}" + "".join(f"{c:>19}" for c in columns))
     for row in results:
         cells = "".join(f"{row[c]:>9.1f} ({row[c] / baseline:>6.0f}x)" for c in columns)
         lines.append(f"{row['campaigns']:>9,}{row['season']:>8,}{cells}")

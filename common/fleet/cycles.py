@@ -1,17 +1,20 @@
 """Each platform's volume cycle, refitted every few ticks from the volume history and kept in Redis.
 
-Fitting the cycle (:func:`common.forecast.season.fit_cycle`: GLS with AR(1) prewhitening and Huber
-weights) takes a few numpy passes over a whole season of volumes, and its iterations leave no
-sufficient statistics to update tick by tick. So it is refitted every ``every`` ticks and the fit
-kept in ``ce:cycles``; the ticks in between use the last one. A season moves little in ``every``
-ticks (1/48 of it by default), and the outlook is still taken from the current tick along the
-cycle, so only the cycle's shape is up to ``every`` ticks old.
+By default the cycle is learnt from the feed (:func:`common.forecast.detect.learn`): whether the
+volume has one, its period, and its harmonic, from the volume history in the feed's ring (up to
+``VOLUME_HISTORY_TICKS`` ticks, read as block means past a few thousand, so a refit's cost does not
+grow with the feed). ``CE_SEASON_TICKS`` overrides it: a period fitted from the first ticks on
+(:func:`common.forecast.season.fit_cycle` over the last such period), or 0 for none.
+
+A refit takes a few numpy passes and is not worth doing every tick: it is redone every ``every``
+ticks and kept in ``ce:cycles``; the ticks in between use the last one. The outlook is still taken
+from the current tick along the cycle, so only the cycle's shape is up to ``every`` ticks old.
 
 The fit a tick uses is fixed by the tick alone: platform ``i`` of ``n`` refits at the ticks ``r``
 with ``r = i * every // n (mod every)`` (staggered, so that a tick refits one platform at most once
-``every >= n``), to the volumes of the season before ``r``. So it only sees ticks before the one
-it forecasts, and is the same whichever process computes it first: the tick task, an evaluation
-that found the forecast cache empty, an inline or a Celery backtest.
+``every >= n``), to the volumes before ``r``. So it only sees ticks before the one it forecasts,
+and is the same whichever process computes it first: the tick task, an evaluation that found the
+forecast cache empty, an inline or a Celery backtest.
 """
 
 from __future__ import annotations
@@ -22,32 +25,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common import keys
-from common.fleet.feed import FeedStore
-from common.forecast.season import fit_cycle
+from common.fleet.feed import VOLUME_HISTORY_TICKS, FeedStore
+from common.forecast.detect import learn
+from common.forecast.season import PlatformCycle, fit_cycle
 from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
 
+LEARNT = 0  # the ``season`` of a stored cycle that was learnt from the feed
+
 
 @dataclass(frozen=True, slots=True)
 class Cycle:
-    """A platform's cycle fitted at ``tick`` to the ``season`` ticks before it; ``coef`` is its
-    ``(a, b)``, None with too few observations."""
+    """A platform's cycle fitted at ``tick`` to the volumes before it; ``season`` is the period set
+    by ``CE_SEASON_TICKS`` or ``LEARNT``; ``cycle`` None where no cycle was found or fitted."""
 
     tick: int
     season: int
-    coef: tuple[float, float] | None
+    cycle: PlatformCycle | None
 
     def to_json(self) -> str:
-        return json.dumps({"tick": self.tick, "season": self.season, "coef": self.coef})
+        found = self.cycle
+        return json.dumps(
+            {
+                "tick": self.tick,
+                "season": self.season,
+                "period": None if found is None else found.period,
+                "coef": None if found is None else [found.a, found.b],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Cycle:
         """Parse the document; anything malformed raises ``ValueError``."""
         try:
             doc = json.loads(text)
-            coef = doc["coef"]
-            return cls(int(doc["tick"]), int(doc["season"]), None if coef is None else (float(coef[0]), float(coef[1])))
+            coef, period = doc["coef"], doc["period"]
+            found = None if coef is None else PlatformCycle(int(period), float(coef[0]), float(coef[1]))
+            return cls(int(doc["tick"]), int(doc["season"]), found)
         except (KeyError, TypeError, IndexError) as exc:
             raise ValueError(f"not a cycle document: {type(exc).__name__} {exc}") from exc
 
@@ -60,30 +75,48 @@ def refit_tick(tick: int, every: int, platform: int, platforms: int) -> int:
 
 @store_call("fit the volume cycles")
 def cycles(
-    client: Client, feed: FeedStore, platform_ids: Sequence[str], tick: int, season: int, every: int
-) -> dict[str, tuple[float, float] | None]:
-    """The cycle ``(a, b)`` of each platform for forecasting ``tick``: the stored fit, or a refit."""
-    if season <= 0 or not platform_ids:
+    client: Client,
+    feed: FeedStore,
+    platform_ids: Sequence[str],
+    tick: int,
+    season: int | None,
+    every: int,
+    hints: Sequence[int] = (),
+) -> dict[str, PlatformCycle | None]:
+    """The cycle of each platform for forecasting ``tick``: the stored fit, or a refit.
+
+    ``season`` None learns each platform's cycle from the feed (``hints`` are candidate periods),
+    a positive one fits a cycle of that period, 0 models none.
+    """
+    if season == 0 or not platform_ids:
         return {}
+    code = LEARNT if season is None else season
     stored: list[str | None] = client.hmget(keys.CYCLES, list(platform_ids))  # type: ignore[assignment]
-    out: dict[str, tuple[float, float] | None] = {}
+    out: dict[str, PlatformCycle | None] = {}
     fresh: Fields = {}
     for i, (pid, doc) in enumerate(zip(platform_ids, stored, strict=True)):
         due = refit_tick(tick, every, i, len(platform_ids))
         kept = _parse(doc)
-        if kept is not None and kept.tick == due and kept.season == season:
-            out[pid] = kept.coef
+        if kept is not None and kept.tick == due and kept.season == code:
+            out[pid] = kept.cycle
             continue
-        volume = feed.volumes([pid], due - season, due - 1)[0]
-        cycle = Cycle(due, season, fit_cycle(volume, due - season, season))
-        out[pid] = cycle.coef
+        cycle = Cycle(due, code, _refit(feed, pid, due, season, hints))
+        out[pid] = cycle.cycle
         # A late computation for an older tick does not replace a newer fit.
-        if kept is None or kept.season != season or kept.tick < due:
+        if kept is None or kept.season != code or kept.tick < due:
             fresh[pid] = cycle.to_json()
         log.debug("volume cycle refitted", extra={"tick": tick, "platform": pid})
     if fresh:
         client.hset(keys.CYCLES, mapping=fresh)
     return out
+
+
+def _refit(feed: FeedStore, pid: str, due: int, season: int | None, hints: Sequence[int]) -> PlatformCycle | None:
+    if season is not None:
+        coef = fit_cycle(feed.volumes([pid], due - season, due - 1)[0], due - season, season)
+        return None if coef is None else PlatformCycle(season, *coef)
+    first = max(0, due - VOLUME_HISTORY_TICKS)
+    return learn(feed.volumes([pid], first, due - 1)[0], first, hints=hints)
 
 
 def _parse(doc: str | None) -> Cycle | None:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Length of the market generated when no scenario file is given: two hours of 2-second ticks.
 DEFAULT_MARKET_TICKS = 3600
+# Ticks between refits of a learnt cycle: its period is not known in advance to take a share of.
+LEARNT_REFIT_TICKS = 8
 
 
 def load_scenario(settings: Settings) -> Scenario:
@@ -45,16 +47,24 @@ class Fleet:
         return cls(settings, connect(settings.state_url), scenario, SimulatedPlatforms(scenario))
 
     @property
-    def season(self) -> int:
-        """Ticks in one cycle of the market's volume; 0 when the forecasts model no cycle."""
-        configured = self.settings.season_ticks
-        return self.scenario.ticks if configured is None else configured
+    def season(self) -> int | None:
+        """Ticks in one cycle of the market's volume as set (0: none), or None: learnt from the feed."""
+        return self.settings.season_ticks
+
+    @property
+    def cycle_hints(self) -> tuple[int, ...]:
+        """Periods the volume cycle is tested at besides the scan: a day and a week of ticks, and
+        the simulated market's length, at which its feed repeats."""
+        day = round(86_400 / self.settings.tick_seconds)
+        return (self.scenario.ticks, day, 7 * day)
 
     @property
     def cycle_refit_ticks(self) -> int:
         """Ticks between refits of each platform's volume cycle (common/fleet/cycles.py)."""
         configured = self.settings.cycle_refit_ticks
-        return max(1, self.season // 48) if configured is None else configured
+        if configured is not None:
+            return configured
+        return LEARNT_REFIT_TICKS if not self.season else max(1, self.season // 48)
 
     @cached_property
     def store(self) -> CampaignStore:

@@ -53,8 +53,8 @@ def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
         return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
     history = fleet.feed.window(pids, tick - 1, window)
-    fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks)
-    forecasts = forecast(history, pids, tick, window=window, season=fleet.season, cycles=fitted)
+    fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks, fleet.cycle_hints)
+    forecasts = forecast(history, pids, tick, window=window, cycles=fitted)
     return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
 
 

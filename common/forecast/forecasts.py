@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from common.forecast.season import VolumeOutlook, fit_cycle, outlook
+from common.forecast.season import PlatformCycle, VolumeOutlook, fit_cycle, outlook
 from common.models import FloatArray
 
 METRICS = ("cpc", "cvr", "volume")
@@ -193,15 +193,15 @@ def forecast(
     min_obs: int = 5,
     prior: ArrayLike | None = None,
     season: int = 0,
-    cycles: Mapping[str, tuple[float, float] | None] | None = None,
+    cycles: Mapping[str, PlatformCycle | None] | None = None,
 ) -> Forecasts:
     """Forecasts for ``tick`` from the feed of the ticks before it (``history[:, -1]`` is tick - 1).
 
     Platforms are in the order of ``history``'s first axis; one with no observation is left out.
     With ``season`` > 0 (ticks in one cycle of the market), each platform's volume cycle is fitted
-    to the last ``season`` ticks of ``history`` and its ``outlook`` set; or, given ``cycles`` (the
-    fitted ``(a, b)`` of each platform, None where too little was seen), those are used as they are
-    and ``history`` need hold no more than the ``window``.
+    to the last ``season`` ticks of ``history`` and its ``outlook`` set; or, given ``cycles`` (each
+    platform's fitted cycle with its own period, None where it has none), those are used as they
+    are, ``season`` is ignored and ``history`` need hold no more than the ``window``.
     """
     arr = forecast_arrays(history, window=window, horizon=horizon, min_obs=min_obs, prior=prior)
     if len(platforms) != arr.up.shape[0]:
@@ -211,7 +211,7 @@ def forecast(
     for i, pid in enumerate(platforms):
         if np.isnan(ahead[i, 0]).any():
             continue
-        view = _outlook(history, i, tick, season) if cycles is None else _outlook_of(cycles.get(pid), tick, season)
+        view = _outlook(history, i, tick, season) if cycles is None else _outlook_of(cycles.get(pid), tick)
         out[pid] = PlatformForecast(
             ahead=tuple(Figures(*map(float, row)) for row in ahead[i]),
             log_sd=Figures(*map(float, arr.log_sd[i])),
@@ -230,8 +230,8 @@ def _outlook(history: ArrayLike, platform: int, tick: int, season: int) -> Volum
     return None if cycle is None else outlook(cycle, tick, season)
 
 
-def _outlook_of(cycle: tuple[float, float] | None, tick: int, season: int) -> VolumeOutlook | None:
-    return None if season <= 0 or cycle is None else outlook(cycle, tick, season)
+def _outlook_of(cycle: PlatformCycle | None, tick: int) -> VolumeOutlook | None:
+    return None if cycle is None else outlook(cycle.coef, tick, cycle.period)
 
 
 def _natural(log_values: FloatArray) -> FloatArray:

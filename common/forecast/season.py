@@ -24,7 +24,7 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,21 +84,36 @@ def _marks(season: int, step: int) -> list[int]:
     return [*fine, *range(step, season, step), season]
 
 
+class PlatformCycle(NamedTuple):
+    """A fitted cycle: its ``period`` in ticks and the ``(a, b)`` of its harmonic."""
+
+    period: int
+    a: float
+    b: float
+
+    @property
+    def coef(self) -> tuple[float, float]:
+        return self.a, self.b
+
+
 def fit_cycle(
     volume: Sequence[float] | FloatArray,
-    first_tick: int,
+    first_tick: float,
     season: int,
     *,
     amplitude_sd: float = AMPLITUDE_SD,
     min_obs: int = MIN_OBSERVATIONS,
+    step: float = 1.0,
 ) -> tuple[float, float] | None:
-    """The cycle's ``(a, b)`` fitted to ``volume`` (ticks ``first_tick``, ``first_tick + 1``, ...).
+    """The cycle's ``(a, b)`` fitted to ``volume`` (ticks ``first_tick``, ``first_tick + step``, ...).
 
     Zero or unknown volumes (outages, gaps) are left out. None with fewer than ``min_obs``
-    observations.
+    observations. With ``step`` > 1 the volumes are geometric means of blocks of ``step`` ticks
+    centred on those ticks, and the harmonic they show is scaled back up by what the block means
+    smooth away (``sinc(step / season)``).
     """
     v = np.asarray(volume, dtype=float)
-    ticks = first_tick + np.arange(v.size, dtype=float)
+    ticks = first_tick + step * np.arange(v.size, dtype=float)
     seen = np.isfinite(v) & (v > 0)
     if season < 2 or int(seen.sum()) < min_obs:
         return None
@@ -121,7 +136,8 @@ def fit_cycle(
         noise = max(float(np.var(innovation)), 1e-10)
         scale = 1.4826 * float(np.median(np.abs(innovation))) + 1e-12
         weight = np.minimum(1.0, _HUBER * scale / np.maximum(np.abs(innovation), 1e-300))
-    return float(coef[1]), float(coef[2])
+    shrink = float(np.sinc(step / season)) if step > 1 else 1.0
+    return float(coef[1]) / shrink, float(coef[2]) / shrink
 
 
 def outlook(cycle: tuple[float, float], tick: int, season: int, points: int = OUTLOOK_POINTS) -> VolumeOutlook:

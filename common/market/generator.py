@@ -3,9 +3,13 @@
 Each platform's CPC, CVR and volume follow a level with a slow trend, a daily cycle, AR(1) noise
 in log space, and occasional shocks (a jump that decays) and outages (no volume for a while).
 Values are rounded as a scenario file stores them, so a generated scenario and its file agree.
+The day, the cycle's strength, the trend, long outages and how tight budgets are can be set;
+:mod:`common.market.kinds` names the markets the engine is checked on.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,11 +41,30 @@ def _shocks(rng: np.random.Generator, n: int, rate: float, scale: float) -> Floa
     return out
 
 
-def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, shock_rate: float) -> PlatformSeries:
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a generated market moves: the defaults are the demo market's.
+
+    ``day_ticks`` is the cycle's period (None: the whole scenario), ``cycle`` scales its amplitude
+    (0: no cycle), ``trend`` is the sd of the price's drift over the scenario in log units and
+    ``volume_trend`` that of the volume's,
+    ``outages`` the long outages (a tenth of the scenario each) per platform, and ``budget`` the
+    range of budgets as a share of what bidding the full click value would spend.
+    """
+
+    day_ticks: int | None = None
+    cycle: float = 1.0
+    trend: float = 0.25
+    volume_trend: float = 0.0
+    outages: int = 0
+    budget: tuple[float, float] = (0.15, 1.3)
+
+
+def _platform(rng: np.random.Generator, pid: str, ticks: int, shape: Shape, shock_rate: float) -> PlatformSeries:
     t = np.arange(ticks)
     phase = rng.uniform(0, 2 * np.pi)
-    day = np.sin(2 * np.pi * t / day_ticks + phase)
-    trend = rng.normal(0.0, 0.25) * t / max(ticks, 1)
+    day = shape.cycle * np.sin(2 * np.pi * t / (shape.day_ticks or ticks) + phase)
+    trend = rng.normal(0.0, shape.trend) * t / max(ticks, 1)
     log_cpc = (
         np.log(rng.uniform(0.3, 2.5))
         + trend
@@ -57,9 +80,14 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, sh
         + _ar1(rng, ticks, 0.8, 0.05)
         + _shocks(rng, ticks, shock_rate, 0.3)
     )
+    if shape.volume_trend:
+        log_vol += rng.normal(0.0, shape.volume_trend) * t / max(ticks, 1)
     volume = np.exp(log_vol)
     for start in np.flatnonzero(rng.random(ticks) < shock_rate / 4):
         volume[start : start + int(rng.integers(3, 30))] = 0.0
+    if shape.outages:
+        for start in rng.integers(0, ticks, size=shape.outages):
+            volume[start : start + max(ticks // 10, 1)] = 0.0
     return PlatformSeries(
         id=pid,
         price_sigma=round(float(rng.uniform(0.25, 0.65)), 3),
@@ -70,7 +98,12 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, day_ticks: int, sh
 
 
 def _campaign(
-    rng: np.random.Generator, cid: str, platforms: dict[str, PlatformSeries], ticks: int, late_flights: float
+    rng: np.random.Generator,
+    cid: str,
+    platforms: dict[str, PlatformSeries],
+    ticks: int,
+    late_flights: float,
+    budget_share: tuple[float, float],
 ) -> CampaignSpec:
     ids = list(platforms)
     chosen = rng.choice(ids, size=int(rng.integers(1, min(4, len(ids)) + 1)), replace=False)
@@ -97,7 +130,7 @@ def _campaign(
             np.inf,
         )
         full += float(cost.sum())
-    budget = round(max(full * rng.uniform(0.15, 1.3), 1.0), 2)
+    budget = round(max(full * rng.uniform(*budget_share), 1.0), 2)
     extra: dict[str, float] = {}
     if rng.random() < 0.3:
         extra["max_bid"] = round(float(max(platforms[p].cpc.mean() for p in audience) * rng.uniform(1.2, 3)), 3)
@@ -123,17 +156,20 @@ def generate(
     shock_rate: float = 0.004,
     late_flights: float = 0.3,
     name: str | None = None,
+    shape: Shape = Shape(),
 ) -> Scenario:
-    """A reproducible scenario; one 'day' of seasonality spans the whole scenario.
+    """A reproducible scenario; by default one 'day' of seasonality spans the whole scenario.
 
     ``late_flights`` is the share of campaigns whose flight is a window inside the scenario
-    rather than all of it.
+    rather than all of it; ``shape`` sets the cycle, trend, long outages and budgets.
     """
     if not 1 <= platforms <= len(PLATFORM_NAMES):
         raise ValueError(f"platforms must be between 1 and {len(PLATFORM_NAMES)}")
     if campaigns < 0 or ticks < 1:
         raise ValueError("campaigns must be >= 0 and ticks >= 1")
     rng = np.random.default_rng(seed)
-    series = {pid: _platform(rng, pid, ticks, ticks, shock_rate) for pid in PLATFORM_NAMES[:platforms]}
-    specs = [_campaign(rng, f"c{i:05d}", series, ticks, late_flights) for i in range(campaigns)]
+    if shape.day_ticks is not None and shape.day_ticks < 2:
+        raise ValueError("day_ticks must be >= 2")
+    series = {pid: _platform(rng, pid, ticks, shape, shock_rate) for pid in PLATFORM_NAMES[:platforms]}
+    specs = [_campaign(rng, f"c{i:05d}", series, ticks, late_flights, shape.budget) for i in range(campaigns)]
     return Scenario(name or f"generated-{seed}", ticks, tick_seconds, series, specs)
