@@ -88,3 +88,19 @@ class LedgerError(CampaignEngineError):
     """
 
     reason: str = ""
+
+
+class PlatformError(CampaignEngineError):
+    """A platform's submit failed; whether its bids reached the platform is not known.
+
+    The grants of such bids stay submitted, and the sweeper charges them in full unless a settle
+    arrives: a platform may have spent them.
+    """
+
+
+class BidsNotPlaced(PlatformError):
+    """A platform refused a submit before any of its bids were placed: nothing was spent on it."""
+
+
+class PlatformTimeout(PlatformError):
+    """A platform did not answer a submit in time; its bids may have been placed."""
