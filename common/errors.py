@@ -90,6 +90,11 @@ class LedgerError(CampaignEngineError):
     reason: str = ""
 
 
+class LedgerFault(LedgerError):
+    """One call of a batch failed inside Redis (a key of the wrong type, a script error): damaged data
+    or a bug, confined to that call's campaign. Nothing of that call is known to have been written."""
+
+
 class PlatformError(CampaignEngineError):
     """A platform's submit failed; whether its bids reached the platform is not known.
 

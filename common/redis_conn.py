@@ -157,6 +157,20 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def execute_each(pipe: Any) -> list[Any]:
+    """Execute a pipeline whose commands concern different campaigns: one error reply stays in its place.
+
+    A reply that says the store itself is failing (read-only, out of memory, loading...) is raised, as
+    it concerns every command; any other error reply (a key of the wrong type, a Lua error) is returned
+    as its exception for the caller to set that one campaign aside.
+    """
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, UNAVAILABLE):
+            raise reply
+    return replies
+
+
 @contextmanager
 def translated_errors(what: str) -> Iterator[None]:
     """Re-raise a failure of the store as ``StoreUnavailable`` naming what was being done.

@@ -38,7 +38,7 @@ from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import claimed, queue_claim, store_call, translated_errors
+from common.redis_conn import claimed, execute_each, queue_claim, store_call, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,10 @@ def evaluate(
         for o, out in zip(orders, outcomes, strict=True)
         if out is not None
     ]
-    # Bids whose fate is unknown keep their reservations submitted: the sweeper charges them in full.
-    _settle(fleet, report, {c: g for c, g in granted.items() if c not in report.unknown}, tick)
+    # A campaign with a bid whose fate is unknown keeps its reservation submitted, for the sweeper to
+    # charge in full; the others settle what their bids cost.
+    known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in report.unknown])
+    _settle(fleet, known, {c: g for c, g in granted.items() if c not in report.unknown}, tick)
     _report_breakers(fleet, report, breakers, {o.bid.platform for o in orders})
     _record(fleet, report, started, now, token)
     return report
@@ -340,14 +342,22 @@ def _load(
         pipe.hgetall(keys.campaign(cid))
         queue_balance(pipe, cid)
         state.queue_read(pipe, cid)
-    replies = pipe.execute()
-    breakers = breaker.parse(platforms, replies[: len(platforms)])
+    # One campaign's damaged key (an error reply in its place) leaves that campaign out, not the group.
+    replies = execute_each(pipe)
+    read = replies[: len(platforms)]
+    breakers = breaker.parse(platforms, [{} if isinstance(raw, Exception) else raw for raw in read])
     replies = replies[len(platforms) :]
     views = []
     for i, cid in enumerate(campaign_ids):
         mark = replies[5 * i : 5 * i + 2]
         raw, budget, stored = replies[5 * i + 2 : 5 * i + 5]
-        if not claimed(mark, token):
+        if isinstance(mark[1], Exception) or not claimed(mark, token):
+            continue
+        failed = [reply for reply in (raw, budget, stored) if isinstance(reply, Exception)]
+        if failed:
+            # Counted as skipped: marked, but nothing can be decided on data that cannot be read.
+            log.error("campaign unreadable: %s", failed[0], extra={"tick": tick, "campaign": cid})
+            views.append(CampaignView(cid, None, NO_BALANCE, StateRecord()))
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
         # No budget reads as nothing left: an active campaign without one is finished.
@@ -396,7 +406,7 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
             again = fleet.r.pipeline(transaction=False)
             for cid, outcomes, decision in writes:
                 state.queue_record(again, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
-            again.execute()
+            execute_each(again)
         raise
 
 
@@ -426,4 +436,7 @@ def _count(
     for pid, bids in report.breaker_skipped.items():
         metrics.count_platform_failure(pipe, pid, "skipped", bids)
     with translated_errors("count the evaluation"):
-        pipe.execute()
+        for reply in execute_each(pipe):
+            if isinstance(reply, Exception):
+                # A campaign's state that cannot be written (a key of the wrong type) is that campaign's.
+                log.error("recording the evaluation: %s", reply, extra={"tick": report.tick})
