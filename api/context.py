@@ -179,4 +179,6 @@ class ApiContext:
             self.celery.close()
         if "broker" in self.__dict__ and self.broker is not None and self.broker is not self.r:
             self.broker.close()
+        if "probe" in self.__dict__:
+            self.probe.close()
         self.r.close()

@@ -276,6 +276,13 @@ def _follow_ticks(client: Client, children: ProcessGroup, duration: float | None
     end = None if duration is None else time.monotonic() + duration
     # Its own client: a short time-out and no retries, so that a paused Redis is noticed within seconds.
     follower = without_retries(client, socket_timeout=FOLLOW_TIMEOUT)
+    try:
+        return _follow(follower, children, end, console)
+    finally:
+        follower.close()
+
+
+def _follow(follower: Client, children: ProcessGroup, end: float | None, console: Console) -> int:
     last_id = "$"
     down_since: float | None = None
     pause = FOLLOW_RETRY[0]

@@ -111,7 +111,8 @@ def without_retries(client: Client, socket_timeout: float | None = None) -> Clie
     kwargs = dict(pool.connection_kwargs) | {"retry": Retry(NoBackoff(), 0)}
     if socket_timeout is not None:
         kwargs |= {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    # from_pool: closing the client closes its pool too.
+    return redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 def queue_claim(pipe: Any, key: str, token: str, ttl: int) -> None:

@@ -351,7 +351,8 @@ def _load(
     for i, cid in enumerate(campaign_ids):
         mark = replies[5 * i : 5 * i + 2]
         raw, budget, stored = replies[5 * i + 2 : 5 * i + 5]
-        if isinstance(mark[1], Exception) or not claimed(mark, token):
+        # Its own mark, also once recorded: a repeat of the whole evaluation by this delivery.
+        if isinstance(mark[1], Exception) or not (claimed(mark, token) or mark[1] == token + state.RECORDED):
             continue
         failed = [reply for reply in (raw, budget, stored) if isinstance(reply, Exception)]
         if failed:

@@ -90,6 +90,12 @@ class Fleet:
         """The same Redis without client retries: for increments and appends, which a retry could double."""
         return without_retries(self.r)
 
+    def close(self) -> None:
+        """Close this process's Redis clients."""
+        if "once" in self.__dict__ and self.once is not self.r:
+            self.once.close()
+        self.r.close()
+
     def sweep(self) -> int:
         """Close the reservations due at the fleet's current tick (``common.ledger.sweeper``); how many.
 

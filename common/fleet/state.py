@@ -22,6 +22,8 @@ from common.engine import Decision, PacingState
 from common.redis_conn import Client, Fields
 
 OUTCOMES = ("spend", "clicks", "conversions", "value")
+# What lua/record_state.lua appends to the evaluation's mark once the delivery holding it has recorded.
+RECORDED = ":recorded"
 
 
 @dataclass(frozen=True, slots=True)
