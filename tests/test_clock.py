@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -27,9 +29,22 @@ def _redis_time(r: redis.Redis) -> float:
     return seconds + micros / 1e6
 
 
-def test_a_skewed_machine_keeps_redis_time(r: redis.Redis) -> None:
-    fast = Clock(r, TICK_SECONDS, local=lambda: time.time() + SKEW)
-    slow = Clock(r, TICK_SECONDS, local=lambda: time.time() - SKEW)
+@pytest.fixture
+def skewed(r: redis.Redis) -> Iterator[Callable[[float], Clock]]:
+    """Clocks of this process as if its own clock were off by some seconds; closed after the test."""
+    made: list[Clock] = []
+
+    def make(skew: float) -> Clock:
+        made.append(Clock(r, TICK_SECONDS, local=lambda: time.time() + skew))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_a_skewed_machine_keeps_redis_time(r: redis.Redis, skewed: Callable[[float], Clock]) -> None:
+    fast, slow = skewed(SKEW), skewed(-SKEW)
     for c in (fast, slow):
         assert abs(c.now() - _redis_time(r)) < 0.5
     assert fast.offset is not None and abs(fast.offset + SKEW) < 0.5
@@ -37,22 +52,27 @@ def test_a_skewed_machine_keeps_redis_time(r: redis.Redis) -> None:
     assert fast.current_tick() == slow.current_tick() or abs(fast.now() % TICK_SECONDS) < 0.5
 
 
-def test_each_process_publishes_its_offset(r: redis.Redis) -> None:
-    Clock(r, TICK_SECONDS, local=lambda: time.time() + SKEW).now()
+def test_each_process_publishes_its_offset(r: redis.Redis, skewed: Callable[[float], Clock]) -> None:
+    skewed(SKEW).now()
     published = clock.offsets(r, _redis_time(r))
     assert [round(o.offset) for o in published] == [-SKEW], "Redis time minus this process's clock"
     assert r.ttl("ce:clock:offsets") > 0, "the hash goes away when nobody measures any more"
     assert clock.offsets(r, _redis_time(r) + clock.OFFSET_TTL + 1) == [], "old measurements are not shown"
 
 
-def test_the_clock_keeps_its_offset_while_redis_is_unreachable(r: redis.Redis) -> None:
+def test_the_clock_keeps_its_offset_while_redis_is_unreachable(
+    r: redis.Redis, skewed: Callable[[float], Clock]
+) -> None:
     from cli.redis_server import free_port
 
-    c = Clock(r, TICK_SECONDS, local=lambda: time.time() + SKEW)
+    c = skewed(SKEW)
     c.now()
-    c.r = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)
+    c.close()
+    c.r = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     c._next_measure = 0.0  # due for a measurement, which fails
     assert abs(c.now() - time.time()) < 0.5, "the last offset stands"
+    c.close()
+    c.r.close()
 
 
 def test_a_fast_sweeper_charges_nothing_in_flight(redis_url: str, market: Path, tmp_path: Path) -> None:
@@ -91,8 +111,8 @@ def test_deadlines_are_the_fleet_s(fleet: Fleet, market: Path) -> None:
     assert report.late == 0 and report.evaluated == len(ids)
 
 
-def test_health_reports_each_process_s_clock(redis_url: str, r: redis.Redis) -> None:
-    Clock(r, TICK_SECONDS, local=lambda: time.time() + SKEW).now()
+def test_health_reports_each_process_s_clock(redis_url: str, skewed: Callable[[float], Clock]) -> None:
+    skewed(SKEW).now()
     with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 50000)) as c:
         body = c.get("/health").json()
         text = c.get("/metrics").text

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from common import keys
 from common.errors import SettingsError, StoreUnavailable
-from common.redis_conn import Client, store_call
+from common.redis_conn import Client, store_call, without_retries
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ REFRESH_SECONDS = 30.0
 RETRY_SECONDS = 2.0
 # A process's published offset is shown for this long after it was measured (then it is gone or stale).
 OFFSET_TTL = 120
+# A measurement waits this long for Redis, without client retries: a paused Redis must not hold the
+# beat or a tick for the client's full time-out and retries; the last offset serves meanwhile.
+MEASURE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Clock:
         self.local = local
         self.publish = publish
         self._epoch: float | None = None
+        self._probe: Client | None = None
         self._offset: float | None = None
         self._next_measure = 0.0  # monotonic time of the next measurement
 
@@ -103,20 +107,27 @@ class Clock:
     @store_call("measure the clock offset")
     def measure(self) -> float:
         """Measure the offset against Redis ``TIME`` (taken half way through the round trip) and publish it."""
+        if self._probe is None:
+            self._probe = without_retries(self.r, socket_timeout=MEASURE_TIMEOUT)
         before = self.local()
         started = time.monotonic()
-        seconds, micros = self.r.time()  # type: ignore[misc]
+        seconds, micros = self._probe.time()  # type: ignore[misc]
         round_trip = time.monotonic() - started
         after = self.local()
         self._offset = seconds + micros / 1e6 - (before + after) / 2
         self._next_measure = time.monotonic() + REFRESH_SECONDS
         if self.publish:
             measured = Offset(process_name(), self._offset, after + self._offset, round_trip)
-            pipe = self.r.pipeline(transaction=False)
+            pipe = self._probe.pipeline(transaction=False)
             pipe.hset(keys.CLOCK_OFFSETS, measured.process, measured.to_json())
             pipe.expire(keys.CLOCK_OFFSETS, OFFSET_TTL)
             pipe.execute()
         return self._offset
+
+    def close(self) -> None:
+        if self._probe is not None and self._probe is not self.r:
+            self._probe.close()
+        self._probe = None
 
     # --- ticks --------------------------------------------------------------------------------
     @store_call("read the clock")

@@ -94,6 +94,8 @@ class Fleet:
         """Close this process's Redis clients."""
         if "once" in self.__dict__ and self.once is not self.r:
             self.once.close()
+        if "clock" in self.__dict__:
+            self.clock.close()
         self.r.close()
 
     def sweep(self) -> int:
