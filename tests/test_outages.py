@@ -1,6 +1,6 @@
 """Outages heal themselves: stale ticks are skipped, `up` keeps following, a real fleet recovers.
 
-The live-fleet tests (slow) run a worker and beat with 0.5 s ticks against a Redis of their own and a
+The live-fleet tests (slow) run a worker and beat with 1 s ticks against a Redis of their own and a
 separate broker, and cause one outage each: the state Redis paused (SIGSTOP) or killed and restarted
 from its AOF, the broker restarted, the workers or beat stopped. Each outage lasts
 ``CE_TEST_OUTAGE_SECONDS`` (3 s by default, so CI stays short; set it to 30 for the full drill). After
@@ -35,7 +35,7 @@ from tests.fleet import fleet_env, load_campaigns
 from tests.ledger_helpers import audit
 
 OUTAGE_SECONDS = float(os.environ.get("CE_TEST_OUTAGE_SECONDS", "3"))
-TICK_SECONDS = 0.5
+TICK_SECONDS = 1.0
 # Ticks after the first one that starts once the outage is over, by which every tick is complete.
 HEALED_WITHIN = 3
 
