@@ -21,7 +21,7 @@ from celery import Celery
 from common import keys
 from common.fleet.feed import FeedStore
 from common.fleet.store import CampaignStore
-from common.redis_conn import Client, connect
+from common.redis_conn import Client, connect, without_retries
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 PING_TIMEOUT = 0.5
 WORKERS_CACHE_SECONDS = 3.0
+# The health probe of Redis answers within this long, also while Redis hangs (paused, swapping).
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,22 @@ class ApiContext:
         self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-ping")
         self._ping: Future[list[str]] | None = None
         self._workers: tuple[float, Workers] | None = None
+        self._failing: dict[str, float] = {}
+
+    @cached_property
+    def probe(self) -> Client:
+        """The state store with a short time-out and no retries: /health says at once that it is down."""
+        return without_retries(self.r, socket_timeout=PROBE_TIMEOUT)
+
+    def failing_since(self, what: str, failing: bool, now: float) -> float | None:
+        """When this process first saw ``what`` failing in the run that is still going on; None when it is fine.
+
+        The API's own memory: after a restart of the API it counts from its first look.
+        """
+        if not failing:
+            self._failing.pop(what, None)
+            return None
+        return self._failing.setdefault(what, now)
 
     @cached_property
     def store(self) -> CampaignStore:
@@ -161,4 +179,6 @@ class ApiContext:
             self.celery.close()
         if "broker" in self.__dict__ and self.broker is not None and self.broker is not self.r:
             self.broker.close()
+        if "probe" in self.__dict__:
+            self.probe.close()
         self.r.close()

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
-from common.fleet import capacity, metrics, state, stats
+from common.fleet import breaker, capacity, clock, metrics, state, stats
 from common.fleet.state import StateRecord
 from common.ledger import Balance, queue_balance
 from common.money import from_micros
@@ -69,6 +69,7 @@ class FleetCollector(Collector):
         yield reservations
         yield CounterMetricFamily("ce_bids", "Bids placed on platforms.", value=snap.counter("bids"))
         yield from _capacity(ctx, snap)
+        yield from _faults(ctx, snap)
         yield CounterMetricFamily(
             "ce_spend", "Spend of all bids, in currency units.", value=from_micros(int(snap.counter("spend_micros")))
         )
@@ -137,6 +138,43 @@ def _capacity(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
     )
     over = int(capacity.over_capacity(entry))
     yield GaugeMetricFamily("ce_over_capacity", "1 while the fleet is over capacity (short ticks running).", value=over)
+
+
+def _faults(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
+    """Stale ticks, platform failures and breakers, clock offsets: what a fault drill measures recovery by."""
+    yield CounterMetricFamily(
+        "ce_ticks_stale",
+        "Ticks skipped because their deadline had passed before their fan-out (after an outage).",
+        value=snap.counter("ticks_stale"),
+    )
+    failures = CounterMetricFamily(
+        "ce_platform_failures",
+        "Platform submits of one evaluation that failed (not_placed: refused, unknown: error or time-out), and "
+        "bids an open breaker kept from the platform (skipped).",
+        labels=["platform", "kind"],
+    )
+    breakers = GaugeMetricFamily(
+        "ce_platform_breaker_open", "1 while a platform's breaker is open or half-open.", labels=["platform"]
+    )
+    opened = CounterMetricFamily(
+        "ce_platform_breaker_opened", "Times a platform's breaker opened.", labels=["platform"]
+    )
+    current = ctx.tick_info().current
+    for pid, b in breaker.read(ctx.r, list(ctx.store.platforms())).items():
+        for kind in metrics.PLATFORM_FAILURES:
+            failures.add_metric([pid, kind], snap.counter(f"platform:{pid}:{kind}"))
+        breakers.add_metric([pid], int(b.state_at(current) != breaker.CLOSED))
+        opened.add_metric([pid], b.opened)
+    yield failures
+    yield breakers
+    yield opened
+    offsets = GaugeMetricFamily(
+        "ce_clock_offset_seconds", "Redis time minus a fleet process's clock, as it last measured.", labels=["process"]
+    )
+    seconds, micros = ctx.r.time()  # type: ignore[misc]
+    for entry in clock.offsets(ctx.r, seconds + micros / 1e6):
+        offsets.add_metric([entry.process], entry.offset)
+    yield offsets
 
 
 def _tick_histogram(hist: metrics.Histogram) -> HistogramMetricFamily:

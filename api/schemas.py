@@ -174,18 +174,38 @@ class DecisionList(BaseModel):
     scanned: int = Field(description="Stream entries read to answer.")
 
 
+class PlatformHealth(BaseModel):
+    breaker: str = Field(description="closed; open (skipped this tick); half_open (this tick tries it again).")
+    failures: int = Field(description="Failing ticks in a row.")
+    open_until: int = Field(description="The tick from which an open breaker tries the platform again.")
+    opened: int = Field(description="Times the breaker opened.")
+    error: str = Field(description="The last failure.")
+
+
 class HealthView(BaseModel):
-    status: str = Field(description="ok; degraded while over capacity (200); or unavailable (503); with reasons.")
+    status: str = Field(
+        description="ok; degraded (200) while over capacity, a platform's breaker is open or a clock is far off; "
+        "or unavailable (503); with reasons."
+    )
     reasons: list[str]
     redis: bool
+    redis_unreachable_since: float | None = Field(
+        None, description="Unix time this API first failed to reach Redis in the outage under way."
+    )
     workers_online: int
     workers: list[str]
+    no_worker_since: float | None = Field(None, description="Unix time since which no worker answered a ping.")
     last_tick: int | None
     last_tick_age_seconds: float | None
     queue_depth: dict[str, int] | None
     over_capacity: bool = Field(description="Short ticks running: not every due campaign is evaluated in time.")
     evaluated_share: float | None = Field(description="Share of the newest summarised tick's due campaigns evaluated.")
     short_ticks: int = Field(description="Ticks running, up to the newest summarised, that were short.")
+    stale_ticks: int = Field(0, description="Ticks skipped since the fleet began because their deadline had passed.")
+    platforms: dict[str, PlatformHealth] = Field(default_factory=dict, description="Each platform's breaker.")
+    clock_offsets: dict[str, float] = Field(
+        default_factory=dict, description="Redis time minus each fleet process's clock, in seconds, as last measured."
+    )
 
 
 class TickStat(BaseModel):

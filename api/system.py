@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,6 +19,7 @@ from api.schemas import (
     HealthView,
     Overview,
     OverviewCampaign,
+    PlatformHealth,
     PlatformSeries,
     PlatformsView,
     SystemView,
@@ -28,7 +30,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import capacity, stats
+from common.fleet import breaker, capacity, clock, metrics, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -39,6 +41,8 @@ dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read], re
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The overview lists campaigns in id order up to this many; the rest are counted in the totals.
 OVERVIEW_CAMPAIGNS = 2000
+# A process whose clock is further than this from Redis time is reported (it runs on Redis time anyway).
+MAX_CLOCK_OFFSET = 1.0
 
 
 @router.get("/health/live", responses=errors(413, 500))
@@ -55,29 +59,45 @@ def live() -> dict[str, str]:
 )
 def health(ctx: Context) -> JSONResponse:
     """200 when Redis answers, at least one worker answers a ping and the last tick is recent; else 503
-    with the reasons.
+    with the reasons, each saying since when.
 
-    While the fleet is over capacity (``common.fleet.capacity``) the status is ``degraded``, still
-    200: it runs and evaluates what it can, the most money at stake first, but not every campaign.
+    ``degraded`` (still 200) while the fleet runs but not fully: over capacity (``common.fleet.capacity``:
+    it evaluates what it can, the most money at stake first), a platform skipped by its open breaker, a
+    process whose clock is far from Redis time.
     """
-    reasons = []
+    return JSONResponse(*health_view(ctx))
+
+
+def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
+    """The health answer and its status code; the dashboard shows the same reasons."""
+    now = time.time()
+    reasons: list[str] = []
     try:
-        ctx.r.ping()
-        redis_ok = True
+        seconds, micros = ctx.probe.time()  # type: ignore[misc]
+        redis_now: float | None = seconds + micros / 1e6
     except Exception as exc:  # any failure to reach Redis is the answer itself
-        redis_ok = False
-        reasons.append(f"redis unreachable: {type(exc).__name__}")
+        redis_now = None
+        failure = type(exc).__name__
+    redis_ok = redis_now is not None
+    redis_since = ctx.failing_since("redis", not redis_ok, now)
+    if redis_since is not None:
+        reasons.append(f"redis unreachable since {_at(redis_since)} ({now - redis_since:.0f} s): {failure}")
     workers = ctx.workers() if redis_ok else None
     tick = ctx.tick_info() if redis_ok else None
     depth = ctx.queue_depth() if redis_ok else None
     newest = stats.last(ctx.r) if redis_ok else None
-    if workers is not None and workers.online == 0:
-        reasons.append("no worker answered a ping" + (f" ({workers.error})" if workers.error else ""))
+    workers_since = ctx.failing_since("workers", workers is not None and workers.online == 0, now)
+    if workers is not None and workers_since is not None:
+        reasons.append(
+            f"no worker heartbeat since {_at(workers_since)} ({now - workers_since:.0f} s): no worker answered a ping"
+            + (f" ({workers.error})" if workers.error else "")
+        )
     if tick is not None:
         if tick.age_seconds is None:
             reasons.append("no tick has run yet")
         elif tick.age_seconds > tick.stale_after:
-            reasons.append(f"the last tick started {tick.age_seconds:.0f} s ago (beat or workers stopped?)")
+            started = tick.now - tick.age_seconds
+            reasons.append(f"no tick since {_at(started)} ({tick.age_seconds:.0f} s; beat or workers stopped?)")
     down = bool(reasons)
     over = newest is not None and capacity.over_capacity(newest)
     if newest is not None and over:
@@ -85,20 +105,56 @@ def health(ctx: Context) -> JSONResponse:
             f"over capacity: {newest.short_run} ticks running short, tick {newest.tick} evaluated "
             f"{capacity.evaluated_share(newest):.0%} of its due campaigns"
         )
+    platforms: dict[str, PlatformHealth] = {}
+    offsets: dict[str, float] = {}
+    stale_ticks = 0
+    if redis_ok and redis_now is not None:
+        current = tick.current if tick is not None else 0
+        for pid, b in breaker.read(ctx.r, list(ctx.store.platforms())).items():
+            shown = PlatformHealth(
+                breaker=b.state_at(current),
+                failures=b.failures,
+                open_until=b.open_until,
+                opened=b.opened,
+                error=b.error,
+            )
+            platforms[pid] = shown
+            if shown.breaker != breaker.CLOSED:
+                what = "skipped until tick" if shown.breaker == breaker.OPEN else "tried again (half-open) since tick"
+                reasons.append(f"platform {pid} {what} {b.open_until} after {b.failures} failing ticks: {b.error}")
+                over = True
+        for entry in clock.offsets(ctx.r, redis_now):
+            offsets[entry.process] = round(entry.offset, 4)
+            if abs(entry.offset) > MAX_CLOCK_OFFSET:
+                reasons.append(
+                    f"clock of {entry.process} is {abs(entry.offset):.1f} s "
+                    f"{'behind' if entry.offset > 0 else 'ahead of'} Redis time (the fleet keeps Redis time)"
+                )
+                over = True
+        stale_ticks = int(metrics.snapshot(ctx.r).counter("ticks_stale"))
     view = HealthView(
         status="unavailable" if down else "degraded" if over else "ok",
         reasons=reasons,
         redis=redis_ok,
+        redis_unreachable_since=redis_since,
         workers_online=workers.online if workers else 0,
         workers=workers.names if workers else [],
+        no_worker_since=workers_since,
         last_tick=tick.last if tick else None,
         last_tick_age_seconds=tick.age_seconds if tick else None,
         queue_depth=depth,
-        over_capacity=over,
+        over_capacity=newest is not None and capacity.over_capacity(newest),
         evaluated_share=None if newest is None else capacity.evaluated_share(newest),
         short_ticks=0 if newest is None else newest.short_run,
+        stale_ticks=stale_ticks,
+        platforms=platforms,
+        clock_offsets=offsets,
     )
-    return JSONResponse(view.model_dump(), status_code=503 if down else 200)
+    return view.model_dump(), 503 if down else 200
+
+
+def _at(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 @router.get(

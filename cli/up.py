@@ -21,18 +21,22 @@ from rich.console import Console
 from cli.processes import ProcessGroup
 from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, StoreUnavailable
 from common.fleet import capacity
 from common.fleet.fleet import DEFAULT_MARKET_TICKS
 from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
 from common.market.generator import generate
 from common.market.scenario import Scenario
-from common.redis_conn import Client, connect
+from common.redis_conn import Client, connect, translated_errors, without_retries
 from common.settings import Settings
 
 # The ledger's money must survive a crash of the embedded Redis: see docs/ledger.md.
 EMBEDDED_FSYNC: FsyncPolicy = "always"
+# The tick follower's wait for Redis: a read times out after FOLLOW_TIMEOUT s; retries back off from
+# the first pause to the second.
+FOLLOW_TIMEOUT = 2.0
+FOLLOW_RETRY = (0.2, 5.0)
 
 
 def embedded_broker(directory: Path) -> RedisServer:
@@ -268,9 +272,25 @@ def _wait_for_worker(settings: Settings, children: ProcessGroup, timeout: float 
 
 
 def _follow_ticks(client: Client, children: ProcessGroup, duration: float | None, console: Console) -> int:
-    """Print each tick's summary as it is written; return when the duration is up or a child dies."""
+    """Print each tick's summary as it is written; return when the duration is up or a child dies.
+
+    While Redis cannot be reached (restarted, paused, failing over) it says so once, tries again with
+    a growing pause (``FOLLOW_RETRY``), and says when Redis is back: the fleet's processes reconnect on
+    their own, and an outage is no reason to stop them.
+    """
     end = None if duration is None else time.monotonic() + duration
+    # Its own client: a short time-out and no retries, so that a paused Redis is noticed within seconds.
+    follower = without_retries(client, socket_timeout=FOLLOW_TIMEOUT)
+    try:
+        return _follow(follower, children, end, console)
+    finally:
+        follower.close()
+
+
+def _follow(follower: Client, children: ProcessGroup, end: float | None, console: Console) -> int:
     last_id = "$"
+    down_since: float | None = None
+    pause = FOLLOW_RETRY[0]
     while end is None or time.monotonic() < end:
         dead = children.dead()
         if dead:
@@ -278,9 +298,21 @@ def _follow_ticks(client: Client, children: ProcessGroup, duration: float | None
             console.print(f"[red]stopped unexpectedly:[/] {names}")
             return 1
         block_ms = 500 if end is None else max(1, min(500, int((end - time.monotonic()) * 1000)))
-        replies: list[tuple[str, list[tuple[str, dict[str, str]]]]] = client.xread(  # type: ignore[assignment]
-            {keys.TICK_STATS: last_id}, block=block_ms
-        )
+        try:
+            with translated_errors("follow the ticks"):
+                replies: list[tuple[str, list[tuple[str, dict[str, str]]]]] = follower.xread(  # type: ignore[assignment]
+                    {keys.TICK_STATS: last_id}, block=block_ms
+                )
+        except StoreUnavailable as exc:
+            if down_since is None:
+                down_since = time.monotonic()
+                console.print(f"[yellow]redis unreachable[/] ({exc.__cause__}); retrying until it is back")
+            time.sleep(pause if end is None else max(0.0, min(pause, end - time.monotonic())))
+            pause = min(pause * 2, FOLLOW_RETRY[1])
+            continue
+        if down_since is not None:
+            console.print(f"[green]redis reachable again[/] after {time.monotonic() - down_since:.0f} s")
+            down_since, pause = None, FOLLOW_RETRY[0]
         for _stream, entries in replies or []:
             for entry_id, entry in entries:
                 last_id = entry_id

@@ -88,3 +88,24 @@ class LedgerError(CampaignEngineError):
     """
 
     reason: str = ""
+
+
+class LedgerFault(LedgerError):
+    """One call of a batch failed inside Redis (a key of the wrong type, a script error): damaged data
+    or a bug, confined to that call's campaign. Nothing of that call is known to have been written."""
+
+
+class PlatformError(CampaignEngineError):
+    """A platform's submit failed; whether its bids reached the platform is not known.
+
+    The grants of such bids stay submitted, and the sweeper charges them in full unless a settle
+    arrives: a platform may have spent them.
+    """
+
+
+class BidsNotPlaced(PlatformError):
+    """A platform refused a submit before any of its bids were placed: nothing was spent on it."""
+
+
+class PlatformTimeout(PlatformError):
+    """A platform did not answer a submit in time; its bids may have been placed."""

@@ -95,6 +95,9 @@ PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON PlatformInfo (id, 
 # field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
 DECISIONS = f"{PREFIX}:decisions"
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
+# Hash "<host>:<pid>" -> JSON of that process's clock offset against Redis TIME (common/fleet/clock.py);
+# the whole hash expires 120 s after its last write, readers skip entries older than that.
+CLOCK_OFFSETS = f"{PREFIX}:clock:offsets"
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 # Stream: one summary entry per finished tick (common/fleet/stats.py), capped near TICK_STATS_MAXLEN (10,000).
 TICK_STATS = f"{PREFIX}:tick:stats"
@@ -108,6 +111,16 @@ BENCH_NOOP = f"{PREFIX}:bench:noop"
 def tick_claim(tick: int) -> str:
     """``SET NX`` guard: a tick number runs once even with two beats."""
     return f"{PREFIX}:tick:{tick}:claim"
+
+
+def platform_breaker(platform_id: str) -> str:
+    """Hash: the circuit breaker of one platform (common/fleet/breaker.py), shared by every worker.
+
+    ``state`` (closed, open, half_open), ``failures`` (failing ticks in a row), ``last_failure`` and
+    ``last_success`` (ticks), ``open_until`` (the tick from which it is tried again), ``opened`` (times it
+    opened), ``error`` (the last failure, one line). A few fields per platform; deleted with nothing.
+    """
+    return f"{PREFIX}:platform:{platform_id}:breaker"
 
 
 def tick_counters(tick: int) -> str:

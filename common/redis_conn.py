@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import (
     ClusterError,
@@ -26,6 +27,7 @@ from redis.exceptions import (
     SlotNotCoveredError,
     TryAgainError,
 )
+from redis.retry import Retry
 
 from common.errors import StoreUnavailable
 
@@ -41,6 +43,23 @@ R = TypeVar("R")
 
 # URL schemes naming a Redis Cluster, and the scheme its nodes are reached with.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+# Client retries. redis-py sends a command (or a whole pipeline) again after a connection error or a
+# timeout, up to RETRIES times with exponential backoff: 10 ms doubling up to 1 s with jitter (redis-py's
+# own default since 6.0, spelled out here). A retried command may already have run on the server (the
+# reply was lost, or a paused server runs it when it wakes), so every command sent through a retrying
+# client must be idempotent: the ledger's scripts (per campaign and tick, or operation id), SET/HSET of
+# whole values, the claims and marks that carry their claimer's token (``claim_token``), the campaign
+# state's script (once per campaign and tick). Increments and stream appends are not: the fleet sends
+# them through ``without_retries`` (tick counters, metrics, the decision stream, tick summaries), where a
+# lost reply loses a count instead of doubling it. docs/operations.md lists them.
+RETRIES = 10
+RETRY_BACKOFF = (0.01, 1.0)
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=RETRY_BACKOFF[0], cap=RETRY_BACKOFF[1]), RETRIES)
+
 
 _OPTIONS: dict[str, Any] = {
     "decode_responses": True,
@@ -65,17 +84,59 @@ def connect(url: str) -> Client:
     """
     node = cluster_node_url(url)
     if node is None:
-        return redis.Redis.from_url(url, **_OPTIONS)
+        return redis.Redis.from_url(url, retry=_retry(), **_OPTIONS)
     with translated_errors("connect to the Redis Cluster"):
-        return RedisCluster.from_url(node, **_OPTIONS)
+        return RedisCluster.from_url(node, retry=_retry(), **_OPTIONS)
 
 
 def connect_async(url: str) -> AsyncClient:
-    """``connect`` for asyncio code, with the same options."""
+    """``connect`` for asyncio code, with the same options (and redis-py's default retries)."""
     node = cluster_node_url(url)
     if node is None:
         return redis.asyncio.Redis.from_url(url, **_OPTIONS)
     return AsyncRedisCluster.from_url(node, **_OPTIONS)
+
+
+def without_retries(client: Client, socket_timeout: float | None = None) -> Client:
+    """A client of the same server that sends each command once: for increments and stream appends,
+    and (with a short ``socket_timeout``) for probes that must answer quickly while Redis is down.
+
+    It has a connection pool of its own, with the options of ``client``'s but no retry. A cluster
+    client is returned as it is: redis-py's cluster client retries on its own terms (slot map
+    refreshes), so on a cluster a lost reply can still count an increment twice (docs/operations.md).
+    """
+    if isinstance(client, RedisCluster):
+        return client
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs) | {"retry": Retry(NoBackoff(), 0)}
+    if socket_timeout is not None:
+        kwargs |= {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+    # from_pool: closing the client closes its pool too.
+    return redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def queue_claim(pipe: Any, key: str, token: str, ttl: int) -> None:
+    """Queue a claim of ``key`` for ``token`` (``SET NX`` then ``GET``); ``claimed`` reads its two replies.
+
+    The claim is the key's value, not the reply of ``SET NX``: a client retry of a claim that had
+    already taken the key gets "not set" from ``SET NX``, but reads its own token back, and knows the
+    claim is its own. Another claimer reads a different token.
+    """
+    pipe.set(key, token, nx=True, ex=ttl)
+    pipe.get(key)
+
+
+def claimed(replies: list[Any], token: str) -> bool:
+    """Whether the two replies of ``queue_claim`` (``SET NX``, ``GET``) say ``token`` holds the key."""
+    value = replies[1]
+    return (value.decode() if isinstance(value, bytes) else value) == token
+
+
+def claim(client: Client, key: str, token: str, ttl: int) -> bool:
+    """Claim ``key`` for ``token`` in one round trip; True when it is ``token``'s, also on a retry."""
+    pipe = client.pipeline(transaction=False)
+    queue_claim(pipe, key, token, ttl)
+    return claimed(pipe.execute(), token)
 
 
 # Failures of the store itself, which a later call may not meet: the caller can retry, settle later, or
@@ -95,6 +156,20 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     TryAgainError,
     SlotNotCoveredError,
 )
+
+
+def execute_each(pipe: Any) -> list[Any]:
+    """Execute a pipeline whose commands concern different campaigns: one error reply stays in its place.
+
+    A reply that says the store itself is failing (read-only, out of memory, loading...) is raised, as
+    it concerns every command; any other error reply (a key of the wrong type, a Lua error) is returned
+    as its exception for the caller to set that one campaign aside.
+    """
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, UNAVAILABLE):
+            raise reply
+    return replies
 
 
 @contextmanager

@@ -63,6 +63,26 @@ class Settings(BaseSettings):
             "charged at its full grant if it was."
         ),
     )
+    platform_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How long an evaluation waits for one platform's submit; past it, the bids' fate is unknown "
+        "and their reservations are left to the sweeper.",
+    )
+    breaker_failures: int = Field(
+        default=3, ge=1, le=1_000, description="Failing ticks in a row that open a platform's circuit breaker."
+    )
+    breaker_cooldown_ticks: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="Ticks an open breaker skips its platform before a tick tries it again (half-open).",
+    )
+    platform_faults: dict[str, Literal["raise", "refuse", "hang"]] = Field(
+        default_factory=dict,
+        description='Faults injected into the simulated platforms, for fault drills: JSON such as {"search": "hang"}.',
+    )
     decisions_maxlen: int = Field(
         default=80_000,
         ge=1_000,

@@ -65,4 +65,4 @@ def fleet(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
     """The fleet's process state on a freshly flushed server and the demo market."""
     f = Fleet.from_settings(Settings(redis_url=redis_url, scenario=market, run_dir=tmp_path))
     yield f
-    f.r.close()
+    f.close()

@@ -82,7 +82,7 @@ def test_every_cent_moves_through_the_ledger(settings: Settings, small: Path, tm
             assert logged * 1e6 - 1e-3 <= b.spent <= logged * 1e6 + bids
             assert b.spent <= b.budget
     finally:
-        fleet.r.close()
+        fleet.close()
 
 
 def _changed_from(scenario: Scenario, k: int) -> Scenario:

@@ -46,6 +46,9 @@ def test_beats_late_by_any_part_of_a_tick_number_every_tick_once_in_order(latene
 def test_the_fleet_numbers_a_late_beat_s_tick_as_its_slot(r: redis.Redis) -> None:
     """What the tick task does with the boundary beat sends: the fleet's clock names the tick."""
     clock = Clock(r, TICK)
-    epoch = clock.epoch()
-    for late in (0.0, 0.4, 1.1, 1.99):
-        assert clock.tick_at(slot_start(TICK, now=epoch + 7 * TICK + late)) == 7, late
+    try:
+        epoch = clock.epoch()
+        for late in (0.0, 0.4, 1.1, 1.99):
+            assert clock.tick_at(slot_start(TICK, now=epoch + 7 * TICK + late)) == 7, late
+    finally:
+        clock.close()

@@ -216,7 +216,7 @@ def test_beat_sweeps_reservations_left_open_by_a_crash(redis_url: str, market: P
         entries = [e for _id, e in client.xrange(keys.ledger(ids[0]))]
         assert any(e["kind"] == "release" and e["tick"] == "0" and int(e["amount"]) == grant.total for e in entries)
     finally:
-        f.r.close()
+        f.close()
         client.close()
 
 

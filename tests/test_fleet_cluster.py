@@ -101,4 +101,4 @@ def test_a_node_going_down_is_store_unavailable(market: Path, tmp_path: Path) ->
             fleet.store.get(on_dead[0])
         with pytest.raises(StoreUnavailable):
             evaluate(fleet, ids, 1)
-        fleet.r.close()
+        fleet.close()

@@ -11,7 +11,7 @@ import redis
 
 from cli.redis_server import free_port
 from common import keys
-from common.errors import Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
+from common.errors import Conflict, InvalidInput, LedgerError, LedgerFault, NotFound, StoreUnavailable
 from common.ledger import (
     MAX_MICROS,
     AdjustRefused,
@@ -610,13 +610,22 @@ def test_an_error_reply_that_is_not_a_refusal_is_raised_as_it_is(client: redis.R
     """A key of the wrong type is damaged data, not an outage: neither a refusal nor StoreUnavailable."""
     client.set(keys.budget("c2"), "not a hash")
     make_campaign(client, "c2")
-    for call in (
-        lambda: ledger.reserve("c2", 0, {"a": 1}),
-        lambda: ledger.reserve_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})]),
-    ):
-        with pytest.raises(redis.ResponseError) as info:
-            call()
-        assert not isinstance(info.value, LedgerError | StoreUnavailable), info.value
+    with pytest.raises(redis.ResponseError) as info:
+        ledger.reserve("c2", 0, {"a": 1})
+    assert not isinstance(info.value, LedgerError | StoreUnavailable), info.value
+
+
+def test_an_error_reply_in_a_batch_stays_with_its_campaign(client: redis.Redis, ledger: Ledger, c1: str) -> None:
+    """One damaged campaign in a batch is a LedgerFault in its place; the others' calls ran and answer."""
+    client.set(keys.budget("c2"), "not a hash")
+    make_campaign(client, "c2")
+    fine, damaged = ledger.reserve_and_submit_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})])
+    assert isinstance(damaged, LedgerFault) and "WRONGTYPE" in str(damaged)
+    assert not isinstance(fine, Exception) and fine.usable and fine.granted == {"a": 1}
+    settled, faulted = ledger.settle_many([(c1, 0, {"a": 1}), ("c2", 0, {"a": 1})])
+    assert isinstance(faulted, LedgerError), "c2 was never reserved: refused in its place"
+    assert not isinstance(settled, Exception) and settled.spent == {"a": 1}
+    assert ledger.balance(c1).spent == 1
 
 
 def test_reserve_and_submit_in_one_round_trip(client: redis.Redis, ledger: Ledger) -> None:

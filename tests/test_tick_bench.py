@@ -129,7 +129,7 @@ def test_tick_cost(
                 _create_campaigns(fleet, n)
             _forget_all_but_campaigns(client)
             results.append({"campaigns": n, "season": season, **measure(fleet, season)})
-            fleet.r.close()
+            fleet.close()
     client.close()
 
     columns = ("feed", "forecasts", "due", "counters", "begin", "refit")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,6 @@ from celery.signals import task_revoked
 from common import keys
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
-from common.ledger.sweeper import sweep_all
 from worker import stale
 from worker.app import EVALUATION_QUEUE
 from worker.context import broker, fleet
@@ -32,18 +31,19 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     counters (``tick_task_ms`` of its summary).
     """
     f = fleet()
-    started = time.time()
+    started = f.clock.now()
     if number is None:
         number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
+    deadline = f.clock.deadline_of(number) if live else None
     if live:
         _trim_stale(number)
-    plan = ticks.begin(f, number)
+    # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
+    plan = ticks.begin(f, number, deadline=deadline, now=f.clock.now if live else None)
     if plan is None:
         return None
-    deadline = f.clock.deadline_of(number) if live else None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
     publish_evaluations(evaluate, plan.groups, number, deadline, expires)
-    took_ms = (time.time() - started) * 1000
+    took_ms = (f.clock.now() - started) * 1000
     ticks.record_task_time(f, number, took_ms)
     log.info(
         "tick %d: %d campaigns in %d tasks, fan-out took %.1f ms",
@@ -62,7 +62,7 @@ def _trim_stale(number: int) -> None:
     deadlines = [f.clock.deadline_of(t) for t in range(max(0, number - stale.TRIM_TICKS), number)]
     dropped = stale.trim(broker(), EVALUATION_QUEUE, deadlines)
     if dropped:
-        pipe = f.r.pipeline(transaction=False)
+        pipe = f.once.pipeline(transaction=False)  # increments: never retried
         for t, campaigns in dropped.items():
             pipe.hincrby(keys.tick_counters(t), "dropped", campaigns)
         pipe.execute()
@@ -70,11 +70,20 @@ def _trim_stale(number: int) -> None:
                  extra={"tick": number})  # fmt: skip
 
 
-@shared_task(name="ce.evaluate", ignore_result=True)
-def evaluate(campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
+@shared_task(name="ce.evaluate", ignore_result=True, bind=True)
+def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
+    """Evaluate a group for a tick; deadlines are in the fleet's time (``common/fleet/clock.py``).
+
+    The delivery's token is the task id and a part of its own: a client retry within this run is
+    recognised as its own, while a redelivery of the message (after a worker died mid-task) is a
+    new delivery, which finds the campaigns it marked taken and does nothing with them.
+    """
     f = fleet()
     started = f.clock.start_of(tick_number) if deadline is not None else None
-    report = evaluate_group(f, campaign_ids, tick_number, deadline=deadline, started=started)
+    token = f"{self.request.id}:{uuid.uuid4().hex[:8]}"
+    report = evaluate_group(
+        f, campaign_ids, tick_number, deadline=deadline, started=started, now=f.clock.now, token=token
+    )
     return {"evaluated": report.evaluated, "bids": len(report.placed), "late": report.late}
 
 
@@ -85,10 +94,8 @@ def sweep() -> int:
     Those never submitted are released; submitted ones, whose bids may have been charged, are
     charged at their full grant.
     """
-    f = fleet()
-    current = f.clock.tick_at(time.time())
-    # sweep_all logs what it closed.
-    return sweep_all(f.ledger, current, f.settings.reservation_grace_ticks)
+    # By the fleet's time (Fleet.sweep); sweep_all logs what it closed.
+    return fleet().sweep()
 
 
 @shared_task(name="ce.noop", ignore_result=True)
@@ -111,4 +118,4 @@ def _count_dropped(sender: Any = None, request: Any = None, expired: bool = Fals
         campaign_ids, tick_number = request.args[0], int(request.args[1])
     except (AttributeError, IndexError, TypeError, ValueError):
         return
-    fleet().r.hincrby(keys.tick_counters(tick_number), "dropped", len(campaign_ids))
+    fleet().once.hincrby(keys.tick_counters(tick_number), "dropped", len(campaign_ids))

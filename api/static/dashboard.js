@@ -277,10 +277,32 @@ function handleEvent(block) {
   if (event === "decision" && data.length) addDecision(JSON.parse(data.join("\n")));
 }
 
+// --- health ----------------------------------------------------------------------------------------
+// What is wrong while it lasts, as /health says it: Redis unreachable since, no worker or no tick
+// since, a platform skipped by its breaker, a clock off Redis time. Read apart from the other views,
+// so that it shows while they fail (503 while Redis is down).
+async function pollHealth() {
+  const banner = $("health-banner");
+  try {
+    const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+    const response = await fetch("/health", { headers, cache: "no-store" });
+    const body = await response.json();
+    banner.hidden = body.status === "ok";
+    banner.className = body.status;
+    banner.innerHTML = `<strong>${escapeHtml(body.status)}</strong> ` +
+      body.reasons.map((r) => `<span class="reason">${escapeHtml(r)}</span>`).join("");
+  } catch (err) {
+    banner.hidden = false;
+    banner.className = "unavailable";
+    banner.textContent = `the API does not answer: ${err.message}`;
+  }
+}
+
 // --- polling ---------------------------------------------------------------------------------------
 async function poll() {
   if (state.polling) return;
   state.polling = true;
+  pollHealth();
   try {
     const [o, p, t] = await Promise.all([getJson("/api/overview"), getJson("/api/platforms"), getJson("/api/ticks")]);
     renderOverview(o);

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 from celery import Celery
@@ -96,7 +97,9 @@ def _one_batch(fleet: Fleet, ids: list[str], tick: int) -> GroupReport:
     started = time.time()
     report = GroupReport(tick)
     wanted: list[tuple[Campaign, Decision]] = []
-    for view in _load(fleet, ids, tick):
+    token = uuid.uuid4().hex
+    views, _breakers = _load(fleet, ids, tick, token, [])
+    for view in views:
         if view.campaign is None:
             continue
         bids = tuple(Bid(view.id, pid, BARE_CAP, BARE_CAP) for pid in view.campaign.spec.platforms)
@@ -107,5 +110,5 @@ def _one_batch(fleet: Fleet, ids: list[str], tick: int) -> GroupReport:
     orders, granted = _reserve_and_submit(fleet, report, wanted, tick)
     report.placed = [Placed(o.bid, Outcome(o.bid.spend_cap / 2, 1.0, 0.1, 0.0), 1.0) for o in orders]
     _settle(fleet, report, granted, tick)
-    _record(fleet, report, started, time.time)
+    _record(fleet, report, started, time.time, token)
     return report

@@ -224,7 +224,7 @@ class Bench:
             first = int(self.client.get(keys.LAST_TICK) or 0) + BARE_TICK_GAP
             return bare_loop(fleet, sorted(fleet.store.ids()), first, self.plan.bare_seconds)
         finally:
-            fleet.r.close()
+            fleet.close()
 
 
 def _check(children: list[Child], deadline: float, count: int) -> None:

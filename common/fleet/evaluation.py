@@ -3,20 +3,31 @@
 The path every cent takes: the ledger grants a reservation before any bid is placed, bids carry
 only what was granted as their spend cap, and the platform's outcome is settled against that
 reservation. A duplicate delivery of the same (campaign, tick) is recognised and does nothing.
+
+Faults stay with the platform they happen on: the bids go to each platform in a call of its own,
+bounded by ``CE_PLATFORM_TIMEOUT_SECONDS``. A platform that refused before placing anything
+(``BidsNotPlaced``) leaves its grants to be settled at zero, which gives them back; one whose outcome
+is unknown (any other exception, a time-out) leaves the reservations of its campaigns submitted, for
+the sweeper to charge in full (the bids may have spent them). Either way the other platforms' bids
+are settled as usual, and the platform's breaker (``fleet/breaker.py``) counts the failing tick.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common import keys
 from common.engine import CampaignState, Decision, decide
-from common.errors import LedgerError, StoreUnavailable
-from common.fleet import decisions, metrics, state
+from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
+from common.fleet import breaker, decisions, metrics, state
+from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
@@ -27,7 +38,7 @@ from common.ledger import Balance, queue_balance
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import store_call
+from common.redis_conn import claimed, execute_each, queue_claim, store_call, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +69,11 @@ class GroupReport:
     refused: int = 0
     placed: list[Placed] = field(default_factory=list)
     decisions: dict[str, Decision] = field(default_factory=dict)
+    # Platform -> why its bids of this group failed; campaigns whose bids' fate is unknown.
+    platform_errors: dict[str, str] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
+    # Platforms left out because their breaker is open, and the bids not placed because of it.
+    breaker_skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def spend_micros(self) -> int:
@@ -78,16 +94,22 @@ def evaluate(
     deadline: float | None = None,
     started: float | None = None,
     now: Callable[[], float] = time.time,
+    token: str | None = None,
 ) -> GroupReport:
-    """Evaluate ``campaign_ids`` for ``tick``; past ``deadline`` nothing is bid and all count as late."""
+    """Evaluate ``campaign_ids`` for ``tick``; past ``deadline`` nothing is bid and all count as late.
+
+    ``token`` names this delivery (a new one is made up when not given): the evaluation's marks hold
+    it, so a client retry of the marking is recognised as this delivery's own.
+    """
     report = GroupReport(tick)
     if deadline is not None and now() > deadline:
         report.late = len(campaign_ids)
         _count(fleet, report, started, now)
         log.warning("late evaluation dropped", extra={"tick": tick, "campaigns": len(campaign_ids)})
         return report
+    token = token or uuid.uuid4().hex
     forecasts, sigmas = _forecasts(fleet, tick)
-    loaded = _load(fleet, campaign_ids, tick)
+    loaded, breakers = _load(fleet, campaign_ids, tick, token, list(sigmas))
     report.duplicates = len(campaign_ids) - len(loaded)
 
     wanted: list[tuple[Campaign, Decision]] = []
@@ -116,15 +138,101 @@ def evaluate(
         report.evaluated -= len(wanted)
         report.late += len(wanted)
         wanted = []
-    orders, granted = _reserve_and_submit(fleet, report, wanted, tick)
-    outcomes = fleet.platforms.submit(tick, orders)
+    orders, granted = _reserve_and_submit(fleet, report, _open_breakers(report, wanted, breakers, tick), tick)
+    outcomes = _place(fleet, report, orders, tick)
     report.placed = [
         Placed(o.bid, out, out.conversions * o.campaign.value_per_conversion)
         for o, out in zip(orders, outcomes, strict=True)
+        if out is not None
     ]
-    _settle(fleet, report, granted, tick)
-    _record(fleet, report, started, now)
+    # A campaign with a bid whose fate is unknown keeps its reservation submitted, for the sweeper to
+    # charge in full; the others settle what their bids cost.
+    known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in report.unknown])
+    _settle(fleet, known, {c: g for c, g in granted.items() if c not in report.unknown}, tick)
+    _report_breakers(fleet, report, breakers, {o.bid.platform for o in orders})
+    _record(fleet, report, started, now, token)
     return report
+
+
+def _open_breakers(
+    report: GroupReport, wanted: list[tuple[Campaign, Decision]], breakers: dict[str, Breaker], tick: int
+) -> list[tuple[Campaign, Decision]]:
+    """The wanted bids without those on platforms whose breaker is open this tick (nothing is reserved
+    for them); a campaign left with no bid is not reserved at all. The decisions themselves stand."""
+    skipped = {pid for pid, b in breakers.items() if b.state_at(tick) == OPEN}
+    if not skipped:
+        return wanted
+    kept = []
+    for campaign, decision in wanted:
+        bids = tuple(b for b in decision.bids if b.platform not in skipped)
+        for b in decision.bids:
+            if b.platform in skipped:
+                report.breaker_skipped[b.platform] = report.breaker_skipped.get(b.platform, 0) + 1
+        if bids:
+            kept.append((campaign, replace(decision, bids=bids)))
+    return kept
+
+
+# One thread per platform call, so that a call can be abandoned at its time-out; a process evaluates
+# one group at a time, so a few threads serve it, and one stuck in a hung call leaves the others.
+_CALLS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="platform")
+
+
+def _place(fleet: Fleet, report: GroupReport, orders: list[Order], tick: int) -> list[Outcome | None]:
+    """Each platform's bids in a call of its own; outcomes in order, None where the bid did not go through.
+
+    A platform that fails affects only its own bids: refused before placing (``BidsNotPlaced``), the
+    bids are known not to have been placed and their grants are settled at zero; any other exception
+    or a time-out leaves it unknown whether they were, and their campaigns in ``report.unknown``.
+    """
+    outcomes: list[Outcome | None] = [None] * len(orders)
+    if not orders:
+        return outcomes
+    by_platform: dict[str, list[int]] = {}
+    for i, order in enumerate(orders):
+        by_platform.setdefault(order.bid.platform, []).append(i)
+    timeout = fleet.settings.platform_timeout_seconds
+    calls: dict[str, Future[list[Outcome]]] = {
+        pid: _CALLS.submit(fleet.platforms.submit, tick, [orders[i] for i in indices])
+        for pid, indices in by_platform.items()
+    }
+    ends = time.monotonic() + timeout
+    for pid, call in calls.items():
+        indices = by_platform[pid]
+        try:
+            try:
+                got = call.result(timeout=max(0.0, ends - time.monotonic()))
+            except FutureTimeout:
+                raise PlatformTimeout(f"no answer within {timeout} s") from None
+            if len(got) != len(indices):
+                raise ValueError(f"{len(got)} outcomes for {len(indices)} bids")
+        except BidsNotPlaced as exc:
+            report.platform_errors[pid] = f"not placed: {exc}"
+            log.warning("platform %s placed no bid: %s", pid, exc, extra={"tick": tick, "platform": pid})
+            continue
+        except Exception as exc:  # any failure of an adapter is that platform's alone
+            report.platform_errors[pid] = f"unknown: {type(exc).__name__}: {exc}"
+            report.unknown.update(orders[i].bid.campaign for i in indices)
+            log.error(
+                "platform %s failed, its bids may have been placed: %s", pid, exc, extra={"tick": tick, "platform": pid}
+            )
+            continue
+        for i, outcome in zip(indices, got, strict=True):
+            outcomes[i] = outcome
+    return outcomes
+
+
+def _report_breakers(fleet: Fleet, report: GroupReport, breakers: dict[str, Breaker], tried: set[str]) -> None:
+    """Tell the breakers of the platforms tried what happened; a success only where it changes something."""
+    outcomes: dict[str, str | None] = {pid: error for pid, error in report.platform_errors.items()}
+    for pid in tried - set(outcomes):
+        if pid not in breakers or not breakers[pid].clean:
+            outcomes[pid] = None
+    if outcomes:
+        settings = fleet.settings
+        breaker.report(
+            fleet.r, report.tick, outcomes, failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_ticks
+        )
 
 
 def _reserve_and_submit(
@@ -217,34 +325,56 @@ def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
     return cached.forecasts, cached.sigmas
 
 
-def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:
-    """Mark each (campaign, tick) as evaluated and read it; re-deliveries are left out.
+def _load(
+    fleet: Fleet, campaign_ids: Sequence[str], tick: int, token: str, platforms: list[str]
+) -> tuple[list[CampaignView], dict[str, Breaker]]:
+    """Mark each (campaign, tick) as evaluated and read it, with the platforms' breakers; re-deliveries
+    are left out.
 
-    The mark (``SET NX``) comes first, so a second delivery of the same evaluation, even one
-    running concurrently on another worker, finds it taken and bids nothing.
+    The mark (``SET NX`` of the delivery's token, read back) comes first, so a second delivery of the
+    same evaluation, even one running concurrently on another worker, finds another token and bids
+    nothing, while a client retry of this pipeline finds its own.
     """
     pipe = fleet.r.pipeline(transaction=False)
+    breaker.queue_read(pipe, platforms)
     for cid in campaign_ids:
-        pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
+        queue_claim(pipe, keys.evaluated(cid, tick), token, EVALUATION_MARK_TTL)
         pipe.hgetall(keys.campaign(cid))
         queue_balance(pipe, cid)
         state.queue_read(pipe, cid)
-    replies = pipe.execute()
+    # One campaign's damaged key (an error reply in its place) leaves that campaign out, not the group.
+    replies = execute_each(pipe)
+    read = replies[: len(platforms)]
+    breakers = breaker.parse(platforms, [{} if isinstance(raw, Exception) else raw for raw in read])
+    replies = replies[len(platforms) :]
     views = []
     for i, cid in enumerate(campaign_ids):
-        first, raw, budget, stored = replies[4 * i : 4 * i + 4]
-        if not first:
+        mark = replies[5 * i : 5 * i + 2]
+        raw, budget, stored = replies[5 * i + 2 : 5 * i + 5]
+        # Its own mark, also once recorded: a repeat of the whole evaluation by this delivery.
+        if isinstance(mark[1], Exception) or not (claimed(mark, token) or mark[1] == token + state.RECORDED):
+            continue
+        failed = [reply for reply in (raw, budget, stored) if isinstance(reply, Exception)]
+        if failed:
+            # Counted as skipped: marked, but nothing can be decided on data that cannot be read.
+            log.error("campaign unreadable: %s", failed[0], extra={"tick": tick, "campaign": cid})
+            views.append(CampaignView(cid, None, NO_BALANCE, StateRecord()))
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
         # No budget reads as nothing left: an active campaign without one is finished.
         balance = Balance.from_row(budget) or NO_BALANCE
         views.append(CampaignView(cid, campaign, balance, StateRecord.from_hash(stored)))
-    return views
+    return views, breakers
 
 
-def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float]) -> None:
-    """Decisions to the stream, outcomes and pacing to each campaign's state, counters to the tick."""
-    pipe = fleet.r.pipeline(transaction=False)
+def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], token: str) -> None:
+    """Decisions to the stream, outcomes and pacing to each campaign's state, counters to the tick.
+
+    One pipeline, sent once (no client retry: a repeat would append the decisions and add the counts
+    twice). If its reply is lost, the state writes are sent again through the retrying client: they
+    apply once per (campaign, tick) whatever happened to the first, so no outcome is lost or doubled.
+    """
+    pipe = fleet.once.pipeline(transaction=False)
     ts = now()
     totals: dict[str, list[float]] = {}
     placed_by: dict[str, list[DecisionRecord]] = {}
@@ -265,17 +395,26 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
     # One entry per campaign, its bids packed: one XADD where one per bid took about 2.5.
     for records in placed_by.values():
         decisions.append(pipe, CampaignDecision.of(records), fleet.settings.decisions_maxlen)
-    for cid, decision in report.decisions.items():
-        if cid in totals:
-            state.queue_outcomes(pipe, cid, *totals[cid])
-        state.queue_decision(pipe, cid, decision, report.tick)
-    _count(fleet, report, started, now, pipe=pipe)
+    writes = [
+        (cid, tuple(totals.get(cid, (0.0, 0.0, 0.0, 0.0))), decision) for cid, decision in report.decisions.items()
+    ]
+    for cid, outcomes, decision in writes:
+        state.queue_record(pipe, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
+    try:
+        _count(fleet, report, started, now, pipe=pipe)
+    except StoreUnavailable:
+        with translated_errors("record the campaigns' state"):
+            again = fleet.r.pipeline(transaction=False)
+            for cid, outcomes, decision in writes:
+                state.queue_record(again, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
+            execute_each(again)
+        raise
 
 
 def _count(
     fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], pipe: Any = None
 ) -> None:
-    pipe = pipe if pipe is not None else fleet.r.pipeline(transaction=False)
+    pipe = pipe if pipe is not None else fleet.once.pipeline(transaction=False)
     counters = keys.tick_counters(report.tick)
     for name, amount in (
         ("evaluated", report.evaluated), ("late", report.late), ("duplicates", report.duplicates),
@@ -293,4 +432,12 @@ def _count(
         pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
         pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)
     metrics.count_evaluation(pipe, report)
-    pipe.execute()
+    for pid, error in report.platform_errors.items():
+        metrics.count_platform_failure(pipe, pid, error.split(":", 1)[0].replace(" ", "_"))
+    for pid, bids in report.breaker_skipped.items():
+        metrics.count_platform_failure(pipe, pid, "skipped", bids)
+    with translated_errors("count the evaluation"):
+        for reply in execute_each(pipe):
+            if isinstance(reply, Exception):
+                # A campaign's state that cannot be written (a key of the wrong type) is that campaign's.
+                log.error("recording the evaluation: %s", reply, extra={"tick": report.tick})

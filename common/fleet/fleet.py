@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -11,10 +13,11 @@ from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
 from common.ledger import Ledger
+from common.ledger.sweeper import sweep_all
 from common.market.generator import generate
-from common.market.platforms import PlatformAdapter, SimulatedPlatforms
+from common.market.platforms import FaultyPlatforms, PlatformAdapter, SimulatedPlatforms
 from common.market.scenario import Scenario
-from common.redis_conn import Client, connect
+from common.redis_conn import Client, connect, without_retries
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,11 +43,17 @@ class Fleet:
     platforms: PlatformAdapter
     # Per-process memo of values that never change once written (the forecasts of a tick).
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    # This machine's clock; the fleet's time is it plus the offset measured against Redis (fleet/clock.py).
+    local_time: Callable[[], float] = field(default=time.time, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
         scenario = scenario or load_scenario(settings)
-        return cls(settings, connect(settings.state_url), scenario, SimulatedPlatforms(scenario))
+        platforms: PlatformAdapter = SimulatedPlatforms(scenario)
+        if settings.platform_faults:
+            log.warning("platform faults injected: %s", settings.platform_faults)
+            platforms = FaultyPlatforms(platforms, settings.platform_faults)
+        return cls(settings, connect(settings.state_url), scenario, platforms)
 
     @property
     def season(self) -> int | None:
@@ -84,7 +93,29 @@ class Fleet:
 
     @cached_property
     def clock(self) -> Clock:
-        return Clock(self.r, self.settings.tick_seconds)
+        return Clock(self.r, self.settings.tick_seconds, local=self.local_time)
+
+    @cached_property
+    def once(self) -> Client:
+        """The same Redis without client retries: for increments and appends, which a retry could double."""
+        return without_retries(self.r)
+
+    def close(self) -> None:
+        """Close this process's Redis clients."""
+        if "once" in self.__dict__ and self.once is not self.r:
+            self.once.close()
+        if "clock" in self.__dict__:
+            self.clock.close()
+        self.r.close()
+
+    def sweep(self) -> int:
+        """Close the reservations due at the fleet's current tick (``common.ledger.sweeper``); how many.
+
+        The tick is the fleet's time (Redis time), never this machine's clock alone: a machine whose
+        clock runs ahead would otherwise sweep reservations whose evaluations are still under way,
+        and charge the submitted ones in full.
+        """
+        return sweep_all(self.ledger, self.clock.current_tick(), self.settings.reservation_grace_ticks)
 
     def register_market(self) -> None:
         """Make the simulated market's platforms known to the campaign store."""

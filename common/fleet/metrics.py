@@ -85,6 +85,23 @@ def count_evaluation(pipe: Any, report: EvaluationCounts) -> None:
         pipe.hincrbyfloat(keys.METRICS, "value", sum(p.value for p in report.placed))
 
 
+def count_stale_tick(client: Client, tick: int) -> None:
+    """A tick skipped because its deadline passed before its fan-out (common/fleet/tick.py)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.METRICS, "ticks_stale", 1)
+    pipe.hset(keys.METRICS, "last_stale_tick", tick)
+    pipe.execute()
+
+
+PLATFORM_FAILURES = ("not_placed", "unknown", "skipped")
+
+
+def count_platform_failure(pipe: Any, platform: str, kind: str, amount: int = 1) -> None:
+    """A platform's submit of one group that failed (``kind``: not_placed, unknown), or bids its open
+    breaker kept from it (skipped, counted per bid)."""
+    pipe.hincrby(keys.METRICS, f"platform:{platform}:{kind}", amount)
+
+
 def bucket_field(seconds: float) -> str:
     """The histogram field an observation falls in: the smallest upper bound at or above it."""
     for bound in TICK_SECONDS_BUCKETS:

@@ -1,8 +1,11 @@
 """A campaign's engine state, the hash ``{c:<id>}:state``: its outcomes so far and its pacing.
 
-Evaluations write it in two parts: the outcomes are increments (an overlapping evaluation of the
-same campaign never loses the other's), the last decision's fields are set outright. Evaluations
-read it back to decide; the API shows it.
+An evaluation writes it with one script per campaign (``lua/record_state.lua``, ``queue_record``):
+the outcomes are increments (an overlapping evaluation of another tick never loses the other's),
+the last decision's fields are set outright unless a later tick's are there already. The script
+applies a (campaign, tick) once: it runs only for the delivery holding the evaluation's mark and
+marks it recorded, so a client retry of the same write adds nothing twice. Evaluations read it back
+to decide; the API shows it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from common import keys
@@ -17,6 +22,8 @@ from common.engine import Decision, PacingState
 from common.redis_conn import Client, Fields
 
 OUTCOMES = ("spend", "clicks", "conversions", "value")
+# What lua/record_state.lua appends to the evaluation's mark once the delivery holding it has recorded.
+RECORDED = ":recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +84,39 @@ def queue_outcomes(pipe: Any, campaign: str, spend: float, clicks: float, conver
             pipe.hincrbyfloat(key, name, amount)
 
 
-def queue_decision(pipe: Any, campaign: str, decision: Decision, tick: int) -> None:
-    """Queue storing the engine's decision for ``tick``: its pacing for the next one, and what it planned."""
-    fields: Fields = {
+def decision_fields(decision: Decision, tick: int) -> Fields:
+    """The engine's decision for ``tick`` as the hash stores it: its pacing for the next one, what it planned."""
+    return {
         "pacing": json.dumps(decision.pacing.to_dict()),
         "lam": repr(decision.lam),
         "planned": repr(decision.planned),
         "last_tick": tick,
         "reason": decision.reason.value if decision.reason else "",
     }
-    pipe.hset(keys.state(campaign), mapping=fields)
+
+
+def queue_decision(pipe: Any, campaign: str, decision: Decision, tick: int) -> None:
+    """Queue storing the engine's decision for ``tick`` outright (for tools and tests; evaluations use
+    ``queue_record``)."""
+    pipe.hset(keys.state(campaign), mapping=decision_fields(decision, tick))
+
+
+@cache
+def _record_source() -> str:
+    return resources.files(__package__).joinpath("lua", "record_state.lua").read_text(encoding="utf-8")
+
+
+def queue_record(
+    pipe: Any, campaign: str, tick: int, token: str, outcomes: tuple[float, float, float, float], decision: Decision
+) -> None:
+    """Queue one evaluation's write of ``campaign``'s state for ``tick``, by the delivery holding ``token``.
+
+    ``outcomes`` are the tick's spend, clicks, conversions and value. Sent as EVAL with the script's
+    text: a pipeline of EVALSHA would need redis-py's ``SCRIPT EXISTS`` round trip before it, or the
+    NOSCRIPT handling of ``common/ledger/scripts.py``; Redis caches the compiled script either way.
+    The reply is 1 (applied), 0 (applied before by this delivery) or -1 (not this delivery's mark).
+    """
+    args: list[Any] = [token, tick, *(repr(float(x)) for x in outcomes)]
+    for name, value in decision_fields(decision, tick).items():
+        args += (name, value)
+    pipe.eval(_record_source(), 2, keys.state(campaign), keys.evaluated(campaign, tick), *args)

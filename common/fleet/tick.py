@@ -6,10 +6,13 @@ Called by the Celery tick task live and by the backtest runner; it knows nothing
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from common import keys
 from common.fleet import capacity, cycles, metrics, stake, stats
+from common.fleet.clock import process_name
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
@@ -17,6 +20,7 @@ from common.forecast.cache import TickForecasts
 from common.forecast.forecasts import Forecasts, forecast
 from common.models import CampaignStatus
 from common.redis_conn import Fields, store_call
+from common.redis_conn import claim as claim_key
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +43,31 @@ class TickPlan:
         return sum(len(g) for g in self.groups)
 
 
+def claim_token() -> str:
+    """A value naming one claim by this process: host, pid and a random part."""
+    return f"{process_name()}:{uuid.uuid4().hex[:12]}"
+
+
 @store_call("claim the tick")
-def claim(fleet: Fleet, tick: int) -> bool:
-    """True for the one caller that runs ``tick``; two beats racing get one winner."""
-    return bool(fleet.r.set(keys.tick_claim(tick), "1", nx=True, ex=TICK_KEY_TTL))
+def claim(fleet: Fleet, tick: int, token: str | None = None) -> bool:
+    """True for the one caller that runs ``tick``; two beats racing get one winner.
+
+    The claim holds the claimer's token, so a client retry of the same claim (its reply lost) is
+    recognised as its own instead of losing the tick.
+    """
+    return claim_key(fleet.r, keys.tick_claim(tick), token or claim_token(), TICK_KEY_TTL)
+
+
+def stale(tick: int, deadline: float | None, now: Callable[[], float] | None) -> bool:
+    """Past its deadline: a tick whose evaluations would all be dropped as late."""
+    return deadline is not None and now is not None and now() > deadline
+
+
+@store_call("count a stale tick")
+def count_stale(fleet: Fleet, tick: int, at: str) -> None:
+    """A tick skipped because its deadline had passed, ``at`` the start or before its fan-out."""
+    log.warning("tick %d skipped: its deadline passed %s", tick, at, extra={"tick": tick})
+    metrics.count_stale_tick(fleet.once, tick)
 
 
 def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
@@ -63,8 +88,24 @@ def forecasts_for(fleet: Fleet, tick: int) -> TickForecasts:
 
 
 @store_call("begin the tick")
-def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | None:
-    """Run tick ``tick`` unless another process did: returns the fan-out plan, or None."""
+def begin(
+    fleet: Fleet,
+    tick: int,
+    *,
+    simulate_feed: bool = True,
+    deadline: float | None = None,
+    now: Callable[[], float] | None = None,
+) -> TickPlan | None:
+    """Run tick ``tick`` unless another process did: returns the fan-out plan, or None.
+
+    A live tick has a ``deadline`` (fleet time, read with ``now``): a tick already past it when it
+    begins (its message waited in the queue through an outage) is skipped without being claimed, and
+    one that passes it while begun (a slow Redis) is summarized but fans nothing out. Either way it
+    is counted as stale, and the live tick after it runs at once instead of behind a backlog.
+    """
+    if stale(tick, deadline, now):
+        count_stale(fleet, tick, "before it began")
+        return None
     if not claim(fleet, tick):
         log.info("tick %d already claimed", tick, extra={"tick": tick})
         return None
@@ -76,6 +117,11 @@ def begin(fleet: Fleet, tick: int, *, simulate_feed: bool = True) -> TickPlan | 
     due = stake.by_stake(fleet, due, tick)
     size = fleet.settings.campaigns_per_task
     groups = [due[i : i + size] for i in range(0, len(due), size)]
+    if stale(tick, deadline, now):
+        if tick > 0:
+            summarize(fleet, tick - 1)
+        count_stale(fleet, tick, "before its fan-out")
+        return None
     open_counters(fleet, tick, len(due))
     if tick > 0:
         summarize(fleet, tick - 1)
@@ -101,7 +147,8 @@ def open_counters(fleet: Fleet, tick: int, fanned: int) -> None:
 
 def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
     """Add the tick task's own duration to the tick's counters; ``summarize`` carries it into the entry."""
-    fleet.r.hincrbyfloat(keys.tick_counters(tick), "tick_task_ms", milliseconds)
+    # Not retried: a retry after a lost reply would add the time twice.
+    fleet.once.hincrbyfloat(keys.tick_counters(tick), "tick_task_ms", milliseconds)
 
 
 def due_campaigns(fleet: Fleet, tick: int) -> list[str]:
@@ -141,6 +188,7 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
         tick_task_ms=float(f"{float(counters.get('tick_task_ms', 0)):.1f}"),
     )
     entry = replace(entry, short_run=capacity.short_run(entry, stats.last(fleet.r)))
-    stats.append(fleet.r, entry)
-    metrics.record_tick(fleet.r, entry)
+    # Not retried: a retry after a lost reply would append the entry or add its counts twice.
+    stats.append(fleet.once, entry)
+    metrics.record_tick(fleet.once, entry)
     return entry

@@ -20,11 +20,11 @@ from typing import Any
 import redis
 
 from common import keys
-from common.errors import LedgerError
+from common.errors import LedgerError, LedgerFault
 from common.ledger.errors import LedgerInputError, UnknownBudget, from_reply, is_refusal
 from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
 from common.ledger.scripts import Call, Client, Scripts
-from common.redis_conn import translated_errors
+from common.redis_conn import UNAVAILABLE, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +260,17 @@ class Ledger:
                 raise
 
     def _run_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Replies in order, refusals in place; any other error reply is raised (and translated)."""
+        """Replies in order, refusals and other error replies in place (``_refusal`` reads them).
+
+        An error reply that is not a refusal (a key of the wrong type, a Lua error) concerns its own
+        call only: it comes back as ``LedgerFault`` for that campaign, so one damaged campaign never
+        fails the rest of the batch (whose calls ran). One that says the store is failing (read-only,
+        out of memory) is raised as ``StoreUnavailable``.
+        """
         with translated_errors(f"ledger batch of {len(calls)}"):
             replies = self.scripts.run_many(calls)
             for reply in replies:
-                if isinstance(reply, Exception) and not (
-                    isinstance(reply, redis.ResponseError) and is_refusal(str(reply))
-                ):
+                if isinstance(reply, UNAVAILABLE):
                     raise reply
         return replies
 
@@ -361,7 +365,12 @@ def _pairs(flat: Sequence[Any]) -> dict[str, int]:
 
 
 def _refusal(reply: Any, campaign: str, tick: int) -> LedgerError | None:
-    return from_reply(str(reply), campaign, tick) if isinstance(reply, redis.ResponseError) else None
+    if not isinstance(reply, Exception):
+        return None
+    if isinstance(reply, redis.ResponseError) and is_refusal(str(reply)):
+        return from_reply(str(reply), campaign, tick)
+    log.error("ledger call failed: %s", reply, extra={"campaign": campaign, "tick": tick})
+    return LedgerFault(f"campaign {campaign} tick {tick}: {type(reply).__name__}: {reply}")
 
 
 def _grant(campaign: str, tick: int, reply: Sequence[Any], call: str = "reserve") -> Grant:
