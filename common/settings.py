@@ -81,11 +81,18 @@ class Settings(BaseSettings):
         default="loopback",
         description="Who may read the HTTP API without the token: loopback clients, everyone, or nobody.",
     )
+    platform_charge_log: Path | None = Field(
+        default=None,
+        description=(
+            "For tests: a directory where the simulated platforms append what they charged, one file per "
+            "process (common/market/charges.py); unset: nothing is written."
+        ),
+    )
     metrics_per_campaign: bool = Field(
         default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
     )
 
-    @field_validator("redis_url", "broker_url", "scenario", mode="before")
+    @field_validator("redis_url", "broker_url", "scenario", "platform_charge_log", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -11,6 +11,7 @@ from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
 from common.ledger import Ledger
+from common.market.charges import ChargeLog
 from common.market.generator import generate
 from common.market.platforms import PlatformAdapter, SimulatedPlatforms
 from common.market.scenario import Scenario
@@ -42,7 +43,10 @@ class Fleet:
     @classmethod
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
         scenario = scenario or load_scenario(settings)
-        return cls(settings, connect(settings.state_url), scenario, SimulatedPlatforms(scenario))
+        platforms: PlatformAdapter = SimulatedPlatforms(scenario)
+        if settings.platform_charge_log is not None:
+            platforms = ChargeLog(platforms, settings.platform_charge_log)
+        return cls(settings, connect(settings.state_url), scenario, platforms)
 
     @property
     def season(self) -> int:
