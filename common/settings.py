@@ -88,6 +88,15 @@ class Settings(BaseSettings):
             "process (common/market/charges.py); unset: nothing is written."
         ),
     )
+    platform_reply_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description=(
+            "For tests, with platform_charge_log: how long the simulated platforms take to answer after they "
+            "charged, as a real platform's reply takes its time over the network."
+        ),
+    )
     metrics_per_campaign: bool = Field(
         default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
     )

@@ -54,6 +54,7 @@ class ChaosFleet:
     tick_seconds: float
     scenario: Path
     campaigns_per_task: int
+    platform_reply_ms: int
     host: Host | None
     state: RedisServer = field(init=False)
     broker: RedisServer = field(init=False)
@@ -85,7 +86,8 @@ class ChaosFleet:
             CE_BROKER_URL=f"redis://{address}:{self.broker.port}/0",
             CE_TICK_SECONDS=repr(self.tick_seconds), CE_SCENARIO=str(self.scenario.resolve()),
             CE_RUN_DIR=str(self.run_dir.resolve()), CE_CAMPAIGNS_PER_TASK=str(self.campaigns_per_task),
-            CE_PLATFORM_CHARGE_LOG=str(charges.resolve()), CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+            CE_PLATFORM_CHARGE_LOG=str(charges.resolve()), CE_PLATFORM_REPLY_MS=str(self.platform_reply_ms),
+            CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
         )  # fmt: skip
         return env
 

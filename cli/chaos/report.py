@@ -82,6 +82,8 @@ def by_kind(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
+    # Wide enough for the tables when the output is a file or a pipe (rich assumes 80 columns there).
+    console = Console(file=console.file, width=max(console.width, 170), soft_wrap=True)
     table = Table(title="faults injected", title_justify="left")
     for name in ("#", "kind", "target", "at s", "tick", "lasted s", "recovery s", "ticks hit", "detail"):
         table.add_column(name, justify="right" if name not in ("kind", "target", "detail") else "left")
@@ -90,7 +92,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         detail = ", ".join(f"{k}={v}" for k, v in row["detail"].items() if k != "tick")
         table.add_row(
             str(i), row["kind"], row["target"], f"{row['start_s']:.1f}", str(row["start_tick"]),
-            f"{row['lasted_s']:.2f}", rec, str(row["ticks_disturbed"]), detail[:60],
+            f"{row['lasted_s']:.2f}", rec, str(row["ticks_disturbed"]), detail[:90],
         )  # fmt: skip
     console.print(table)
     kinds = Table(title="by kind", title_justify="left")
@@ -105,7 +107,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     t, led, pl = report["ticks"], report["ledger"], report["platforms"]
     console.print(
         f"ticks {t['first']}-{t['last']}: {t['summarised']} summarised, {t['complete']} complete, "
-        f"{t['incomplete']} incomplete, {t['missing']} never summarised; duplicates ignored {t['duplicates']}"
+        f"{t['incomplete']} incomplete, {t['missing']} never summarised; duplicates ignored {t['duplicates']}, "
+        f"ticks claimed twice refused {t['claims_refused']}"
     )
     console.print(
         f"ledger: {led['campaigns']} campaigns, budget {led['budget']}, spent {led['spent']}, "

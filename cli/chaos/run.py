@@ -49,6 +49,7 @@ class Plan:
     campaigns: int = 24
     campaigns_per_task: int = 2
     concurrency: int = 2  # pool processes per worker
+    platform_reply_ms: int = 20  # the simulated platforms' answer, after they charged
     netns: bool = True
     gap_ticks: tuple[float, float] = (4.0, 10.0)  # quiet between faults
 
@@ -76,7 +77,7 @@ def run_chaos(plan: Plan, run_dir: Path, report_path: Path | None, console: Cons
             netns_note = f"unavailable ({why}): every worker on this host, no cut_host fault"
     console.print(f"[bold]hosts[/]   {netns_note}")
     market = write_demo_market(run_dir / "market.json", plan.seed, plan.ticks + TAIL_TICKS + 40)
-    fleet = ChaosFleet(run_dir, plan.tick_seconds, market, plan.campaigns_per_task, host)
+    fleet = ChaosFleet(run_dir, plan.tick_seconds, market, plan.campaigns_per_task, plan.platform_reply_ms, host)
     unexpected: list[str] = []
     try:
         fleet.start_servers()

@@ -45,7 +45,7 @@ class Fleet:
         scenario = scenario or load_scenario(settings)
         platforms: PlatformAdapter = SimulatedPlatforms(scenario)
         if settings.platform_charge_log is not None:
-            platforms = ChargeLog(platforms, settings.platform_charge_log)
+            platforms = ChargeLog(platforms, settings.platform_charge_log, reply_ms=settings.platform_reply_ms)
         return cls(settings, connect(settings.state_url), scenario, platforms)
 
     @property

@@ -9,6 +9,8 @@ file, whatever happens to the process afterwards.
 
 Switched on by ``CE_PLATFORM_CHARGE_LOG`` (a directory); the chaos driver reads it with
 ``read_charges``. It costs an fsync per evaluation, so it is meant for tests, not for production.
+``CE_PLATFORM_REPLY_MS`` makes the answer come that long after the charge, as a real platform's
+reply crosses the network: the window in which a crash leaves a charge the ledger never heard of.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +55,10 @@ class Charge:
 class ChargeLog:
     """A ``PlatformAdapter`` that records what the wrapped one charged, then answers as it did."""
 
-    def __init__(self, inner: PlatformAdapter, directory: Path, host: str | None = None) -> None:
+    def __init__(self, inner: PlatformAdapter, directory: Path, *, reply_ms: int = 0, host: str | None = None) -> None:
         self.inner = inner
         self.directory = directory
+        self.reply_ms = reply_ms
         self.host = host or socket.gethostname()
         self._fd: int | None = None
         self._pid: int | None = None
@@ -70,6 +74,9 @@ class ChargeLog:
             fd = self._file()
             os.write(fd, ("\n".join(lines) + "\n").encode())
             os.fsync(fd)
+            if self.reply_ms:
+                # The platform has charged; its answer is still on its way.
+                time.sleep(self.reply_ms / 1000)
         return outcomes
 
     def _file(self) -> int:
