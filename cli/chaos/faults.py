@@ -1,8 +1,9 @@
 """The faults a chaos run injects, one function per kind.
 
 Each runs to its end (sleeping through the outage it causes) and returns a ``Fault`` with its start
-and end in wall time; the run measures recovery from the end. Most start just after a tick boundary,
-while the tick's evaluations are running, so that a fault finds work in flight.
+and end in wall time; the run measures recovery from the end. A fault strikes while bids are out
+(``Injector.moment``) or just after a tick boundary, while the tick's evaluations run, so that it
+finds work in flight.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def run_chaos(plan: Plan, run_dir: Path, report_path: Path | None, console: Cons
         )
         injector = Injector(fleet, client, broker, app, clock, rng)
         faults = _inject(injector, end_tick, plan, unexpected, console)
-        _wait_until_tick(clock, end_tick, fleet, unexpected)
+        # Tick t is summarised when t + 1 begins: run a little past the last one.
+        _wait_until_tick(clock, end_tick + 2, fleet, unexpected)
         fleet.resume_all()
         for beat in list(fleet.beats):
             fleet.stop_beat(beat)
