@@ -89,10 +89,10 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         table.add_column(name, justify="right" if name not in ("kind", "target", "detail") else "left")
     for i, row in enumerate(report["faults"], 1):
         rec = "never" if row["recovery_s"] is None else f"{row['recovery_s']:.2f}"
-        detail = ", ".join(f"{k}={v}" for k, v in row["detail"].items() if k != "tick")
+        detail = _detail(row["detail"])
         table.add_row(
             str(i), row["kind"], row["target"], f"{row['start_s']:.1f}", str(row["start_tick"]),
-            f"{row['lasted_s']:.2f}", rec, str(row["ticks_disturbed"]), detail[:90],
+            f"{row['lasted_s']:.2f}", rec, str(row["ticks_disturbed"]), detail[:100],
         )  # fmt: skip
     console.print(table)
     kinds = Table(title="by kind", title_justify="left")
@@ -127,6 +127,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for line in (led["problems"] + pl["problems"])[:40]:
         console.print(f"[red]problem:[/] {line}", highlight=False)
     console.print("[green]exact[/]" if report["ok"] else "[red]NOT EXACT[/]")
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    """The fault's detail in a line: counts first, lists last, the sweeper's counts only when not 0."""
+    shown = {k: v for k, v in detail.items() if k != "tick" and not (k.startswith("swept_") and v == 0)}
+    ordered = sorted(shown.items(), key=lambda kv: isinstance(kv[1], list))
+    return ", ".join(f"{k}={v}" for k, v in ordered)
 
 
 def _num(value: float | None) -> str:
