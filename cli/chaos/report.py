@@ -108,7 +108,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"ticks {t['first']}-{t['last']}: {t['summarised']} summarised, {t['complete']} complete, "
         f"{t['incomplete']} incomplete, {t['missing']} never summarised; duplicates ignored {t['duplicates']}, "
-        f"ticks claimed twice refused {t['claims_refused']}"
+        f"ticks claimed twice refused {t['claims_refused']}, "
+        f"settles after the sweeper's charge {t.get('late_settles', 0)}"
     )
     console.print(
         f"ledger: {led['campaigns']} campaigns, budget {led['budget']}, spent {led['spent']}, "

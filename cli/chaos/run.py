@@ -221,10 +221,11 @@ def _report(
     ledger_problems = audit(client, books)
     rec = reconcile(client, read_charges(fleet.charges_dir), books)
     balances = books.balances.values()
+    logs = [p.read_text(errors="replace") for p in fleet.group.log_dir.glob("*.log")]
     # Each tick a second beat fired for was refused by the tick's claim: "tick N already claimed".
-    refused_claims = sum(
-        p.read_text(errors="replace").count("already claimed") for p in fleet.group.log_dir.glob("*.log")
-    )
+    refused_claims = sum(text.count("already claimed") for text in logs)
+    # A stopped or cut-off evaluation that settled after the sweeper charged its reservation in full.
+    late_settles = sum(text.count("settle repeated with different costs") for text in logs)
     return {
         "plan": asdict(plan),
         "hosts": netns_note,
@@ -237,6 +238,7 @@ def _report(
             "missing": plan.ticks - len(summaries),
             "duplicates": sum(s.duplicates for s in summaries),
             "claims_refused": refused_claims,
+            "late_settles": late_settles,
         },
         "faults": rows,
         "by_kind": by_kind(rows),
