@@ -8,7 +8,7 @@ ARGS ?=
 MARK ?=
 TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
-.PHONY: run test lint bench bench-micro load chaos clean
+.PHONY: run test lint audit fuzz bench bench-micro load chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) audit
+
+# Known vulnerabilities of the installed packages; needs PyPI's JSON API, and fails saying so without it.
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py
+
+# The API fuzzed from its OpenAPI document at length (the test suite runs 1,000 cases); CASES=n to change.
+CASES ?= 20000
+fuzz: $(STAMP)
+	CE_FUZZ_CASES=$(CASES) $(BIN)/python -m pytest tests/test_api_fuzz.py -s --timeout=0 $(ARGS)
 
 # The real fleet at several campaign counts against its two ceilings; options through ARGS.
 bench: $(STAMP)

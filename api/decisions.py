@@ -15,13 +15,13 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.auth import Context, Read
-from api.schemas import Decision, DecisionList
+from api.schemas import ANY_ROUTE, TOKEN, Decision, DecisionList
 from common import keys
 from common.fleet import decisions
 from common.fleet.decisions import DecisionRecord
 from common.redis_conn import connect_async
 
-router = APIRouter(prefix="/decisions", tags=["decisions"])
+router = APIRouter(prefix="/decisions", tags=["decisions"], responses={**ANY_ROUTE, **TOKEN})
 
 _BATCH = 1000
 MAX_SCANNED = 200_000

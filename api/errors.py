@@ -10,9 +10,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisClusterException, RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import CampaignEngineError, Conflict, InvalidInput, LedgerError, NotFound, StoreUnavailable
 from common.redis_conn import translated_errors
@@ -61,6 +63,14 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return invalid(request_errors(exc))
 
 
+async def _http(request: Request, exc: Exception) -> Response:
+    """FastAPI's own refusals, in the same shape; a body it could not decode is bad input like any other."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | ValueError):
+        return invalid([("body", "must be JSON encoded as UTF-8")])
+    return await http_exception_handler(request, exc)
+
+
 async def _engine(request: Request, exc: Exception) -> JSONResponse:
     """Map the engine's exception tree; the order matters, some errors are two things at once."""
     if isinstance(exc, InvalidInput):
@@ -95,6 +105,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(CampaignEngineError, _engine)
     app.add_exception_handler(RedisError, _redis)
     app.add_exception_handler(RedisClusterException, _redis)

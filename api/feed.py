@@ -5,16 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.auth import Context, Write
-from api.schemas import FeedAccepted, FeedPost
+from api.schemas import ANY_ROUTE, TOKEN, FeedAccepted, FeedPost
 from common.errors import InvalidInput
 
-router = APIRouter(tags=["feed"])
+router = APIRouter(tags=["feed"], responses={**ANY_ROUTE, **TOKEN})
 
 # How far past the tick under way a publication may be dated: clocks differ a little, not more.
 MAX_TICKS_AHEAD = 2
 
 
-@router.post("/feed", dependencies=[Write], response_model=FeedAccepted, responses={422: {}})
+@router.post("/feed", dependencies=[Write], response_model=FeedAccepted)
 def publish_feed(ctx: Context, post: FeedPost) -> FeedAccepted:
     """Store the figures of one tick for one or more platforms.
 

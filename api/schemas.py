@@ -4,9 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from common.errors import InvalidInput
+from common.flights import EXAMPLE, parse_time
 from common.models import CampaignSpec, PlatformFigures
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field to blame, dotted for nested ones (`platforms.search`), or `body`.")
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and failure: what went wrong, and for bad input each field with its reason."""
+
+    detail: str
+    errors: list[FieldError] | None = Field(default=None, description="Present when fields are to blame.")
+
+
+_ERRORS = {
+    400: "The engine refused the request.",
+    401: "The token is missing or wrong (see the description of the API).",
+    404: "No such campaign.",
+    409: "The request contradicts what is stored (an id that exists, a change racing another).",
+    413: "The body is over CE_API_MAX_BODY_BYTES.",
+    422: "A field is invalid: each is named with the reason.",
+    500: "An internal error; the server log has the details.",
+    503: "The state store is unavailable, or (event streams) CE_API_MAX_STREAMS are open.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of these refusals, each with the body it has."""
+    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+
+
+# What any route may answer: a body too large, a bad parameter, a failure of the server or of Redis.
+ANY_ROUTE = errors(413, 422, 500, 503)
+# What a route behind the token (writes, and reads unless CE_API_READS=open) answers too.
+TOKEN = errors(401)
 
 
 class BalanceView(BaseModel):
@@ -45,10 +82,47 @@ class PacingView(BaseModel):
     no_bid_reason: str | None = Field(default=None, description="Why the engine bid nothing at its last tick, if so.")
 
 
+class CampaignRequest(CampaignSpec):
+    """A campaign to create: its flight in the fleet's ticks (`start_tick`, `end_tick`) or in wall time
+    (`start`, `end`), one or the other for each edge."""
+
+    start: str | None = Field(
+        default=None,
+        description="When the flight starts: an ISO-8601 date-time with an offset; instead of start_tick.",
+        examples=[EXAMPLE],
+    )
+    end: str | None = Field(
+        default=None,
+        description="When the flight ends: an ISO-8601 date-time with an offset; instead of end_tick.",
+        examples=["2026-12-09T10:00:00+01:00"],
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _with_offset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked here too, so that a bad date-time is reported beside the other fields' errors.
+        if value is not None:
+            try:
+                parse_time(str(info.field_name), value)
+            except InvalidInput as exc:
+                raise ValueError(exc.errors[0][1]) from None
+        return value
+
+
+class FlightView(BaseModel):
+    """The flight in the fleet's ticks, and in wall time by the fleet's clock (UTC)."""
+
+    start_tick: int
+    end_tick: int | None
+    start: str | None = Field(description="When start_tick begins; null until the fleet's clock has started.")
+    end: str | None = Field(description="When the flight's last tick ends; null for an open flight or no clock.")
+
+
 class CampaignView(BaseModel):
     id: str
     status: str
     spec: CampaignSpec
+    flight: FlightView
     balance: BalanceView
     outcomes: OutcomesView
     pacing: PacingView

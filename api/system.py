@@ -13,6 +13,8 @@ from prometheus_client import generate_latest
 from api.auth import Context, Read
 from api.context import ApiContext
 from api.schemas import (
+    ANY_ROUTE,
+    TOKEN,
     HealthView,
     Overview,
     OverviewCampaign,
@@ -22,6 +24,7 @@ from api.schemas import (
     TickStat,
     TicksView,
     Totals,
+    errors,
 )
 from api.views import campaign_views
 from common import keys
@@ -30,7 +33,7 @@ from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
 router = APIRouter(tags=["system"])
-dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
+dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read], responses={**ANY_ROUTE, **TOKEN})
 
 # The classic text format, which every Prometheus version reads (generate_latest writes it).
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -38,13 +41,18 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OVERVIEW_CAMPAIGNS = 2000
 
 
-@router.get("/health/live", include_in_schema=True)
+@router.get("/health/live", responses=errors(413, 500))
 def live() -> dict[str, str]:
     """The API process answers (for container health checks); says nothing about the fleet."""
     return {"status": "ok"}
 
 
-@router.get("/health", dependencies=[Read], response_model=HealthView, responses={503: {"model": HealthView}})
+@router.get(
+    "/health",
+    dependencies=[Read],
+    response_model=HealthView,
+    responses={**ANY_ROUTE, **TOKEN, 503: {"model": HealthView, "description": "Unavailable, with the reasons."}},
+)
 def health(ctx: Context) -> JSONResponse:
     """200 when Redis answers, at least one worker answers a ping and the last tick is recent; else 503
     with the reasons.
@@ -97,7 +105,11 @@ def health(ctx: Context) -> JSONResponse:
     "/metrics",
     dependencies=[Read],
     response_class=Response,
-    responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text exposition."}},
+    responses={
+        **ANY_ROUTE,
+        **TOKEN,
+        200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text exposition."},
+    },
 )
 def prometheus_metrics(request: Request) -> Response:
     """Fleet metrics for Prometheus, aggregated across every worker process in Redis."""

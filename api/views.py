@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from api.context import TickInfo
-from api.schemas import BalanceView, CampaignView, OutcomesView, PacingView
+from api.schemas import BalanceView, CampaignView, FlightView, OutcomesView, PacingView
 from common.fleet import state
 from common.fleet.state import StateRecord
+from common.flights import iso, time_of
 from common.ledger import Balance, queue_balance
 from common.models import Campaign
 from common.money import from_micros
@@ -60,6 +61,17 @@ def pacing_view(campaign: Campaign, balance: BalanceView, state: StateRecord, ti
     return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=spent_vs_plan, **engine)
 
 
+def flight_view(campaign: Campaign, tick: TickInfo) -> FlightView:
+    spec = campaign.spec
+
+    def at(t: int | None) -> str | None:
+        return None if t is None or tick.epoch is None else iso(time_of(t, tick.epoch, tick.tick_seconds))
+
+    return FlightView(
+        start_tick=spec.start_tick, end_tick=spec.end_tick, start=at(spec.start_tick), end=at(spec.end_tick)
+    )
+
+
 def _finite(value: float | None) -> float | None:
     """JSON has no NaN or infinity: such a figure is shown as unknown."""
     return value if value is not None and math.isfinite(value) else None
@@ -80,6 +92,7 @@ def campaign_views(client: Client, campaigns: Sequence[Campaign], tick: TickInfo
                 id=c.id,
                 status=c.status.value,
                 spec=c.spec,
+                flight=flight_view(c, tick),
                 balance=balance,
                 outcomes=outcomes_view(stored),
                 pacing=pacing_view(c, balance, stored, tick),

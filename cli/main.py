@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,12 +12,20 @@ from rich.markup import escape
 from common.errors import CampaignEngineError, InvalidInput, SettingsError
 from common.logs import configure_logging
 from common.market.generator import generate
+from common.models import CampaignStatus, PlatformInfo
 from common.settings import Settings
 from common.settings import load_settings as settings_from_environment
 
+if TYPE_CHECKING:
+    from common.fleet.store import CampaignStore
+
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
-scenario_app = typer.Typer(help="Scenario files (MARKET.md).", no_args_is_help=True)
+scenario_app = typer.Typer(help="Scenario files (docs/market.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+campaigns_app = typer.Typer(help="Campaigns in files, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
+app.add_typer(campaigns_app, name="campaigns")
+platforms_app = typer.Typer(help="The platform registry, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
+app.add_typer(platforms_app, name="platforms")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -27,6 +35,18 @@ def load_settings() -> Settings:
         return settings_from_environment()
     except SettingsError as exc:
         raise fail(exc) from None
+
+
+def fleet_store() -> CampaignStore:
+    """The campaign store of the fleet's Redis, for commands that change it (CE_REDIS_URL required)."""
+    from common.fleet.store import CampaignStore
+    from common.redis_conn import connect
+
+    settings = load_settings()
+    if settings.redis_url is None:
+        err.print("[red]error:[/] CE_REDIS_URL: set it to the fleet's Redis")
+        raise typer.Exit(2)
+    return CampaignStore(connect(settings.redis_url))
 
 
 def fail(exc: CampaignEngineError) -> typer.Exit:
@@ -151,7 +171,7 @@ def api(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default CE_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default CE_API_PORT).")] = None,
 ) -> None:
-    """Serve the HTTP API and the dashboard against CE_REDIS_URL."""
+    """Serve the HTTP API and the dashboard against CE_REDIS_URL; writes need CE_API_TOKEN."""
     from api.server import serve
 
     settings = load_settings()
@@ -159,12 +179,19 @@ def api(
     if settings.redis_url is None:
         err.print("[red]error:[/] CE_REDIS_URL: set it to the fleet's Redis (`campaign-engine up` starts both)")
         raise typer.Exit(2)
+    # A token made up here would be known to no client: every write would be refused.
+    if "api_token" not in settings.model_fields_set or not settings.api_token.get_secret_value().strip():
+        err.print(
+            "[red]error:[/] CE_API_TOKEN: not set; writes need it, so give the API and its clients the same secret "
+            "(such as `openssl rand -hex 24`); `campaign-engine up` makes one and prints it"
+        )
+        raise typer.Exit(2)
     serve(settings, host, port)
 
 
 @app.command()
 def backtest(
-    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
     out: Annotated[Path, typer.Option(help="Decision log to write (JSON Lines).")],
     report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
     executor: Annotated[str, typer.Option(help="inline (this process) or celery (real workers).")] = "inline",
@@ -200,7 +227,7 @@ def backtest(
 
 @app.command()
 def pareto(
-    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (MARKET.md).")],
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
     out: Annotated[Path, typer.Option(help="Where to write the plot (PNG).")] = Path("frontier.png"),
     levels: Annotated[str, typer.Option(help="Comma-separated aggressiveness settings to backtest.")] = "",
     group: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns per evaluation task.")] = 50,
@@ -236,6 +263,23 @@ def pareto(
     console.print(f"plot: {out}")
 
 
+@app.command()
+def score(
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
+    decisions: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Decision log (JSON Lines).")],
+    per_campaign: Annotated[bool, typer.Option("--per-campaign", help="Add every campaign's figures.")] = False,
+) -> None:
+    """Score a decision log against the hindsight optimum; exit 1 when a rule is broken or an outcome differs."""
+    from common.backtest.score import dumps, score_files
+
+    try:
+        result = score_files(scenario, decisions)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.out(dumps(result.report(per_campaign)), highlight=False)
+    raise typer.Exit(0 if result.clean else 1)
+
+
 @scenario_app.command("generate")
 def scenario_generate(
     out: Annotated[Path, typer.Option(help="Where to write the scenario JSON.")],
@@ -245,11 +289,107 @@ def scenario_generate(
     seed: Annotated[int, typer.Option()] = 7,
     shock_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance of a shock per tick.")] = 0.004,
     late_flights: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of partial flights.")] = 0.3,
+    name: Annotated[str | None, typer.Option(help="The scenario's name (default generated-SEED).")] = None,
 ) -> None:
-    """Write a reproducible synthetic scenario (MARKET.md format)."""
-    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights)
+    """Write a reproducible synthetic scenario (docs/market.md format)."""
+    scenario = generate(campaigns, platforms, ticks, seed, shock_rate=shock_rate, late_flights=late_flights, name=name)
     scenario.save(out)
     console.print(f"wrote {out}: {len(scenario.platforms)} platforms, {campaigns} campaigns, {ticks} ticks")
+
+
+@platforms_app.command("add")
+def platforms_add(
+    platform_id: Annotated[str, typer.Argument(metavar="ID", help="The platform's id.")],
+    price_sigma: Annotated[
+        float | None, typer.Option(help="Spread of the market price (log-normal sigma); default 0.5.")
+    ] = None,
+) -> None:
+    """Register a platform, or replace its price spread."""
+    fields: dict[str, object] = {"id": platform_id}
+    if price_sigma is not None:
+        fields["price_sigma"] = price_sigma
+    try:
+        platform = PlatformInfo.parse(fields)
+        new = fleet_store().add_platform(platform)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"{'registered' if new else 'replaced'} {platform.id} (price_sigma {platform.price_sigma:g})")
+
+
+@platforms_app.command("list")
+def platforms_list() -> None:
+    """The registered platforms, one a line: id and price spread."""
+    try:
+        found = fleet_store().platforms()
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    for platform in found.values():
+        typer.echo(f"{platform.id}\t{platform.price_sigma:g}")
+
+
+@platforms_app.command("remove")
+def platforms_remove(platform_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Forget a platform; refused while an active or paused campaign lists it."""
+    try:
+        fleet_store().remove_platform(platform_id)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"removed {platform_id}")
+
+
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help="csv or jsonl (JSON Lines); default: from the file's extension.")
+]
+
+
+@campaigns_app.command("import")
+def campaigns_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="CSV or JSON Lines.")],
+    file_format: FormatOption = None,
+) -> None:
+    """Create every campaign of FILE, or none: each refused row is named with its line and reason."""
+    from cli.campaign_files import file_format as format_of
+    from cli.campaign_files import import_campaigns
+    from common.fleet.clock import Clock
+
+    try:
+        fmt = format_of(file, file_format)
+        store = fleet_store()
+        created = import_campaigns(store, Clock(store.r, load_settings().tick_seconds), file, fmt)
+    except InvalidInput as exc:
+        if not any(field.startswith("line ") for field, _ in exc.errors):
+            raise fail(exc) from None
+        for field, reason in exc.errors:
+            err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
+        rows = len({field.split(":")[0] for field, _ in exc.errors})
+        err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was imported")
+        raise typer.Exit(2) from None
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"imported {len(created)} campaign(s) from {file}")
+
+
+@campaigns_app.command("export")
+def campaigns_export(
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="Where to write them.")],
+    file_format: FormatOption = None,
+    status: Annotated[CampaignStatus | None, typer.Option(help="Only campaigns of this status.")] = None,
+    ticks: Annotated[
+        bool, typer.Option("--ticks", help="Flights in ticks even when the fleet's clock gives date-times.")
+    ] = False,
+) -> None:
+    """Write the campaigns to FILE in the format `campaigns import` reads."""
+    from cli.campaign_files import export_campaigns
+    from cli.campaign_files import file_format as format_of
+    from common.fleet.clock import Clock
+
+    try:
+        fmt = format_of(file, file_format)
+        store = fleet_store()
+        count = export_campaigns(store, Clock(store.r, load_settings().tick_seconds), file, fmt, status, ticks)
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"exported {count} campaign(s) to {file}")
 
 
 if __name__ == "__main__":

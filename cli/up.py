@@ -117,6 +117,17 @@ def worker_argv(name: str, concurrency: int, level: str = "info") -> list[str]:
                        "-c", str(concurrency))  # fmt: skip
 
 
+def flower_argv(port: int, address: str = "127.0.0.1") -> list[str]:
+    """Flower's command line. Its credentials are not on it (the process list shows every command line):
+    Flower reads them from ``FLOWER_BASIC_AUTH`` in its environment (``flower_env``)."""
+    return celery_argv("-A", "worker", "flower", f"--address={address}", f"--port={port}", "--persistent=False")
+
+
+def flower_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with Flower's basic-auth credentials added, for the Flower process only."""
+    return {**env, "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"}
+
+
 def tick_line(entry: TickStats) -> str:
     """One tick as the operator reads it; ``pace`` is spend against what the pacing planned.
 
@@ -206,13 +217,7 @@ def run_up(
         )
         level = settings.log_level.lower()
         children.spawn("worker", worker_argv(f"ce-worker-{os.getpid()}@%h", concurrency, level), env)
-        auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
-        children.spawn(
-            "flower",
-            celery_argv("-A", "worker", "flower", "--address=127.0.0.1", f"--port={settings.flower_port}",
-                        f"--basic-auth={auth}", "--persistent=False"),
-            env,
-        )  # fmt: skip
+        children.spawn("flower", flower_argv(settings.flower_port), flower_env(settings, env))
         console.print(
             f"[bold]flower[/]  http://127.0.0.1:{settings.flower_port}  (user {settings.flower_user}, "
             f"password {settings.flower_password.get_secret_value()})"

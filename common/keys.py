@@ -17,7 +17,11 @@ import re
 PREFIX = "ce"
 
 # Campaign ids become part of keys: braces would break the hash tag, spaces and colons are ambiguous.
-CAMPAIGN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# Anchored with \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
+ID_CHARACTERS = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+CAMPAIGN_ID_PATTERN = re.compile(rf"\A{ID_CHARACTERS}\Z")
+# The same rule for JSON Schema and pydantic's Rust regex engine, where $ is the end of the text only.
+ID_JSON_PATTERN = f"^{ID_CHARACTERS}$"
 PLATFORM_ID_PATTERN = CAMPAIGN_ID_PATTERN
 
 
@@ -86,7 +90,7 @@ ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, score = start_tick
 FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
-PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
+PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON PlatformInfo (id, price_sigma): the registry
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one
 # field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
 DECISIONS = f"{PREFIX}:decisions"

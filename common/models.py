@@ -1,4 +1,4 @@
-"""Domain models: campaigns, platform figures, bids and outcomes (MARKET.md)."""
+"""Domain models: campaigns, platform figures, bids and outcomes (docs/market.md)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from common import keys
 from common.errors import InvalidInput
+from common.money import to_micros
 
 FloatArray = NDArray[np.float64]
 
-MAX_BUDGET = (2**53 - 1) / 1_000_000  # currency units the ledger's integer micro-units can hold
+# The ledger's integer micro-units are exact up to 2^53 - 1 (Lua's doubles): a budget must round to at
+# most that many. The float (2^53 - 1) / 1e6 itself rounds to 2^53, so the bound is checked in micro-units.
+MAX_BUDGET_MICROS = 2**53 - 1
+MAX_BUDGET = MAX_BUDGET_MICROS / 1_000_000
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -42,7 +46,7 @@ class _Strict(BaseModel):
 
 
 class CampaignSpec(_Strict):
-    """A campaign as MARKET.md defines it. Ticks are the engine's tick numbers."""
+    """A campaign as docs/market.md defines it. Ticks are the engine's tick numbers."""
 
     id: KeySafeId = Field(min_length=1, max_length=64)
     budget: PositiveFloat
@@ -58,9 +62,10 @@ class CampaignSpec(_Strict):
     @field_validator("budget")
     @classmethod
     def _budget_in_micro_units(cls, value: float) -> float:
-        # The ledger keeps whole micro-units below 2^53 (exact in Lua's doubles).
-        if not 1e-6 <= value <= MAX_BUDGET:
-            raise ValueError(f"must be between 0.000001 and {MAX_BUDGET:,.0f}")
+        # Checked as the ledger will store it, in whole micro-units, so that nothing the model accepts
+        # is refused by the ledger after the campaign was written.
+        if not (value <= MAX_BUDGET * 2 and 1 <= to_micros(value) <= MAX_BUDGET_MICROS):  # (huge: inf micros)
+            raise ValueError(f"must be between 0.000001 and {MAX_BUDGET_MICROS:,} micro-units ({MAX_BUDGET:,.0f})")
         return value
 
     @field_validator("platforms")
@@ -112,9 +117,33 @@ class PlatformFigures(_Strict):
     volume: NonNegativeFloat
 
 
+# A platform's price spread when it is registered without one: the middle of the log-normal spreads
+# of search, social and display markets (0.25 to 0.65, as common/market/generator.py draws them).
+DEFAULT_PRICE_SIGMA = 0.5
+MAX_PRICE_SIGMA = 5.0  # past this a "median price" means nothing: a typo, not a market
+
+
 class PlatformInfo(_Strict):
-    id: KeySafeId
-    price_sigma: PositiveFloat
+    """A registered platform: what the engine needs of it beside the feed (docs/market.md)."""
+
+    id: KeySafeId = Field(min_length=1, max_length=64)
+    price_sigma: float = Field(
+        default=DEFAULT_PRICE_SIGMA,
+        gt=0,
+        le=MAX_PRICE_SIGMA,
+        allow_inf_nan=False,
+        description="Spread of the market price, as the sigma of a log-normal; 0.5 when not given.",
+    )
+
+    @classmethod
+    def parse(cls, data: Any) -> PlatformInfo:
+        """Validate untrusted input; raises ``InvalidInput`` naming each bad field."""
+        if not isinstance(data, dict):
+            raise InvalidInput.one("platform", "must be a JSON object")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc) from None
 
 
 @dataclass(frozen=True, slots=True)

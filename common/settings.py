@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.errors import SettingsError
 from common.redis_conn import cluster_node_url
 
+LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")
+_HOST_NAME = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:]{2,39}")
 NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
 
 
@@ -81,6 +84,19 @@ class Settings(BaseSettings):
         default="loopback",
         description="Who may read the HTTP API without the token: loopback clients, everyone, or nobody.",
     )
+    api_allowed_hosts: str = Field(
+        default="",
+        description=(
+            "Comma-separated host names that token-less loopback reads may carry in their Host header, besides "
+            "localhost, 127.0.0.1, ::1 and api_host (a guard against DNS rebinding)."
+        ),
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=1_073_741_824, description="Largest request body the API reads (else 413)."
+    )
+    api_max_streams: int = Field(
+        default=32, ge=1, le=10_000, description="Event streams (/decisions/stream) open at once (else 503)."
+    )
     platform_charge_log: Path | None = Field(
         default=None,
         description=(
@@ -119,6 +135,21 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        for name in value.split(","):
+            name = name.strip()
+            if name and not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a host name (give names without scheme, port or path)")
+        return value
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Host names (lower case, no port) that token-less loopback reads may name."""
+        named = {name.strip().lower() for name in self.api_allowed_hosts.split(",") if name.strip()}
+        return frozenset({*LOCAL_HOST_NAMES, self.api_host.strip("[]").lower(), *named})
 
     @property
     def broker(self) -> str:

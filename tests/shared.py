@@ -1,28 +1,41 @@
-"""Access to the project's shared contract files (scenarios, the independent scorer)."""
+"""The example scenarios in ``scenarios/``, the project's scorer, and the reference scorer where present.
+
+A checkout beside the market's reference files (``../shared``: the specification's original scorer)
+also checks that the project's scorer agrees with it; without them those few checks are skipped.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from common.backtest.score import score_files
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = REPO / "scenarios"
+SHARED = REPO.parent / "shared"
 
 
 def scenario_path(name: str) -> Path:
-    path = SHARED / "scenarios" / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"shared scenario {path} is not present")
-    return path
+    """One of the example scenarios in ``scenarios/`` (``campaign-engine scenario generate``)."""
+    return SCENARIOS / f"{name}.json"
 
 
-def scorer() -> ModuleType:
+def score(scenario: Path, decisions: Path) -> dict[str, Any]:
+    """The report of ``campaign-engine score SCENARIO DECISIONS``."""
+    return score_files(scenario, decisions).report()
+
+
+def reference_scorer() -> ModuleType:
+    """The reference scorer ``../shared/tools/score.py``; the test is skipped where it is absent."""
     path = SHARED / "tools" / "score.py"
     if not path.exists():
-        pytest.skip(f"the independent scorer {path} is not present")
-    spec = importlib.util.spec_from_file_location("shared_score", path)
+        pytest.skip(f"the reference scorer {path} is not present")
+    spec = importlib.util.spec_from_file_location("reference_score", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

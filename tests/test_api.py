@@ -29,6 +29,8 @@ from worker.app import QUEUES
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOOPBACK = ("127.0.0.1", 50000)
+# Loopback reads without the token must name a local host (the test client says "testserver" by default).
+LOCAL = "http://localhost"
 JSON = {"Content-Type": "application/json"}
 
 SPEC = {
@@ -55,7 +57,7 @@ def settings(redis_url: str) -> Settings:
 @pytest.fixture
 def client(settings: Settings, r: redis.Redis, market: Path) -> Iterator[TestClient]:
     load_campaigns(r, market, 0)  # registers the market's platforms
-    with TestClient(create_app(settings), client=LOOPBACK) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL) as c:
         yield c
 
 
@@ -197,6 +199,43 @@ def test_bad_update_is_422_and_writes_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == field
     assert snapshot(r) == before
+
+
+def test_an_update_of_other_fields_keeps_a_ledger_adjustment(client: TestClient, r: redis.Redis) -> None:
+    client.post("/campaigns", json=SPEC, headers=AUTH)
+    Ledger(r).adjust("spring", 25_000_000)  # an operator raises the budget in the ledger directly
+    changed = client.patch("/campaigns/spring", json={"max_bid": 2.5}, headers=AUTH)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["balance"]["budget_micros"] == 125_000_000
+    assert changed.json()["spec"]["budget"] == 125.0, "the stored spec follows the ledger"
+    assert [e["amount"] for _id, e in r.xrange(keys.ledger("spring"))] == ["100000000", "25000000"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**SPEC, "id": "abc\n"}, "id"),
+        ({**SPEC, "id": "abc\r\nX-Injected: 1"}, "id"),
+        # (2^53 - 1) / 1e6 is a float that rounds to 2^53 micro-units: one past what the ledger holds.
+        ({**SPEC, "budget": 9007199254.740991}, "budget"),
+        ({**SPEC, "budget": 1e-7}, "budget"),
+        ({**SPEC, "platforms": {"search\n": 1.0}}, "platforms"),
+    ],
+)
+def test_creation_refused_anywhere_writes_nothing(
+    client: TestClient, r: redis.Redis, body: dict[str, Any], field: str
+) -> None:
+    before = snapshot(r)
+    response = client.post("/campaigns", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+    assert snapshot(r) == before
+
+
+def test_the_largest_budget_the_ledger_holds_is_accepted(client: TestClient) -> None:
+    response = client.post("/campaigns", json={**SPEC, "budget": 9007199254.74099}, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["balance"]["budget_micros"] == 9_007_199_254_740_990
 
 
 def test_pause_resume_delete(client: TestClient, r: redis.Redis) -> None:
@@ -381,19 +420,44 @@ def test_reads_are_open_on_loopback_only_by_default(settings: Settings, market: 
         refused = remote.get("/campaigns")
         assert refused.status_code == 401 and "CE_API_READS" in refused.json()["detail"]
         assert remote.get("/campaigns", headers=AUTH).status_code == 200
-        assert remote.get("/campaigns", params={"token": TOKEN}).status_code == 200
+        assert remote.get("/campaigns", params={"token": TOKEN}).status_code == 401, "no token in URLs"
         assert remote.get("/metrics").status_code == 401
         assert remote.get("/health/live").status_code == 200, "liveness stays open for container checks"
         assert remote.get("/").status_code == 200, "the page itself holds no data"
-    with TestClient(app, client=("::1", 40000)) as local:
+    with TestClient(app, client=("::1", 40000), base_url="http://[::1]:8000") as local:
         assert local.get("/campaigns").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "status"),
+    [
+        ("localhost:8000", "", 200),
+        ("127.0.0.1", "", 200),
+        ("[::1]:8000", "", 200),
+        ("engine.example:8000", "", 401),
+        ("ENGINE.example", "engine.example", 200),
+        ("attacker.example", "engine.example", 401),
+    ],
+)
+def test_loopback_reads_without_the_token_must_name_an_allowed_host(
+    redis_url: str, market: Path, r: redis.Redis, host: str, allowed: str, status: int
+) -> None:
+    """A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) still sends its own Host."""
+    load_campaigns(r, market, 0)
+    app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, api_allowed_hosts=allowed))
+    with TestClient(app, client=LOOPBACK, base_url=LOCAL) as c:
+        response = c.get("/campaigns", headers={"Host": host})
+        assert response.status_code == status, response.text
+        if status == 401:
+            assert "CE_API_ALLOWED_HOSTS" in response.json()["detail"]
+        assert c.get("/campaigns", headers={"Host": host, **AUTH}).status_code == 200
 
 
 @pytest.mark.parametrize(("mode", "loopback", "remote"), [("open", 200, 200), ("token", 401, 401)])
 def test_read_modes(redis_url: str, market: Path, r: redis.Redis, mode: str, loopback: int, remote: int) -> None:
     load_campaigns(r, market, 0)
     app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, api_reads=mode))
-    with TestClient(app, client=LOOPBACK) as c:
+    with TestClient(app, client=LOOPBACK, base_url=LOCAL) as c:
         assert c.get("/campaigns").status_code == loopback
         assert c.get("/campaigns", headers=AUTH).status_code == 200
     with TestClient(app, client=("192.0.2.1", 1)) as c:
@@ -403,7 +467,7 @@ def test_read_modes(redis_url: str, market: Path, r: redis.Redis, mode: str, loo
 # --- failures never show a stack trace -----------------------------------------------------------
 def test_unexpected_failure_is_a_plain_500(settings: Settings, r: redis.Redis) -> None:
     r.hset(keys.campaign("broken"), mapping={"spec": "{not json", "status": "active"})
-    with TestClient(create_app(settings), client=LOOPBACK, raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL, raise_server_exceptions=False) as c:
         response = c.get("/campaigns/broken")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; the server log has the details"}
@@ -413,7 +477,7 @@ def test_unreachable_redis_is_503(tmp_path: Path) -> None:
     from cli.redis_server import free_port
 
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", api_token=TOKEN)
-    with TestClient(create_app(settings), client=LOOPBACK) as c:
+    with TestClient(create_app(settings), client=LOOPBACK, base_url=LOCAL) as c:
         listed = c.get("/campaigns")
         assert listed.status_code == 503 and "unavailable" in listed.json()["detail"]
         health = c.get("/health")
@@ -454,6 +518,12 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # Refusals are documented with the body they have, not FastAPI's default HTTPValidationError.
+    assert "HTTPValidationError" not in json.dumps(spec)
+    for path, methods in expected.items():
+        for method in methods:
+            refusal = paths[path][method]["responses"]["422"]["content"]["application/json"]["schema"]
+            assert refusal == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
 
 
 def test_pages_load_nothing_from_elsewhere(client: TestClient) -> None:

@@ -143,3 +143,15 @@ def test_api_command_needs_the_fleets_redis(tmp_path: Path) -> None:
                           timeout=60, check=False)  # fmt: skip
     assert done.returncode == 2
     assert "CE_REDIS_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_api_command_needs_a_token(redis_url: str) -> None:
+    """Started alone, the API refuses to make up a token that no client could know."""
+    base = {k: v for k, v in os.environ.items() if k != "CE_API_TOKEN"}
+    for token in (None, "", "  "):
+        env = dict(base, CE_REDIS_URL=redis_url) | ({} if token is None else {"CE_API_TOKEN": token})
+        done = subprocess.run([sys.executable, "-m", "cli.main", "api"], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: CE_API_TOKEN: not set") and len(done.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in done.stderr

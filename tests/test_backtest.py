@@ -1,4 +1,4 @@
-"""Backtests through the fleet's path: scored by the independent scorer, identical across executors,
+"""Backtests through the fleet's path: scored by `campaign-engine score`, identical across executors,
 causal, and on the command line."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cli.backtest import run_backtest
 from common.market.generator import generate
 from common.market.scenario import PlatformSeries, Scenario
 from common.settings import Settings
-from tests.shared import scorer
+from tests.shared import score
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def _backtest(settings: Settings, scenario: Path, out: Path, executor: str = "in
 def test_decision_log_is_scored_clean_and_our_report_agrees(settings: Settings, varied: Path, tmp_path: Path) -> None:
     out = tmp_path / "decisions.jsonl"
     ours = _backtest(settings, varied, out)
-    rep = scorer().score(str(varied), str(out))
+    rep = score(varied, out)
     assert rep["violations"] == 0, rep["first_violations"]
     assert rep["mismatches"] == 0, rep["first_mismatches"]
     assert rep["efficiency"] > rep["baseline_efficiency"]
@@ -148,7 +148,7 @@ def test_the_season_setting_reaches_the_forecasts(
     _backtest(settings.model_copy(update={"season_ticks": 0}), small, flat)
     assert cycled.read_bytes() != flat.read_bytes()
     for log in (cycled, flat):
-        assert scorer().score(str(small), str(log))["violations"] == 0
+        assert score(small, log)["violations"] == 0
 
 
 def test_command_line_writes_a_log_the_scorer_accepts(redis_url: str, small: Path, tmp_path: Path) -> None:
@@ -165,6 +165,6 @@ def test_command_line_writes_a_log_the_scorer_accepts(redis_url: str, small: Pat
     summary = json.loads(report.read_text())
     assert summary["aggressiveness"] == 0.9
     assert summary["bids"] == len(lines) > 0
-    rep = scorer().score(str(small), str(out))
+    rep = score(small, out)
     assert rep["violations"] == 0 and rep["mismatches"] == 0
     assert summary["efficiency"] == pytest.approx(rep["efficiency"], rel=1e-6)

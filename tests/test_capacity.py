@@ -107,7 +107,7 @@ def test_short_ticks_say_over_capacity_in_summary_health_and_metrics(fleet: Flee
     for t in (1, 2, 3):
         assert begin(fleet, t) is not None  # nobody evaluates ticks 1 and 2: both short
     assert [(e.tick, e.short_run) for e in _stream(fleet)] == [(1, 1), (2, 2)]
-    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://127.0.0.1") as client:
         health = client.get("/health", headers=auth).json()
         assert health["over_capacity"] is True and health["short_ticks"] == 2 and health["evaluated_share"] == 0.0
         assert any(reason.startswith("over capacity: 2 ticks running short") for reason in health["reasons"])
@@ -208,7 +208,7 @@ def test_a_fleet_past_capacity_evaluates_what_it_can_says_so_and_recovers(
         for entry in over:
             assert 0 < entry.evaluated < entry.fanned, f"evaluates what it can, never nothing: {entry}"
         assert all(capacity.over_capacity(e) for e in over[1:]), over
-        with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+        with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://127.0.0.1") as client:
             health = client.get("/health", headers=auth).json()
             assert health["over_capacity"] is True and health["status"] != "ok", health
             exposed = _samples(client.get("/metrics", headers=auth).text)
@@ -225,7 +225,7 @@ def test_a_fleet_past_capacity_evaluates_what_it_can_says_so_and_recovers(
         assert complete, f"a complete tick within three of the fall: {after}"
         assert complete[0].evaluated == complete[0].fanned - complete[0].skipped > 0
         assert not capacity.over_capacity(complete[0]) and complete[0].short_run == 0
-        with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+        with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://127.0.0.1") as client:
             health = client.get("/health", headers=auth).json()
             assert health["over_capacity"] is False, health
             exposed = _samples(client.get("/metrics", headers=auth).text)

@@ -69,7 +69,7 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
     sync_api = pytest.importorskip("playwright.sync_api")
     market = write_market(tmp_path / "market.json")
     ids = load_campaigns(r, market, CAMPAIGNS)
-    env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0")
+    env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0", CE_API_TOKEN="dashboard-token")
     problems: list[str] = []
     with api_process(env, tmp_path / "api-logs") as (url, _api), sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(

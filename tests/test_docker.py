@@ -30,7 +30,12 @@ from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-SECRETS = {"CE_API_TOKEN": "t0ken", "CE_FLOWER_PASSWORD": "fl0wer", "GF_ADMIN_PASSWORD": "gr4fana"}
+SECRETS = {
+    "CE_API_TOKEN": "t0ken",
+    "CE_FLOWER_PASSWORD": "fl0wer",
+    "CE_REDIS_PASSWORD": "r3dis",
+    "GF_ADMIN_PASSWORD": "gr4fana",
+}
 SERVICES = {"redis", "broker", "worker", "beat", "flower", "api", "prometheus", "grafana"}
 
 
@@ -79,16 +84,26 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert services["beat"].get("deploy", {}).get("replicas") == 1
     for name in ("worker", "beat", "flower", "api"):
-        assert services[name]["environment"]["CE_REDIS_URL"] == "redis://redis:6379/0"
-        assert services[name]["environment"]["CE_BROKER_URL"] == "redis://broker:6379/0"
+        assert services[name]["environment"]["CE_REDIS_URL"] == "redis://:r3dis@redis:6379/0"
+        assert services[name]["environment"]["CE_BROKER_URL"] == "redis://:r3dis@broker:6379/0"
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
     assert services["api"]["environment"]["CE_API_TOKEN"] == SECRETS["CE_API_TOKEN"]
+    # Both Redis servers require the password, and no secret is written on a command line.
+    for name in ("redis", "broker"):
+        assert "requirepass" in " ".join(services[name]["command"]), name
+        assert services[name]["environment"]["REDISCLI_AUTH"] == "r3dis", "the health check's redis-cli logs in"
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "admin:fl0wer"
+    for name, service in services.items():
+        command = " ".join(service.get("command") or [])
+        for secret in SECRETS.values():
+            assert secret not in command, f"{name}: a secret on the command line"
 
 
-def test_compose_refuses_to_run_without_its_secrets() -> None:
-    done = compose_config({k: v for k, v in SECRETS.items() if k != "CE_API_TOKEN"})
+@pytest.mark.parametrize("secret", ["CE_API_TOKEN", "CE_REDIS_PASSWORD", "CE_FLOWER_PASSWORD"])
+def test_compose_refuses_to_run_without_each_secret(secret: str) -> None:
+    done = compose_config({k: v for k, v in SECRETS.items() if k != secret})
     assert done.returncode != 0
-    assert "CE_API_TOKEN" in done.stdout + done.stderr
+    assert secret in done.stdout + done.stderr
 
 
 def test_prometheus_config_and_alert_rules_are_valid() -> None:
@@ -107,7 +122,9 @@ def _exported_names(r: redis.Redis, redis_url: str) -> set[str]:
     r.hset(keys.CLOCK, mapping={"epoch": repr(time.time() - 10), "tick_seconds": "2.0"})
     r.set(keys.LAST_TICK, 4)
     stats.append(r, TickStats(tick=3, fanned=1, evaluated=1))
-    with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1)) as client:
+    with TestClient(
+        create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1), base_url="http://127.0.0.1"
+    ) as client:
         text = client.get("/metrics").text
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 

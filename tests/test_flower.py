@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ import pytest
 import redis
 
 from cli.redis_server import free_port
+from cli.up import flower_argv, flower_env
+from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 
 USER, PASSWORD = "ops", "s3cret-pass"
@@ -40,12 +42,8 @@ def test_flower_sees_workers_and_tasks_behind_basic_auth(r: redis.Redis, redis_u
     base = f"http://127.0.0.1:{port}"
     auth = httpx2.BasicAuth(USER, PASSWORD)
     with running(env, tmp_path / "logs") as group:
-        flower = group.spawn(
-            "flower",
-            [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1", f"--port={port}",
-             f"--basic-auth={USER}:{PASSWORD}", "--persistent=False"],
-            env,
-        )  # fmt: skip
+        settings = Settings(flower_user=USER, flower_password=PASSWORD)
+        flower = group.spawn("flower", flower_argv(port), flower_env(settings, env))
         wait_for_ticks(r, 2, group, timeout=60)
         try:
             workers = _poll(
@@ -73,5 +71,9 @@ def test_flower_sees_workers_and_tasks_behind_basic_auth(r: redis.Redis, redis_u
                 assert httpx2.get(base + path, timeout=10).status_code == 401, path
             wrong = httpx2.get(f"{base}/api/workers", auth=httpx2.BasicAuth(USER, "nope"), timeout=10)
             assert wrong.status_code == 401
+            # The password is nowhere in the process list: not on Flower's command line, nor its children's.
+            listed = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+            assert str(flower.process.pid) in listed
+            assert PASSWORD not in listed
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- flower log\n{flower.log_path.read_text()[-3000:]}") from None

@@ -1,4 +1,5 @@
-"""The simulated platforms follow MARKET.md exactly: checked against the independent scorer."""
+"""The simulated platforms follow docs/market.md exactly: checked against the reference scorer
+(``../shared/tools/score.py``) where it is present."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from common.market.generator import generate
 from common.market.model import outcome, outcomes
 from common.market.platforms import Order, SimulatedPlatforms
 from common.models import Bid, CampaignSpec
-from tests.shared import scorer
+from tests.shared import reference_scorer, scenario_path
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -19,7 +20,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def test_outcomes_match_the_scorer_on_random_inputs() -> None:
-    score = scorer()
+    score = reference_scorer()
     rng = np.random.default_rng(11)
     n = 20_000
     args = (
@@ -38,7 +39,7 @@ def test_outcomes_match_the_scorer_on_random_inputs() -> None:
 
 
 def test_simulated_platforms_clear_bids_with_the_scenario_series() -> None:
-    score = scorer()
+    score = reference_scorer()
     scenario = generate(campaigns=30, platforms=4, ticks=50, seed=3)
     platforms = SimulatedPlatforms(scenario)
     rng = np.random.default_rng(5)
@@ -105,3 +106,28 @@ def test_bad_scenario_files_name_the_field(change: Any, field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         Scenario.from_dict(doc)
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("smooth-20", {"campaigns": 20, "platforms": 4, "ticks": 720, "seed": 20, "shock_rate": 0, "late_flights": 0}),
+        ("shocks-200", {"campaigns": 200, "platforms": 5, "ticks": 720, "seed": 200, "shock_rate": 0.01,
+                        "late_flights": 0.35}),
+    ],
+)  # fmt: skip
+def test_the_example_scenarios_are_what_the_generator_writes(name: str, options: dict[str, Any], tmp_path: Any) -> None:
+    """scenarios/*.json are reproducible with the commands of docs/market.md."""
+    path = tmp_path / f"{name}.json"
+    generate(**options, name=name).save(path)
+    assert path.read_bytes() == scenario_path(name).read_bytes()
+
+
+def test_a_platform_the_simulated_market_lacks_wins_nothing() -> None:
+    scenario = generate(campaigns=2, platforms=2, ticks=10, seed=3)
+    spec = scenario.campaigns[0]
+    listed = next(iter(spec.platforms))
+    elsewhere = CampaignSpec.model_validate({**spec.model_dump(), "platforms": {**spec.platforms, "tv": 0.1}})
+    orders = [Order(Bid(spec.id, "tv", 2.0, 5.0), elsewhere), Order(Bid(spec.id, listed, 2.0, 5.0), elsewhere)]
+    tv, known = SimulatedPlatforms(scenario).submit(4, orders)
+    assert tv.is_empty and known == SimulatedPlatforms(scenario).submit(4, orders[1:])[0]

@@ -36,7 +36,7 @@ def counters(r: redis.Redis) -> dict[str, float]:
 
 
 def exposition(settings: Settings) -> str:
-    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://127.0.0.1") as client:
         response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")

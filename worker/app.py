@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
 from celery import Celery
 from kombu.entity import Queue
 
@@ -13,6 +17,7 @@ EVALUATION_QUEUE = "evaluations"
 MAINTENANCE_QUEUE = "maintenance"
 # Every queue of the fleet: a worker started with ``-Q`` lists them all, the API reports their depth.
 QUEUES = (TICK_QUEUE, EVALUATION_QUEUE, MAINTENANCE_QUEUE)
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -21,6 +26,7 @@ def configure(app: Celery, settings: Settings) -> None:
         # Unset only in a process that never talks to the fleet (a command importing the tasks);
         # worker and beat refuse to start without it (see worker/__init__.py).
         broker_url=settings.broker_url or settings.redis_url,
+        broker_use_ssl=broker_tls(settings.broker_url or settings.redis_url),
         # JSON only: no pickle from a shared broker, and messages any language can read.
         task_serializer="json",
         accept_content=["json"],
@@ -64,6 +70,22 @@ def configure(app: Celery, settings: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
     )
+
+
+def broker_tls(url: str | None) -> dict[str, Any] | None:
+    """``broker_use_ssl`` for a ``rediss://`` broker whose URL does not say how to verify the server.
+
+    redis-py verifies a rediss:// server's certificate unless told otherwise; kombu, given no
+    ``ssl_cert_reqs``, does not verify at all. The fleet's clients must agree, and verify: ``required``
+    unless the URL's ``ssl_cert_reqs`` says else (its other ``ssl_*`` parameters kombu reads itself).
+    """
+    if url is None or urlsplit(url).scheme != "rediss":
+        return None
+    query = parse_qs(urlsplit(url).query)
+    if "ssl_cert_reqs" in query:
+        return None
+    files = {name: values[-1] for name, values in query.items() if name in _TLS_FILES}
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **files}
 
 
 def process_settings() -> Settings:

@@ -1,5 +1,5 @@
 // The dashboard: polls /api/overview, /api/platforms and /api/ticks once per tick and follows the bids
-// live from /decisions/stream (server-sent events).
+// live from /decisions/stream (server-sent events, read with fetch so the token goes in a header).
 "use strict";
 
 const state = {
@@ -9,7 +9,8 @@ const state = {
   campaigns: [],
   decisionsSeen: 0,
   recent: [], // timestamps of decisions seen, for the rate
-  stream: null,
+  stream: null, // the AbortController of the open event stream
+  lastEventId: "",
   polling: false,
 };
 
@@ -212,14 +213,68 @@ function updateRate() {
   $("decisions-count").textContent = state.decisionsSeen;
 }
 
+// The live bids are read with fetch, not EventSource: EventSource cannot send the token in a header,
+// and a token in the URL would end up in logs and the browser's history.
+const STREAM_RETRY_MS = 2000;
+
+function setLive(on, text) {
+  $("live").textContent = text;
+  $("live").className = on ? "pill on" : "pill off";
+}
+
 function connectStream() {
-  if (state.stream) state.stream.close();
-  const url = "/decisions/stream" + (state.token ? `?token=${encodeURIComponent(state.token)}` : "");
-  const stream = new EventSource(url);
-  stream.addEventListener("open", () => { $("live").textContent = "live"; $("live").className = "pill on"; });
-  stream.addEventListener("error", () => { $("live").textContent = "reconnecting"; $("live").className = "pill off"; });
-  stream.addEventListener("decision", (event) => addDecision(JSON.parse(event.data)));
-  state.stream = stream;
+  if (state.stream) state.stream.abort();
+  const controller = new AbortController();
+  state.stream = controller;
+  readStream(controller.signal)
+    .catch((err) => err)
+    .then((err) => {
+      if (state.stream !== controller) return; // replaced by a newer connection
+      if (err && err.needsToken) { setLive(false, "token needed"); return; } // reconnects once one is given
+      setLive(false, "reconnecting");
+      setTimeout(() => { if (state.stream === controller) connectStream(); }, STREAM_RETRY_MS);
+    });
+}
+
+async function readStream(signal) {
+  const headers = { Accept: "text/event-stream" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+  const response = await fetch("/decisions/stream", { headers, signal, cache: "no-store" });
+  if (response.status === 401) {
+    $("token-banner").hidden = false;
+    throw Object.assign(new Error("the API token is needed to read"), { needsToken: true });
+  }
+  if (!response.ok || !response.body) throw new Error(`/decisions/stream: HTTP ${response.status}`);
+  setLive(true, "live");
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      handleEvent(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+    }
+  }
+}
+
+// One server-sent event: "field: value" lines; comments (":") are keepalives.
+function handleEvent(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+    else if (field === "id") state.lastEventId = value;
+  }
+  if (event === "decision" && data.length) addDecision(JSON.parse(data.join("\n")));
 }
 
 // --- polling ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The hindsight optimum of MARKET.md: the best any engine could have done, knowing the future.
+"""The hindsight optimum of docs/market.md: the best any engine could have done, knowing the future.
 
 For one campaign, bidding ``min(max_bid, w / (1 + lambda))`` on every platform and tick of its
 flight, with no spend cap, is optimal for the smallest ``lambda >= 0`` whose total cost fits the

@@ -145,7 +145,7 @@ def decisions_since(fleet: Fleet, last_id: str) -> tuple[list[DecisionRecord], s
 
 
 def log_line(record: DecisionRecord) -> str:
-    """One MARKET.md decision-log line from a bid of the stream (floats round-trip through repr)."""
+    """One docs/market.md decision-log line from a bid of the stream (floats round-trip through repr)."""
     doc: dict[str, Any] = {name: getattr(record, name) for name in LOG_FIELDS}
     return json.dumps(doc, separators=(", ", ": "))
 

@@ -206,7 +206,7 @@ def _bids(
             continue
         z = win - m.sigma
         tail = ncdf(z)
-        cost = m.mean_cost * tail  # MARKET.md's expected cost without a cap
+        cost = m.mean_cost * tail  # docs/market.md's expected cost without a cap
         if cost <= _DUST:
             continue
         platforms.append(o.platform)

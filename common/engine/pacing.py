@@ -6,7 +6,7 @@ constant ``alpha`` per campaign; online, every tick solves
 
     sum over platforms of ticks_p * expected_spend_p(alpha) = remaining budget
 
-where ``expected_spend_p`` is MARKET.md's expected cost at this tick's forecast and ``ticks_p``
+where ``expected_spend_p`` is docs/market.md's expected cost at this tick's forecast and ``ticks_p``
 the ticks left in the flight, weighted by the platform's volume cycle (a busy evening ahead counts
 for more than its ticks; see :mod:`common.forecast.season`) and less this tick if the platform is down. If
 even ``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind.
@@ -60,7 +60,7 @@ class Auction(NamedTuple):
         return min(alpha * self.cvr, self.bid_cap)
 
     def cost(self, bid: float) -> float:
-        """Expected cost of ``bid`` without a spend cap (MARKET.md)."""
+        """Expected cost of ``bid`` without a spend cap (docs/market.md)."""
         if bid <= 0 or self.mean_cost <= 0:
             return 0.0
         return self.mean_cost * ncdf((math.log(bid) - self.mu) / self.sigma - self.sigma)

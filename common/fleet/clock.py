@@ -26,8 +26,7 @@ class Clock:
     def epoch(self) -> float:
         """Unix time of tick 0; the first caller sets it, aligned down to a whole tick."""
         if self._epoch is None:
-            now = time.time()
-            proposed = math.floor(now / self.tick_seconds) * self.tick_seconds
+            proposed = self._proposed()
             self.r.hsetnx(keys.CLOCK, "epoch", repr(proposed))
             self.r.hsetnx(keys.CLOCK, "tick_seconds", repr(self.tick_seconds))
             stored: list[str] = self.r.hmget(keys.CLOCK, ["epoch", "tick_seconds"])  # type: ignore[assignment]
@@ -38,6 +37,22 @@ class Clock:
                 )
             self._epoch = float(stored[0])
         return self._epoch
+
+    @store_call("read the clock")
+    def stored_epoch(self) -> float | None:
+        """The epoch if the fleet's clock has started, without starting it."""
+        if self._epoch is None:
+            stored: str | None = self.r.hget(keys.CLOCK, "epoch")  # type: ignore[assignment]
+            return None if stored is None else float(stored)
+        return self._epoch
+
+    def planned_epoch(self) -> float:
+        """The epoch, or the one ``epoch()`` would set now, without setting it (to check input first)."""
+        stored = self.stored_epoch()
+        return self._proposed() if stored is None else stored
+
+    def _proposed(self) -> float:
+        return math.floor(time.time() / self.tick_seconds) * self.tick_seconds
 
     def tick_at(self, now: float) -> int:
         # A small slack absorbs a beat that fires a millisecond early.

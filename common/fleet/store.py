@@ -16,13 +16,17 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
+import redis
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from common import keys
 from common.errors import Conflict, InvalidInput, NotFound
 from common.ledger import Balance, Ledger
+from common.ledger.errors import from_reply, is_refusal
+from common.ledger.scripts import source
 from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
-from common.money import to_micros
+from common.money import from_micros, to_micros
 from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ class CampaignStore:
     def __init__(self, client: Client) -> None:
         self.r = client
         self.ledger = Ledger(client)
+        self._cluster = isinstance(client, RedisCluster)
+        self._create = client.register_script(source("create", __package__))
 
     # --- platforms ------------------------------------------------------------------------------
     @store_call("register platforms")
@@ -48,6 +54,37 @@ class CampaignStore:
         raw: dict[str, str] = self.r.hgetall(keys.PLATFORMS)  # type: ignore[assignment]
         return {pid: PlatformInfo.model_validate_json(doc) for pid, doc in sorted(raw.items())}
 
+    @store_call("register a platform")
+    def add_platform(self, platform: PlatformInfo) -> bool:
+        """Register a platform, or replace what is known of it; True when it was new."""
+        return bool(self.r.hset(keys.PLATFORMS, platform.id, platform.model_dump_json()))
+
+    @store_call("remove a platform")
+    def remove_platform(self, platform_id: str) -> None:
+        """Forget a platform; ``Conflict`` while an active or paused campaign lists it (it could bid).
+
+        Not atomic with campaign creation: a campaign created while the platform is removed may list
+        it. It then bids nowhere there, as a platform without registry entry gets no forecast.
+        """
+        if not self.r.hexists(keys.PLATFORMS, platform_id):
+            raise NotFound(f"platform {platform_id!r} is not registered")
+        users = self.platform_users(platform_id)
+        if users:
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            raise Conflict.one(
+                "id", f"platform {platform_id!r} is used by {len(users)} active or paused campaign(s): {shown}"
+            )
+        self.r.hdel(keys.PLATFORMS, platform_id)
+        log.info("platform removed", extra={"platform": platform_id})
+
+    def platform_users(self, platform_id: str) -> list[str]:
+        """Ids of the active and paused campaigns that list ``platform_id``, sorted."""
+        return sorted(
+            c.id
+            for c in self.get_many(self.ids()).values()
+            if c.status is not CampaignStatus.FINISHED and platform_id in c.spec.platforms
+        )
+
     # --- campaigns ------------------------------------------------------------------------------
     def _check_new(self, spec: CampaignSpec) -> None:
         """Checks that need the store: known platforms, and a flight end to pace the budget over."""
@@ -58,24 +95,40 @@ class CampaignStore:
         if unknown:
             raise InvalidInput.one("platforms", f"unknown platform {unknown[0]!r}; known: {', '.join(known) or 'none'}")
 
+    @store_call("check campaign")
+    def check_new(self, spec: CampaignSpec) -> None:
+        """Refuse (``InvalidInput``) what ``create`` would refuse for its content, writing nothing."""
+        self._check_new(spec)
+
     @store_call("create campaign")
     def create(self, data: Mapping[str, Any] | CampaignSpec) -> Campaign:
         """Validate and store a new campaign with its budget; ``InvalidInput`` or ``Conflict`` (the id
-        exists) writes nothing."""
+        exists) writes nothing.
+
+        Everything is checked first; then one script (``lua/create.lua``) writes the definition, the
+        budget and its ledger entry, and on a single server the fleet-wide indexes too, so a creation is
+        never seen half done. On a Redis Cluster those indexes live in other slots and follow at once.
+        """
         spec = data if isinstance(data, CampaignSpec) else CampaignSpec.parse(dict(data))
         self._check_new(spec)
-        campaign_key = keys.campaign(spec.id)
-        fields = campaign_fields(spec, CampaignStatus.ACTIVE)
-        # HSETNX on the spec makes creation race-free: of two creators of one id, one wins.
-        if not self.r.hsetnx(campaign_key, "spec", fields["spec"]):
+        indexes = () if self._cluster else (keys.CAMPAIGNS, keys.ACTIVE, keys.FLIGHT_STARTS, keys.FLIGHT_ENDS)
+        fields = _spec_fields(spec)
+        args = (spec.id, str(to_micros(spec.budget)), fields["spec"], fields["start_tick"], fields["end_tick"])
+        try:
+            created = self._create(keys=(keys.campaign(spec.id), keys.budget(spec.id), keys.ledger(spec.id), *indexes),
+                                   args=args)  # fmt: skip
+        except redis.ResponseError as exc:
+            if not is_refusal(str(exc)):
+                raise
+            raise from_reply(str(exc), spec.id) from exc
+        if not created:
             raise Conflict.one("id", f"campaign {spec.id!r} already exists")
-        self.r.hset(campaign_key, mapping=fields)
-        self.ledger.open(spec.id, to_micros(spec.budget))
-        pipe = self.r.pipeline(transaction=False)
-        pipe.sadd(keys.CAMPAIGNS, spec.id)
-        pipe.sadd(keys.ACTIVE, spec.id)
-        _index_flight(pipe, spec)
-        pipe.execute()
+        if self._cluster:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.sadd(keys.CAMPAIGNS, spec.id)
+            pipe.sadd(keys.ACTIVE, spec.id)
+            _index_flight(pipe, spec)
+            pipe.execute()
         log.debug("campaign created", extra={"campaign": spec.id, "budget": spec.budget})
         return Campaign(spec=spec, status=CampaignStatus.ACTIVE)
 
@@ -178,10 +231,16 @@ class CampaignStore:
             except ValidationError as exc:
                 raise InvalidInput.from_pydantic(exc) from None
             self._check_new(spec)
-            delta = to_micros(spec.budget) - self.ledger.balance(campaign_id).budget
-            if delta:
-                # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
-                self.ledger.adjust(campaign_id, delta)
+            held = self.ledger.balance(campaign_id).budget
+            if "budget" in changes:
+                delta = to_micros(spec.budget) - held
+                if delta:
+                    # Refused (LedgerError) when lowering below spent + reserved; nothing else is written then.
+                    self.ledger.adjust(campaign_id, delta)
+            elif held > 0 and held != to_micros(spec.budget):
+                # The ledger holds the budget (an `adjust` may have changed it since the spec was
+                # written): a change of other fields keeps it, and the stored spec follows it.
+                spec = spec.model_copy(update={"budget": from_micros(held)})
             # The status is not written back: a pause or finish racing this change keeps its effect.
             self.r.hset(keys.campaign(campaign_id), mapping=_spec_fields(spec))
             # Nor is a flight indexed that a racing pause or finish took out of the index (XX).

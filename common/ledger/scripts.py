@@ -34,14 +34,15 @@ NAMES = ("open", "reserve", "submit", "settle", "release", "adjust")
 _NOSCRIPT_ATTEMPTS = 3
 
 
-def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+def _read(name: str, package: str = __package__) -> str:
+    return resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 @cache
-def source(name: str) -> str:
-    """The script Redis runs: ``lua/prelude.lua`` followed by ``lua/<name>.lua``."""
-    return _read("prelude") + "\n" + _read(name)
+def source(name: str, package: str = __package__) -> str:
+    """The script Redis runs: ``lua/prelude.lua`` followed by ``lua/<name>.lua`` (of ``package``'s folder,
+    for a script outside the ledger that moves money the ledger's way, such as the store's ``create``)."""
+    return _read("prelude") + "\n" + _read(name, package)
 
 
 @dataclass(frozen=True, slots=True)

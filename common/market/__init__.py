@@ -1,1 +1,1 @@
-"""The market: its model (MARKET.md's formulas), scenarios, the scenario generator and the simulated platforms."""
+"""The market: its model (docs/market.md's formulas), scenarios, the scenario generator and the simulated platforms."""

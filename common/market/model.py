@@ -1,4 +1,4 @@
-"""The market model of MARKET.md: what a bid wins and pays on one platform at one tick.
+"""The market model of docs/market.md: what a bid wins and pays on one platform at one tick.
 
 The formulas are the contract with the scorer, so they are written once here, vectorised, and
 used by the simulated platforms, the backtests and the decision engine's expectations alike.

@@ -1,7 +1,7 @@
 """Ad platforms as the engine sees them: bids go in, outcomes come back.
 
 ``PlatformAdapter`` is the seam for a real platform's API; ``SimulatedPlatforms`` answers with the
-market model of MARKET.md on a scenario's true series.
+market model of docs/market.md on a scenario's true series.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from common.market.model import outcomes
 from common.market.scenario import Scenario
-from common.models import Bid, CampaignSpec, Outcome
+from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,21 @@ class PlatformAdapter(Protocol):
 
 
 class SimulatedPlatforms:
-    """Every platform of a scenario, clearing bids with the exact MARKET.md formulas."""
+    """Every platform of a scenario, clearing bids with the exact docs/market.md formulas."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
 
     def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
+        simulated = [o for o in orders if o.bid.platform in self.scenario.platforms]
+        if len(simulated) < len(orders):
+            # A platform registered beside the simulated market (POST /platforms) has no series here:
+            # nothing to win there.
+            cleared = iter(self._clear(tick, simulated))
+            return [next(cleared) if o.bid.platform in self.scenario.platforms else NO_OUTCOME for o in orders]
+        return self._clear(tick, orders)
+
+    def _clear(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
         if not orders:
             return []
         index = tick % self.scenario.ticks

@@ -1,4 +1,4 @@
-"""Scenario files (MARKET.md): true platform series and campaigns, loaded and validated."""
+"""Scenario files (docs/market.md): true platform series and campaigns, loaded and validated."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from common.models import CampaignSpec, FloatArray, PlatformFigures, PlatformInf
 class _PlatformFile(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    id: str = Field(min_length=1, max_length=64, pattern=keys.PLATFORM_ID_PATTERN.pattern)
+    id: str = Field(min_length=1, max_length=64, pattern=keys.ID_JSON_PATTERN)
     price_sigma: float = Field(gt=0)
     cpc: list[float]
     cvr: list[float]
