@@ -5,7 +5,8 @@ compares them with its budget hash (the invariants of docs/ledger.md); ``reconci
 the simulated platforms charged (``common.market.charges``) with what the ledger settled. Both
 return a list of problems, each naming the campaign (and tick, platform) and the figures: empty
 means exact. They read every record of the fleet, so they are for the end of a run, after the
-final sweep.
+final sweep. ``audit`` is the one entry point of the ledger checks, so that a ledger-wide audit of
+the ledger's own can take its place.
 """
 
 from __future__ import annotations
