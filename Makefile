@@ -8,7 +8,7 @@ ARGS ?=
 MARK ?=
 TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
 
-.PHONY: run test lint audit fuzz bench bench-micro load kinds clean
+.PHONY: run test lint audit fuzz bench bench-micro load kinds chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ kinds: $(STAMP)
 	  $(BIN)/python -c 'import json, sys; d = json.load(open(sys.argv[1])); print(sys.argv[2].ljust(16), *(k + " " + format(d[k], ".4f") for k in sys.argv[3:]))' \
 	    $${f%.json}.score $$(basename $${f%.json}) efficiency efficiency_p10 waste_share violations mismatches; \
 	done
+
+# A live fleet for 1,000 ticks while workers, Redis and a host's link are killed, stopped and cut
+# (campaign-engine chaos, docs/operations.md); the report in chaos.json. The cut of a host needs root
+# (a network namespace). Options through ARGS: --seed, --tick-seconds, --campaigns, --no-netns.
+chaos: $(STAMP)
+	$(BIN)/campaign-engine chaos --ticks 1000 $(ARGS)
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -126,6 +126,41 @@ def bench(
         raise fail(exc) from None
 
 
+@app.command()
+def chaos(
+    ticks: Annotated[int, typer.Option(min=100, max=1_000_000, help="Ticks the fleet runs under faults.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the faults' order and timing, and of the market.")] = 1,
+    tick_seconds: Annotated[float, typer.Option(min=0.1, max=5.0, help="Tick length of the run.")] = 0.4,
+    campaigns: Annotated[int, typer.Option(min=1, max=2_000, help="Demo campaigns.")] = 24,
+    netns: Annotated[
+        bool, typer.Option(help="Run one worker in a network namespace and cut it off (needs root).")
+    ] = True,
+    run_dir: Annotated[Path, typer.Option(help="Where Redis, the logs and the platforms' charges go.")] = Path(
+        ".run/chaos"
+    ),
+    report: Annotated[Path | None, typer.Option(help="Where to write the report (JSON).")] = Path("chaos.json"),
+) -> None:
+    """Run a live fleet while killing, stopping and cutting off its parts; then check every campaign's books.
+
+    Exits 1 when the ledger is not exact or a platform charge is missing from it.
+    """
+    from cli.chaos import ChaosFailed, Plan, run_chaos
+
+    plan = Plan(ticks=ticks, seed=seed, tick_seconds=tick_seconds, campaigns=campaigns, netns=netns)
+    if ticks < plan.minimum_ticks():
+        raise _bad_option("--ticks", ValueError(f"must be at least {plan.minimum_ticks()} for every fault kind"))
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    try:
+        found = run_chaos(plan, run_dir, report, console)
+    except ChaosFailed as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(0 if found["ok"] else 1)
+
+
 def _bad_option(name: str, exc: ValueError) -> typer.Exit:
     err.print(f"[red]error:[/] {name}: {exc}")
     return typer.Exit(2)

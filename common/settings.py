@@ -120,11 +120,27 @@ class Settings(BaseSettings):
     api_max_streams: int = Field(
         default=32, ge=1, le=10_000, description="Event streams (/decisions/stream) open at once (else 503)."
     )
+    platform_charge_log: Path | None = Field(
+        default=None,
+        description=(
+            "For tests: a directory where the simulated platforms append what they charged, one file per "
+            "process (common/market/charges.py); unset: nothing is written."
+        ),
+    )
+    platform_reply_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description=(
+            "For tests, with platform_charge_log: how long the simulated platforms take to answer after they "
+            "charged, as a real platform's reply takes its time over the network."
+        ),
+    )
     metrics_per_campaign: bool = Field(
         default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
     )
 
-    @field_validator("redis_url", "broker_url", "scenario", mode="before")
+    @field_validator("redis_url", "broker_url", "scenario", "platform_charge_log", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

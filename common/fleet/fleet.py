@@ -14,6 +14,7 @@ from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
 from common.ledger import Ledger
 from common.ledger.sweeper import sweep_all
+from common.market.charges import ChargeLog
 from common.market.generator import generate
 from common.market.platforms import FaultyPlatforms, PlatformAdapter, SimulatedPlatforms
 from common.market.scenario import Scenario
@@ -50,6 +51,8 @@ class Fleet:
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
         scenario = scenario or load_scenario(settings)
         platforms: PlatformAdapter = SimulatedPlatforms(scenario)
+        if settings.platform_charge_log is not None:
+            platforms = ChargeLog(platforms, settings.platform_charge_log, reply_ms=settings.platform_reply_ms)
         if settings.platform_faults:
             log.warning("platform faults injected: %s", settings.platform_faults)
             platforms = FaultyPlatforms(platforms, settings.platform_faults)
