@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ FOLLOW_TIMEOUT = 2.0
 FOLLOW_RETRY = (0.2, 5.0)
 
 
-def embedded_broker(directory: Path) -> RedisServer:
+def embedded_broker(directory: Path, password: str | None = None) -> RedisServer:
     """The broker beside an embedded state Redis: a second server, with no append-only file.
 
     The broker holds no money. A message it loses in a crash is an evaluation that would have expired
@@ -48,7 +49,7 @@ def embedded_broker(directory: Path) -> RedisServer:
     for the fsync that ``appendfsync always`` does for the ledger: Celery's no-op rate was about 490
     tasks a second on 2 cores, and fanning out 1,000 tasks took most of a tick.
     """
-    return RedisServer(directory, appendonly=False)
+    return RedisServer(directory, appendonly=False, password=password)
 
 
 class _Stop(Exception):
@@ -188,16 +189,21 @@ def run_up(
     broker: RedisServer | None = None
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
+        # The embedded servers listen on loopback, where every user of the machine could reach them: they
+        # require a password too, made up for this run and handed to the children in their environment.
+        password = secrets.token_urlsafe(18)
         if settings.redis_url is None:
-            server = RedisServer(run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC).start()
+            server = RedisServer(
+                run_dir / "redis", appendonly=True, appendfsync=EMBEDDED_FSYNC, password=password
+            ).start()
             redis_url = server.url
-            console.print(f"[bold]redis[/]   embedded {server.binary} on {redis_url} (AOF in {server.directory})")
+            console.print(f"[bold]redis[/]   embedded {server.binary} on {server.address} (AOF in {server.directory})")
         else:
             redis_url = settings.redis_url
             console.print(f"[bold]redis[/]   {redis_url.split('@')[-1]}")
         if server is not None and settings.broker_url is None:
-            broker = embedded_broker(run_dir / "broker").start()
-            console.print(f"[bold]broker[/]  embedded {broker.binary} on {broker.url} (no AOF: it holds no money)")
+            broker = embedded_broker(run_dir / "broker", password).start()
+            console.print(f"[bold]broker[/]  embedded {broker.binary} on {broker.address} (no AOF: it holds no money)")
         elif settings.broker_url is not None:
             console.print(f"[bold]broker[/]  {settings.broker_url.split('@')[-1]}")
         client = connect(redis_url)

