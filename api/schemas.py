@@ -100,8 +100,17 @@ class DecisionList(BaseModel):
     scanned: int = Field(description="Stream entries read to answer.")
 
 
+class DecisionsOutView(BaseModel):
+    published: int = Field(description="Outcomes acknowledged by NATS JetStream, fleet-wide.")
+    lost: int = Field(description="Outcomes dropped on a full buffer or failed past the retries, fleet-wide.")
+    last_loss_age_seconds: float | None = Field(description="Seconds since an outcome was last lost; null: never.")
+
+
 class HealthView(BaseModel):
-    status: str = Field(description="ok; degraded while over capacity (200); or unavailable (503); with reasons.")
+    status: str = Field(
+        description="ok; degraded while over capacity or losing outcomes to NATS (200); or unavailable (503); "
+        "with reasons."
+    )
     reasons: list[str]
     redis: bool
     workers_online: int
@@ -112,6 +121,9 @@ class HealthView(BaseModel):
     over_capacity: bool = Field(description="Short ticks running: not every due campaign is evaluated in time.")
     evaluated_share: float | None = Field(description="Share of the newest summarised tick's due campaigns evaluated.")
     short_ticks: int = Field(description="Ticks running, up to the newest summarised, that were short.")
+    decisions_out: DecisionsOutView | None = Field(
+        description="Outcomes published to NATS (CE_DECISIONS_NATS_URL) and lost on the way; null when not set."
+    )
 
 
 class TickStat(BaseModel):

@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from api.auth import Context, Read
 from api.context import ApiContext
 from api.schemas import (
+    DecisionsOutView,
     HealthView,
     Overview,
     OverviewCampaign,
@@ -25,7 +26,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import capacity, stats
+from common.fleet import capacity, metrics, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -36,6 +37,8 @@ dashboard = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Read])
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The overview lists campaigns in id order up to this many; the rest are counted in the totals.
 OVERVIEW_CAMPAIGNS = 2000
+# Outcomes lost on their way to NATS this recently leave the fleet degraded.
+RECENT_LOSS_SECONDS = 60.0
 
 
 @router.get("/health/live", include_in_schema=True)
@@ -51,6 +54,7 @@ def health(ctx: Context) -> JSONResponse:
 
     While the fleet is over capacity (``common.fleet.capacity``) the status is ``degraded``, still
     200: it runs and evaluates what it can, the most money at stake first, but not every campaign.
+    So it is while outcomes published to NATS were lost in the last minute (``decisions_out``).
     """
     reasons = []
     try:
@@ -77,8 +81,13 @@ def health(ctx: Context) -> JSONResponse:
             f"over capacity: {newest.short_run} ticks running short, tick {newest.tick} evaluated "
             f"{capacity.evaluated_share(newest):.0%} of its due campaigns"
         )
+    out = decisions_out(ctx) if redis_ok else None
+    loss_age = out.last_loss_age_seconds if out is not None else None
+    losing = loss_age is not None and loss_age < RECENT_LOSS_SECONDS
+    if out is not None and losing:
+        reasons.append(f"outcomes lost on the way to NATS: {out.lost} in all, the last {loss_age:.0f} s ago")
     view = HealthView(
-        status="unavailable" if down else "degraded" if over else "ok",
+        status="unavailable" if down else "degraded" if over or losing else "ok",
         reasons=reasons,
         redis=redis_ok,
         workers_online=workers.online if workers else 0,
@@ -89,8 +98,22 @@ def health(ctx: Context) -> JSONResponse:
         over_capacity=over,
         evaluated_share=None if newest is None else capacity.evaluated_share(newest),
         short_ticks=0 if newest is None else newest.short_run,
+        decisions_out=out,
     )
     return JSONResponse(view.model_dump(), status_code=503 if down else 200)
+
+
+def decisions_out(ctx: ApiContext) -> DecisionsOutView | None:
+    """What became of the outcomes handed to the NATS publisher; None when none is configured."""
+    if ctx.settings.decisions_nats_url is None:
+        return None
+    snap = metrics.snapshot(ctx.r)
+    lost_at = snap.counters.get("decisions_out_lost_at")
+    return DecisionsOutView(
+        published=int(snap.counter("decisions_out_published")),
+        lost=int(snap.counter("decisions_out_overflow") + snap.counter("decisions_out_failed")),
+        last_loss_age_seconds=None if lost_at is None else max(0.0, time.time() - lost_at),
+    )
 
 
 @router.get(

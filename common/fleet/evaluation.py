@@ -16,7 +16,7 @@ from typing import Any
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import LedgerError, StoreUnavailable
-from common.fleet import decisions, metrics, state
+from common.fleet import decisions, metrics, publisher, state
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
 from common.fleet.state import StateRecord
@@ -270,6 +270,8 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
             state.queue_outcomes(pipe, cid, *totals[cid])
         state.queue_decision(pipe, cid, decision, report.tick)
     _count(fleet, report, started, now, pipe=pipe)
+    # Recorded: every outcome, no-bids too, to NATS when configured (buffered, never blocks or raises).
+    publisher.publish(fleet, report, ts)
 
 
 def _count(
