@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from rich.console import Console
 
 from api.app import create_app
+from cli.backtest import run_backtest
 from common import keys
 from common.fleet import decisions, metrics, publisher, stats
 from common.fleet.evaluation import GroupReport, evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.outcomes import NOT_GRANTED, OutcomeMessage, PublishedBid, of_report
 from common.fleet.tick import begin
+from common.market.generator import generate
 from common.settings import Settings
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks
 from tests.nats_server import MISSING, NatsServer, find_nats_server, read_outcomes
@@ -232,3 +236,23 @@ def test_a_live_worker_publishes_every_outcome_through_a_nats_restart(
     assert resumed and all(per_tick[t] == evaluated[t] for t in resumed), "publishing resumed after the restart"
     print("published", dict(sorted(per_tick.items())), "lost", lost, "evaluated", sum(evaluated.values()))
     client.close()
+
+
+def test_the_nats_url_names_nats_servers() -> None:
+    assert Settings(decisions_nats_url=" ").decisions_nats_url is None, "empty is unset"
+    both = Settings(decisions_nats_url="nats://a:4222, tls://b:4222")
+    assert both.nats_servers == ["nats://a:4222", "tls://b:4222"]
+    with pytest.raises(ValidationError, match="want nats://host:port"):
+        Settings(decisions_nats_url="redis://a:6379")
+
+
+def test_a_backtest_publishes_nothing_to_the_live_stream(
+    redis_url: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "small.json"
+    generate(campaigns=4, platforms=2, ticks=20, seed=21).save(scenario)
+    settings = Settings(redis_url=redis_url, run_dir=tmp_path, decisions_nats_url=nats_server.url)
+    report = run_backtest(settings, scenario, tmp_path / "log.jsonl", None, "inline", Console(quiet=True),
+                          show_progress=False)  # fmt: skip
+    assert report.totals()["bids"] > 0
+    assert not publisher._publishers, "no publisher started: simulated outcomes stay out of the stream"
