@@ -187,6 +187,8 @@ class DecisionPublisher:
                 self._buffer.clear()
                 self._in_flight = 0
             self._send_report()
+            with contextlib.suppress(RuntimeError):
+                self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
 
     async def _main(self) -> None:
@@ -204,7 +206,8 @@ class DecisionPublisher:
                 if nc is None or nc.is_closed:
                     nc = await self._connect()
                     if nc is None:
-                        await self._sleep(1.0)
+                        # Not woken by new outcomes: one attempt a second, whatever the evaluations do.
+                        await asyncio.sleep(1.0)
                         continue
                 if not nc.is_connected:
                     # Reconnecting: the outcomes wait here, where the buffer's bound counts what is lost.
