@@ -214,6 +214,21 @@ def test_outcomes_wait_for_a_nats_server_that_is_not_up_yet(
     assert sorted((m.campaign, m.tick) for m in got) == sorted((cid, t) for cid in ids for t in (1, 2))
 
 
+def test_a_failing_publisher_never_fails_an_evaluation(
+    fleet: Fleet, market: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_settings: Settings) -> publisher.DecisionPublisher:
+        raise RuntimeError("no thread to be had")
+
+    fleet.settings = fleet.settings.model_copy(update={"decisions_nats_url": "nats://127.0.0.1:1"})
+    monkeypatch.setattr(publisher, "for_process", broken)
+    ids = load_campaigns(fleet.r, market, 3)
+    assert begin(fleet, 1) is not None
+    report = evaluate(fleet, ids, 1)
+    assert report.evaluated == 3 and fleet.r.hget(keys.tick_counters(1), "evaluated") == "3"
+    assert "outcomes of tick 1 not handed to the publisher" in caplog.text
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
