@@ -68,6 +68,14 @@ class FleetCollector(Collector):
             reservations.add_metric([result], snap.counter(f"reservations_{result}"))
         yield reservations
         yield CounterMetricFamily("ce_bids", "Bids placed on platforms.", value=snap.counter("bids"))
+        out = CounterMetricFamily(
+            "ce_decisions_out",
+            "Campaign outcomes handed to the NATS publisher, by result (overflow: buffer full; failed: past retries).",
+            labels=["result"],
+        )
+        for result in metrics.PUBLISH_RESULTS:
+            out.add_metric([result], snap.counter(f"decisions_out_{result}"))
+        yield out
         yield from _capacity(ctx, snap)
         yield from _faults(ctx, snap)
         yield CounterMetricFamily(

@@ -182,10 +182,16 @@ class PlatformHealth(BaseModel):
     error: str = Field(description="The last failure.")
 
 
+class DecisionsOutView(BaseModel):
+    published: int = Field(description="Outcomes acknowledged by NATS JetStream, fleet-wide.")
+    lost: int = Field(description="Outcomes dropped on a full buffer or failed past the retries, fleet-wide.")
+    last_loss_age_seconds: float | None = Field(description="Seconds since an outcome was last lost; null: never.")
+
+
 class HealthView(BaseModel):
     status: str = Field(
-        description="ok; degraded (200) while over capacity, a platform's breaker is open or a clock is far off; "
-        "or unavailable (503); with reasons."
+        description="ok; degraded (200) while over capacity, a platform's breaker is open, a clock is far off "
+        "or outcomes are being lost on the way to NATS; or unavailable (503); with reasons."
     )
     reasons: list[str]
     redis: bool
@@ -205,6 +211,9 @@ class HealthView(BaseModel):
     platforms: dict[str, PlatformHealth] = Field(default_factory=dict, description="Each platform's breaker.")
     clock_offsets: dict[str, float] = Field(
         default_factory=dict, description="Redis time minus each fleet process's clock, in seconds, as last measured."
+    )
+    decisions_out: DecisionsOutView | None = Field(
+        description="Outcomes published to NATS (CE_DECISIONS_NATS_URL) and lost on the way; null when not set."
     )
 
 

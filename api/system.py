@@ -16,6 +16,7 @@ from api.context import ApiContext
 from api.schemas import (
     ANY_ROUTE,
     TOKEN,
+    DecisionsOutView,
     HealthView,
     Overview,
     OverviewCampaign,
@@ -43,6 +44,8 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OVERVIEW_CAMPAIGNS = 2000
 # A process whose clock is further than this from Redis time is reported (it runs on Redis time anyway).
 MAX_CLOCK_OFFSET = 1.0
+# Outcomes lost on their way to NATS this recently leave the fleet degraded.
+RECENT_LOSS_SECONDS = 60.0
 
 
 @router.get("/health/live", responses=errors(413, 500))
@@ -63,7 +66,8 @@ def health(ctx: Context) -> JSONResponse:
 
     ``degraded`` (still 200) while the fleet runs but not fully: over capacity (``common.fleet.capacity``:
     it evaluates what it can, the most money at stake first), a platform skipped by its open breaker, a
-    process whose clock is far from Redis time.
+    process whose clock is far from Redis time, outcomes published to NATS lost in the last minute
+    (``decisions_out``).
     """
     return JSONResponse(*health_view(ctx))
 
@@ -132,8 +136,13 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
                 )
                 over = True
         stale_ticks = int(metrics.snapshot(ctx.r).counter("ticks_stale"))
+    out = decisions_out(ctx) if redis_ok else None
+    loss_age = out.last_loss_age_seconds if out is not None else None
+    losing = loss_age is not None and loss_age < RECENT_LOSS_SECONDS
+    if out is not None and losing:
+        reasons.append(f"outcomes lost on the way to NATS: {out.lost} in all, the last {loss_age:.0f} s ago")
     view = HealthView(
-        status="unavailable" if down else "degraded" if over else "ok",
+        status="unavailable" if down else "degraded" if over or losing else "ok",
         reasons=reasons,
         redis=redis_ok,
         redis_unreachable_since=redis_since,
@@ -149,12 +158,26 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
         stale_ticks=stale_ticks,
         platforms=platforms,
         clock_offsets=offsets,
+        decisions_out=out,
     )
     return view.model_dump(), 503 if down else 200
 
 
 def _at(moment: float) -> str:
     return datetime.fromtimestamp(moment, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def decisions_out(ctx: ApiContext) -> DecisionsOutView | None:
+    """What became of the outcomes handed to the NATS publisher; None when none is configured."""
+    if ctx.settings.decisions_nats_url is None:
+        return None
+    snap = metrics.snapshot(ctx.r)
+    lost_at = snap.counters.get("decisions_out_lost_at")
+    return DecisionsOutView(
+        published=int(snap.counter("decisions_out_published")),
+        lost=int(snap.counter("decisions_out_overflow") + snap.counter("decisions_out_failed")),
+        last_loss_age_seconds=None if lost_at is None else max(0.0, time.time() - lost_at),
+    )
 
 
 @router.get(

@@ -39,7 +39,8 @@ def run_backtest(
             # A backtest's state is thrown away afterwards: no append-only file.
             server = stack.enter_context(RedisServer(directory, appendonly=False))
             settings = settings.model_copy(update={"redis_url": server.url})
-        settings = settings.model_copy(update={"scenario": scenario_path.resolve()})
+        # Simulated outcomes never go to the live fleet's NATS stream (their ids would collide).
+        settings = settings.model_copy(update={"scenario": scenario_path.resolve(), "decisions_nats_url": None})
         fleet = Fleet.from_settings(settings, scenario=scenario)
         stack.callback(fleet.r.close)
         executor: Executor
@@ -67,6 +68,7 @@ def _celery_executor(settings: Settings, fleet: Fleet, stack: ExitStack) -> Exec
     log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ce-backtest-logs-")))
     env = child_env(settings, settings.redis_url, settings.scenario)
     env["CE_CAMPAIGNS_PER_TASK"] = str(settings.campaigns_per_task)
+    env["CE_DECISIONS_NATS_URL"] = ""  # set in this environment, it names the live fleet's
     env["CE_AGGRESSIVENESS"] = repr(settings.aggressiveness)
     if settings.season_ticks is not None:
         env["CE_SEASON_TICKS"] = str(settings.season_ticks)

@@ -16,6 +16,7 @@ from common.redis_conn import cluster_node_url
 
 LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")
 _HOST_NAME = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:]{2,39}")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
 
 
@@ -89,6 +90,29 @@ class Settings(BaseSettings):
         description="Approximate cap of ce:decisions, in entries: one per campaign and tick that bid, holding "
         "its bids (about 2.5), so 80,000 keep about 200,000 bids.",
     )
+    decisions_nats_url: str | None = Field(
+        default=None,
+        description=(
+            "NATS server (nats://host:port) to publish every campaign's outcome of every tick to, on the "
+            "JetStream stream CE_DECISIONS (subjects ce.decisions.<campaign>); unset: not published."
+        ),
+    )
+    decisions_nats_max_age: float = Field(
+        default=86_400.0,
+        ge=60.0,
+        description="Seconds the CE_DECISIONS stream keeps a message (applied when the stream is created).",
+    )
+    decisions_nats_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="Bytes the CE_DECISIONS stream holds before dropping its oldest messages (applied when created).",
+    )
+    decisions_nats_buffer: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description="Outcomes each worker process holds while NATS is slow or down; more are dropped and counted.",
+    )
     aggressiveness: float = Field(default=1.0, ge=0.0, le=3.0, description="Trades value against waste.")
     flower_user: str = Field(default="admin", min_length=1)
     flower_password: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(12)))
@@ -140,10 +164,22 @@ class Settings(BaseSettings):
         default=False, description="Also export per-campaign series on /metrics (one label value per campaign)."
     )
 
-    @field_validator("redis_url", "broker_url", "scenario", "platform_charge_log", mode="before")
+    @field_validator("redis_url", "broker_url", "scenario", "platform_charge_log", "decisions_nats_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("decisions_nats_url")
+    @classmethod
+    def _nats_servers(cls, value: str | None) -> str | None:
+        # A comma-separated list names several servers of one cluster, as NATS clients take it.
+        if value is None:
+            return None
+        for server in value.split(","):
+            scheme, sep, rest = server.strip().partition("://")
+            if not sep or scheme not in NATS_SCHEMES or not rest.strip("/"):
+                raise ValueError(f"want nats://host:port (or {', '.join(NATS_SCHEMES)}), got {server.strip()!r}")
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -180,6 +216,11 @@ class Settings(BaseSettings):
         if url is None:
             raise SettingsError(NO_REDIS_URL)
         return url
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The servers of ``decisions_nats_url``; empty when outcomes are not published."""
+        return [s.strip() for s in (self.decisions_nats_url or "").split(",") if s.strip()]
 
     @property
     def state_url(self) -> str:

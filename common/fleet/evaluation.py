@@ -26,7 +26,7 @@ from typing import Any
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
-from common.fleet import breaker, decisions, metrics, state
+from common.fleet import breaker, decisions, metrics, publisher, state
 from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
@@ -409,6 +409,8 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
                 state.queue_record(again, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
             execute_each(again)
         raise
+    # Recorded: every outcome, no-bids too, to NATS when configured (buffered, never blocks or raises).
+    publisher.publish(fleet, report, ts)
 
 
 def _count(

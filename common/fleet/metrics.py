@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +28,8 @@ from common.redis_conn import Client, store_call
 TICK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 OUTCOMES = ("bid", "no_bid", "late", "dropped", "duplicate", "skipped")
 RESERVATIONS = ("granted", "refused")
+# What became of an outcome handed to the NATS publisher (common/fleet/publisher.py).
+PUBLISH_RESULTS = ("published", "overflow", "failed")
 FORECAST_METRICS = ("cpc", "cvr", "volume")
 # Evaluations that expire in the queue are counted as dropped whenever a worker meets them, which
 # can be after their tick was summarised: each tick looks this far back for late-counted drops.
@@ -100,6 +103,19 @@ def count_platform_failure(pipe: Any, platform: str, kind: str, amount: int = 1)
     """A platform's submit of one group that failed (``kind``: not_placed, unknown), or bids its open
     breaker kept from it (skipped, counted per bid)."""
     pipe.hincrby(keys.METRICS, f"platform:{platform}:{kind}", amount)
+
+
+@store_call("count published outcomes")
+def count_published(client: Client, published: int, overflow: int, failed: int) -> None:
+    """Add a publisher's counts (``common.fleet.publisher``): outcomes acknowledged by NATS JetStream,
+    dropped on a full buffer, or failed past the retries; a loss also stamps ``decisions_out_lost_at``."""
+    pipe = client.pipeline(transaction=False)
+    for name, amount in zip(PUBLISH_RESULTS, (published, overflow, failed), strict=True):
+        if amount:
+            pipe.hincrby(keys.METRICS, f"decisions_out_{name}", amount)
+    if overflow or failed:
+        pipe.hset(keys.METRICS, "decisions_out_lost_at", repr(time.time()))
+    pipe.execute()
 
 
 def bucket_field(seconds: float) -> str:
