@@ -68,6 +68,7 @@ class FleetCollector(Collector):
             reservations.add_metric([result], snap.counter(f"reservations_{result}"))
         yield reservations
         yield CounterMetricFamily("ce_bids", "Bids placed on platforms.", value=snap.counter("bids"))
+        yield from _ledger_alerts(snap)
         yield from _capacity(ctx, snap)
         yield CounterMetricFamily(
             "ce_spend", "Spend of all bids, in currency units.", value=from_micros(int(snap.counter("spend_micros")))
@@ -118,6 +119,30 @@ class FleetCollector(Collector):
         yield campaigns
         if ctx.settings.metrics_per_campaign:
             yield from _per_campaign(ctx)
+
+
+def _ledger_alerts(snap: metrics.Snapshot) -> Iterator[Metric]:
+    """Charges the ledger never granted (``common.fleet.metrics.count_settlements``): alert on any increase."""
+    yield CounterMetricFamily(
+        "ce_ledger_charges_beyond_grant",
+        "Settles that cost more than their grants: a platform overshot a cap, or charged without a reservation.",
+        value=snap.counter("ledger_charges_beyond_grant"),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_unreserved_settles",
+        "Costs reported for a tick without a usable reservation (a lost reserve or submit), recorded in full.",
+        value=snap.counter("ledger_unreserved_settles"),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_beyond_grant",
+        "What those settles cost beyond their grants, in currency units.",
+        value=from_micros(int(snap.counter("ledger_beyond_grant_micros"))),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_overdraft",
+        "What was charged beyond a campaign's whole budget (its overdraft), in currency units.",
+        value=from_micros(int(snap.counter("ledger_overdraft_micros"))),
+    )
 
 
 def _capacity(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:

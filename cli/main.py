@@ -106,6 +106,39 @@ def bench(
         raise fail(exc) from None
 
 
+@app.command()
+def memory(
+    campaigns: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns, each flying the whole run.")] = 50,
+    ticks: Annotated[int, typer.Option(min=2, max=10_000_000, help="Ticks to run (43,200: a day of 2 s).")] = 43_200,
+    at: Annotated[str, typer.Option(help="Tick counts to measure at, comma-separated; the first is the base.")] = (
+        "1000,5000,10000,20000,30000"
+    ),
+    limit: Annotated[float, typer.Option(help="Exit 1 when the last figure exceeds the base times this.")] = 1.25,
+) -> None:
+    """Run a long backtest on a private Redis and show that its memory stays bounded."""
+    from cli.memory import Sample, measure
+
+    try:
+        points = sorted({int(x) for x in at.split(",") if x.strip()})
+    except ValueError:
+        raise _bad_option("--at", ValueError(f"must be tick counts separated by commas, got {at!r}")) from None
+    if not points or points[0] < 1 or points[-1] > ticks:
+        raise _bad_option("--at", ValueError(f"each tick count must be between 1 and --ticks ({ticks})"))
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+
+    def show(s: Sample) -> None:
+        console.print(
+            f"tick {s.tick:>9,}  memory {s.used_memory / 1e6:8.2f} MB  keys {s.keys:>9,}  {s.seconds:8.0f} s",
+            highlight=False,
+        )
+
+    samples = measure(settings, campaigns, ticks, points, on_sample=show)
+    ratio = samples[-1].used_memory / samples[0].used_memory
+    console.print(f"memory at tick {samples[-1].tick:,} is {ratio:.3f} times that at tick {samples[0].tick:,}")
+    raise typer.Exit(0 if ratio <= limit else 1)
+
+
 def _bad_option(name: str, exc: ValueError) -> typer.Exit:
     err.print(f"[red]error:[/] {name}: {exc}")
     return typer.Exit(2)

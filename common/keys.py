@@ -32,30 +32,56 @@ def campaign(campaign_id: str) -> str:
 
 
 def budget(campaign_id: str) -> str:
-    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``.
+    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``, ``overdraft``.
 
+    Five fields, whatever the flight's length.
     Written only by the ledger's scripts, read only as ``common.ledger.Balance``.
     """
     return f"{campaign_tag(campaign_id)}:budget"
 
 
 def reservation(campaign_id: str, tick: int) -> str:
-    """Hash: what ``reserve`` granted per platform for one tick, and whether it was settled."""
+    """Hash: what ``reserve`` granted per platform for one tick, and whether it was settled.
+
+    Deleted by compaction once its tick is at or below the watermark (``history``): the records of
+    about ``CE_LEDGER_DETAIL_TICKS`` ticks (plus any still unsettled) are kept.
+    """
     return f"{campaign_tag(campaign_id)}:res:{tick}"
 
 
 def reservations(campaign_id: str) -> str:
-    """Sorted set of open reservation ticks (score = tick), for the sweeper."""
+    """Sorted set of open reservation ticks (score = tick), for the sweeper.
+
+    Bounded by the sweeper: nothing stays unsettled past ``CE_RESERVATION_GRACE_TICKS``.
+    """
     return f"{campaign_tag(campaign_id)}:open"
 
 
 def ledger(campaign_id: str) -> str:
-    """Stream: one entry per money movement."""
+    """Stream: one entry per money movement.
+
+    Compaction folds its entries up to the watermark into ``history`` and trims them: a few
+    entries per tick of the last ``CE_LEDGER_DETAIL_TICKS`` ticks are kept.
+    """
     return f"{campaign_tag(campaign_id)}:ledger"
 
 
+def history(campaign_id: str) -> str:
+    """Hash: the campaign's compacted ledger (common/ledger/lua/compact.lua).
+
+    ``watermark`` (every reservation at or below it is closed and its record gone; those ticks are
+    refused), the folded totals per entry kind (``adjust``, ``reserve``, ``settle``, ``release``,
+    ``charge``, ``overdraft``), ``spent:<platform>``, ``records`` and ``entries`` (how many were
+    removed). About ten fields and one per platform: it does not grow with the flight.
+    """
+    return f"{campaign_tag(campaign_id)}:history"
+
+
 def adjustments(campaign_id: str) -> str:
-    """Hash: operation id -> delta of each budget adjustment, so a retried adjust applies once."""
+    """Hash: operation id -> delta of each budget adjustment, so a retried adjust applies once.
+
+    One field per operator change of the budget: grows with those, not with ticks.
+    """
     return f"{campaign_tag(campaign_id)}:adjust"
 
 
@@ -69,12 +95,19 @@ def campaign_lock(campaign_id: str) -> str:
     return f"{campaign_tag(campaign_id)}:lock"
 
 
-def evaluated(campaign_id: str, tick: int) -> str:
-    """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing.
+# Slots of evaluation marks per campaign: a delivery more than this many ticks late is dropped at its
+# deadline long before (a live tick's evaluations expire at the tick's end).
+EVALUATION_MARK_SLOTS = 64
 
-    Expires after ``EVALUATION_MARK_TTL`` (600 s, common/fleet/evaluation.py), past any redelivery.
+
+def evaluated(campaign_id: str, tick: int) -> str:
+    """String: the last tick evaluated in this slot (``tick mod EVALUATION_MARK_SLOTS``).
+
+    A duplicate delivery of an evaluation finds its own tick there and does nothing
+    (common/fleet/evaluation.py). At most 64 per campaign, whatever the flight's length, and each
+    expires after ``EVALUATION_MARK_TTL`` (600 s) too.
     """
-    return f"{campaign_tag(campaign_id)}:eval:{tick}"
+    return f"{campaign_tag(campaign_id)}:eval:{tick % EVALUATION_MARK_SLOTS}"
 
 
 # --- fleet-wide -----------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
+from common.fleet import maintenance
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
-from common.ledger.sweeper import sweep_all
 from worker import stale
 from worker.app import EVALUATION_QUEUE
 from worker.context import broker, fleet
@@ -80,7 +80,8 @@ def evaluate(campaign_ids: list[str], tick_number: int, deadline: float | None) 
 
 @shared_task(name="ce.sweep", ignore_result=True)
 def sweep() -> int:
-    """Close reservations past their deadline and grace (crashed evaluations); returns how many.
+    """Close reservations past their deadline and grace (crashed evaluations), then compact old ledger
+    history (``common.fleet.maintenance``); returns how many reservations it closed.
 
     Those never submitted are released; submitted ones, whose bids may have been charged, are
     charged at their full grant.
@@ -88,7 +89,7 @@ def sweep() -> int:
     f = fleet()
     current = f.clock.tick_at(time.time())
     # sweep_all logs what it closed.
-    return sweep_all(f.ledger, current, f.settings.reservation_grace_ticks)
+    return maintenance.run(f, current).swept
 
 
 @shared_task(name="ce.noop", ignore_result=True)

@@ -32,7 +32,9 @@ from common.redis_conn import store_call
 log = logging.getLogger(__name__)
 
 # A redelivered evaluation arrives within the broker's visibility timeout (a minute): the mark that
-# recognises it needs to outlive that, not the day the tick's counters are kept.
+# recognises it needs to outlive that, not the day the tick's counters are kept. Marks are also
+# bounded by ticks (keys.EVALUATION_MARK_SLOTS per campaign), so a backtest, which runs a minute of
+# ticks in a moment, never piles them up.
 EVALUATION_MARK_TTL = 600
 SETTLE_ATTEMPTS = 4
 NO_BALANCE = Balance(0, 0, 0, 0)
@@ -166,9 +168,13 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     """
     costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
     for placed in report.placed:
-        # A capped bid's cost equals its cap up to float rounding: charge at most the grant itself.
         cap = granted[placed.bid.campaign][placed.bid.platform]
-        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), cap)
+        cost = to_micros_ceil(placed.outcome.cost)
+        if to_micros_floor(placed.outcome.cost) <= cap:
+            # A bid that kept to its cap may pass the grant by the rounding up alone: charge the grant.
+            cost = min(cost, cap)
+        # Otherwise the platform overshot the cap: the ledger records the whole cost and the excess is alerted.
+        costs[placed.bid.campaign][placed.bid.platform] = cost
     requests = [(cid, tick, spent) for cid, spent in costs.items()]
     for attempt in range(SETTLE_ATTEMPTS):
         try:
@@ -182,6 +188,7 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     for (cid, _, _), result in zip(requests, settled, strict=True):
         if isinstance(result, LedgerError):
             log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
+    metrics.count_settlements(fleet.r, [s for s in settled if not isinstance(s, LedgerError)])
 
 
 @dataclass(frozen=True)
@@ -220,20 +227,22 @@ def _forecasts(fleet: Fleet, tick: int) -> tuple[Forecasts, dict[str, float]]:
 def _load(fleet: Fleet, campaign_ids: Sequence[str], tick: int) -> list[CampaignView]:
     """Mark each (campaign, tick) as evaluated and read it; re-deliveries are left out.
 
-    The mark (``SET NX``) comes first, so a second delivery of the same evaluation, even one
-    running concurrently on another worker, finds it taken and bids nothing.
+    The mark comes first: ``SET ... GET`` writes the tick into the campaign's mark slot for it
+    (``keys.evaluated``) and returns what the slot held. A second delivery of the same evaluation,
+    even one running concurrently on another worker, finds its own tick there and bids nothing; a
+    slot holding a later tick means this delivery is a lap of slots late, and it is left out too.
     """
     pipe = fleet.r.pipeline(transaction=False)
     for cid in campaign_ids:
-        pipe.set(keys.evaluated(cid, tick), "1", nx=True, ex=EVALUATION_MARK_TTL)
+        pipe.set(keys.evaluated(cid, tick), str(tick), ex=EVALUATION_MARK_TTL, get=True)
         pipe.hgetall(keys.campaign(cid))
         queue_balance(pipe, cid)
         state.queue_read(pipe, cid)
     replies = pipe.execute()
     views = []
     for i, cid in enumerate(campaign_ids):
-        first, raw, budget, stored = replies[4 * i : 4 * i + 4]
-        if not first:
+        marked, raw, budget, stored = replies[4 * i : 4 * i + 4]
+        if marked is not None and int(marked) >= tick:
             continue
         campaign = campaign_from_hash(raw) if raw.get("spec") else None
         # No budget reads as nothing left: an active campaign without one is finished.
