@@ -57,10 +57,7 @@ def compact(ledger: Ledger, campaigns: Iterable[str], upto: int) -> Compacted:
         last = min(upto, first + MAX_SPAN - 1)
         if last < first:
             continue  # nothing new below upto
-        ticks = range(first, last + 1)
-        record_keys = tuple(keys.reservation(cid, t) for t in ticks)
-        call_keys = (keys.reservations(cid), keys.ledger(cid), keys.history(cid), *record_keys)
-        calls.append((cid, Call("compact", call_keys, (str(first), str(upto), str(MAX_ENTRIES)))))
+        calls.append((cid, _call(cid, first, upto)))
     replies = ledger._run_many([call for _, call in calls])
     total = Compacted()
     for (cid, _), reply in zip(calls, replies, strict=True):
@@ -78,6 +75,13 @@ def compact(ledger: Ledger, campaigns: Iterable[str], upto: int) -> Compacted:
                 "compacted", extra={"campaign": cid, "watermark": watermark, "records": records, "entries": entries}
             )
     return total
+
+
+def _call(cid: str, first: int, upto: int) -> Call:
+    """The script call compacting from ``first`` (the watermark + 1) towards ``upto``, one step."""
+    record_keys = tuple(keys.reservation(cid, t) for t in range(first, min(upto, first + MAX_SPAN - 1) + 1))
+    call_keys = (keys.reservations(cid), keys.ledger(cid), keys.history(cid), *record_keys)
+    return Call("compact", call_keys, (str(first), str(upto), str(MAX_ENTRIES)))
 
 
 def _first_tick(mark: str | None, start: str | None, oldest: list[tuple[str, float]]) -> int:
