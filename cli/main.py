@@ -18,6 +18,8 @@ from common.settings import load_settings as settings_from_environment
 app = typer.Typer(help="Real-time ad campaign optimisation engine.", no_args_is_help=True, add_completion=False)
 scenario_app = typer.Typer(help="Scenario files (MARKET.md).", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+ledger_app = typer.Typer(help="The budget ledger (docs/ledger.md).", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -232,6 +234,35 @@ def pareto(
             f"waste {p.waste:>10,.2f}  efficiency {pct(p.efficiency):>7}  {mark}"
         )
     console.print(f"plot: {out}")
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    campaign: Annotated[
+        list[str] | None, typer.Option("--campaign", "-c", help="Audit only this campaign (repeatable).")
+    ] = None,
+) -> None:
+    """Check every ledger invariant of every campaign in CE_REDIS_URL; exit 1 when any is broken."""
+    from common import keys
+    from common.ledger import audit
+    from common.redis_conn import connect, translated_errors
+
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    try:
+        client = connect(settings.state_url)
+        with translated_errors("list campaigns"):
+            members: set[str] = client.smembers(keys.CAMPAIGNS)  # type: ignore[assignment]
+            ids = sorted(campaign) if campaign else sorted(members)
+        broken = 0
+        for report in audit.audit_all(client, ids):
+            for problem in report.problems:
+                console.print(problem, highlight=False, markup=False)
+            broken += not report.ok
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"{len(ids)} campaigns audited, {broken} with broken invariants")
+    raise typer.Exit(1 if broken else 0)
 
 
 @scenario_app.command("generate")
