@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import capacity, stats
+from common.fleet import capacity, eviction, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -59,6 +59,8 @@ def health(ctx: Context) -> JSONResponse:
     except Exception as exc:  # any failure to reach Redis is the answer itself
         redis_ok = False
         reasons.append(f"redis unreachable: {type(exc).__name__}")
+    if redis_ok:
+        reasons += [f"redis may evict keys: {line}" for line in eviction.problems(ctx.r)]
     workers = ctx.workers() if redis_ok else None
     tick = ctx.tick_info() if redis_ok else None
     depth = ctx.queue_depth() if redis_ok else None

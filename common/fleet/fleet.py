@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from common.fleet import eviction
 from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
@@ -41,8 +42,11 @@ class Fleet:
 
     @classmethod
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
+        """The fleet of one process; refused (``SettingsError``) on a Redis that may evict keys."""
         scenario = scenario or load_scenario(settings)
-        return cls(settings, connect(settings.state_url), scenario, SimulatedPlatforms(scenario))
+        client = connect(settings.state_url)
+        eviction.check(client)
+        return cls(settings, client, scenario, SimulatedPlatforms(scenario))
 
     @property
     def season(self) -> int:
