@@ -118,6 +118,12 @@ ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 # active campaign, removed when it is paused, finished or deleted.
 FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, score = start_tick
 FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
+# Finished campaigns waiting for their archive (common/fleet/archive.py): id, score = the tick it finished;
+# each leaves once archived, CE_ARCHIVE_AFTER_TICKS later.
+ENDED = f"{PREFIX}:campaigns:ended"
+# Stream: one compact entry per archived (finished or deleted) campaign, its final balances and spec,
+# capped near CE_ARCHIVE_MAXLEN entries.
+ARCHIVE = f"{PREFIX}:archive"
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one

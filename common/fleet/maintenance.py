@@ -5,7 +5,8 @@ backtest keeps the same bounded state as the live fleet:
 
 - the sweeper closes reservations left unsettled past the grace (``common.ledger.sweeper``);
 - compaction folds each campaign's ledger below ``tick - CE_LEDGER_DETAIL_TICKS`` into its totals
-  (``common.ledger.compaction``): bounded work per campaign, the ticks since the last run.
+  (``common.ledger.compaction``): bounded work per campaign, the ticks since the last run;
+- finished campaigns past ``CE_ARCHIVE_AFTER_TICKS`` are archived and removed (``archive.py``).
 
 Neither changes what any campaign may spend: a backtest's decisions are the same with or without it.
 """
@@ -16,8 +17,10 @@ import logging
 from dataclasses import dataclass
 
 from common import keys
+from common.errors import NotFound
+from common.fleet import archive
 from common.fleet.fleet import Fleet
-from common.ledger import Compacted, compaction
+from common.ledger import Balance, Compacted, compaction
 from common.ledger.sweeper import sweep_all
 from common.redis_conn import store_call
 
@@ -32,6 +35,7 @@ PAGE = 500
 class Upkeep:
     swept: int
     compacted: Compacted
+    archived: int = 0
 
 
 @store_call("maintain the ledger")
@@ -44,7 +48,22 @@ def run(fleet: Fleet, tick: int) -> Upkeep:
             "tick %d: compacted %d reservation records and %d ledger entries",
             tick, compacted.records, compacted.entries, extra={"tick": tick},
         )  # fmt: skip
-    return Upkeep(swept, compacted)
+    return Upkeep(swept, compacted, archive_finished(fleet, tick))
+
+
+def archive_finished(fleet: Fleet, tick: int) -> int:
+    """Archive and remove the finished campaigns whose retention is over; returns how many."""
+    done = 0
+    for cid in archive.due(fleet.r, tick, fleet.settings.archive_after_ticks):
+        if fleet.ledger.balances([cid]).get(cid, Balance(0, 0, 0, 0)).reserved:
+            continue  # the sweeper closes its reservations first
+        try:
+            fleet.store.delete(cid, status="finished", archive_maxlen=fleet.settings.archive_maxlen)
+        except NotFound:
+            fleet.r.zrem(keys.ENDED, cid)
+            continue
+        done += 1
+    return done
 
 
 def compact_all(fleet: Fleet, upto: int) -> Compacted:
