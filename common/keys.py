@@ -127,7 +127,8 @@ ARCHIVE = f"{PREFIX}:archive"
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON (price_sigma, name)
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one
-# field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
+# field (common/fleet/decisions.py). Each tick trims it to its due campaigns x CE_DECISIONS_RETENTION_TICKS
+# entries, never above CE_DECISIONS_MAXLEN: a number of ticks, whatever the fleet's size.
 DECISIONS = f"{PREFIX}:decisions"
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
@@ -141,14 +142,18 @@ BENCH_NOOP = f"{PREFIX}:bench:noop"
 
 
 def tick_claim(tick: int) -> str:
-    """``SET NX`` guard: a tick number runs once even with two beats."""
+    """``SET NX`` guard: a tick number runs once even with two beats.
+
+    Like every per-tick key below, deleted by the tick ``TICK_KEYS_KEPT`` (600) ticks later
+    (common/fleet/tick.py ``forget``), or expired a day after its tick, whichever comes first.
+    """
     return f"{PREFIX}:tick:{tick}:claim"
 
 
 def tick_counters(tick: int) -> str:
     """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...).
 
-    Expires a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
+    Deleted 600 ticks later, or expired a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
     """
     return f"{PREFIX}:tick:{tick}:counters"
 
@@ -174,7 +179,8 @@ def feed_volume(platform_id: str) -> str:
 def forecast(tick: int) -> str:
     """String: JSON forecasts and price spread of every platform, computed once for the tick.
 
-    Expires after an hour (``CACHE_TTL_SECONDS``, common/forecast/cache.py); its lock after 5 s.
+    Expires after an hour (``CACHE_TTL_SECONDS``, common/forecast/cache.py), or is deleted 600 ticks
+    later by the tick, whichever comes first; its lock expires after 5 s.
 
     Written and read only as ``common.forecast.cache.TickForecasts``.
     """
@@ -186,7 +192,7 @@ def forecast_lock(tick: int) -> str:
 
 
 def tick_latency(tick: int) -> str:
-    """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``)."""
+    """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``); deleted 600 ticks later."""
     return f"{PREFIX}:tick:{tick}:latency"
 
 
@@ -197,5 +203,5 @@ METRICS_FORECAST_ERROR = f"{PREFIX}:metrics:forecast_error"  # hash: "<platform>
 
 
 def metrics_recorded(tick: int) -> str:
-    """``SET NX`` guard: a tick's summary enters the metrics once."""
+    """``SET NX`` guard: a tick's summary enters the metrics once; deleted 600 ticks later, else a day."""
     return f"{PREFIX}:metrics:tick:{tick}"
