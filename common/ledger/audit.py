@@ -61,6 +61,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _fields(raw: Any) -> dict[str, str]:
+    """A hash or a stream entry's fields; a cluster transaction returns them as a flat list."""
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    return {_text(k): _text(v) for k, v in pairs}
+
+
 def record_ticks(client: Client, campaign: str) -> set[int]:
     """Ticks of the campaign's reservation records, found by scanning its keys."""
     prefix = f"{keys.campaign_tag(campaign)}:res:"
@@ -105,8 +111,8 @@ def _audit_once(pipe: Any, cid: str, scanned: set[int], expect_open: bool) -> Ca
     for t in ticks:
         pipe.hgetall(keys.reservation(cid, t))
     raw_budget, raw_history, entries, open_raw, *records = pipe.execute()
-    budget = {_text(k): int(v) for k, v in raw_budget.items()}
-    history = {_text(k): _text(v) for k, v in raw_history.items()}
+    budget = {k: int(v) for k, v in _fields(raw_budget).items()}
+    history = _fields(raw_history)
     if not budget:
         return CampaignAudit(cid, None, problems=[f"{cid}: no budget"])
     b = Balance(budget["budget"], budget["remaining"], budget["reserved"], budget["spent"], budget.get("overdraft", 0))
@@ -126,7 +132,7 @@ def _audit_once(pipe: Any, cid: str, scanned: set[int], expect_open: bool) -> Ca
     by_tick: dict[int, Counter[str]] = {}
     swept: set[int] = set()
     for _, fields in entries:
-        entry = {_text(k): _text(v) for k, v in fields.items()}
+        entry = _fields(fields)
         amount = int(entry["amount"])
         sums[entry["kind"]] += amount
         if entry["tick"] == "":
@@ -155,7 +161,7 @@ def _audit_once(pipe: Any, cid: str, scanned: set[int], expect_open: bool) -> Ca
         if mark is not None and tick <= mark:
             problem(f"record of tick {tick} at or below the watermark {mark}")
             continue
-        held += _check_record(report, tick, {_text(k): _text(v) for k, v in raw.items()}, by_tick.get(tick))
+        held += _check_record(report, tick, _fields(raw), by_tick.get(tick))
         if report.states[tick] in ("open", "submitted"):
             unsettled.add(tick)
     for tick, kinds in by_tick.items():

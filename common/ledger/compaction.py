@@ -46,14 +46,14 @@ def compact(ledger: Ledger, campaigns: Iterable[str], upto: int) -> Compacted:
     with translated_errors("read watermarks"):
         pipe = ledger.client.pipeline(transaction=False)
         for cid in ids:
-            pipe.hget(keys.history(cid), "watermark")
+            pipe.hmget(keys.history(cid), ["watermark", "first"])
             pipe.hget(keys.campaign(cid), "start_tick")
             pipe.zrange(keys.reservations(cid), 0, 0, withscores=True)
         rows = pipe.execute()
     calls = []
     for i, cid in enumerate(ids):
-        mark, start, oldest = rows[3 * i : 3 * i + 3]
-        first = _first_tick(mark, start, oldest)
+        (mark, low), start, oldest = rows[3 * i : 3 * i + 3]
+        first = _first_tick(mark, start, oldest, low)
         last = min(upto, first + MAX_SPAN - 1)
         if last < first:
             continue  # nothing new below upto
@@ -84,15 +84,18 @@ def _call(cid: str, first: int, upto: int) -> Call:
     return Call("compact", call_keys, (str(first), str(upto), str(MAX_ENTRIES)))
 
 
-def _first_tick(mark: str | None, start: str | None, oldest: list[tuple[str, float]]) -> int:
+def _first_tick(mark: str | None, start: str | None, oldest: list[tuple[str, float]], low: str | None = None) -> int:
     """The first tick that may still hold a record: above the watermark, else the flight's start.
 
     Before its first compaction a campaign can hold records only from its start (reserve refuses
-    earlier ticks) or at an unsettled tick.
+    earlier ticks), at an unsettled tick, or at the lowest tick an unreserved settle wrote (its
+    ``first`` in the history hash).
     """
     if mark is not None:
         return int(mark) + 1
     first = int(start) if start else 0
     if oldest:
         first = min(first, int(oldest[0][1]))
+    if low is not None:
+        first = min(first, int(low))
     return max(0, first)

@@ -197,6 +197,11 @@ fields[#fields + 1] = fmt(returned)
 fields[#fields + 1] = 'extra'
 fields[#fields + 1] = fmt(extra)
 if not state then
+    -- A record below the flight's start: the first compaction must begin at it (compaction.py).
+    local low = redis.call('HMGET', KEYS[5], 'watermark', 'first')
+    if not low[1] and (not low[2] or tick < tonumber(low[2])) then
+        redis.call('HSET', KEYS[5], 'first', fmt(tick))
+    end
     fields[#fields + 1] = 'tick'
     fields[#fields + 1] = fmt(tick)
     fields[#fields + 1] = 'granted'
