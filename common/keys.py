@@ -72,7 +72,8 @@ def history(campaign_id: str) -> str:
     ``watermark`` (every reservation at or below it is closed and its record gone; those ticks are
     refused), the folded totals per entry kind (``adjust``, ``reserve``, ``settle``, ``release``,
     ``charge``, ``overdraft``), ``spent:<platform>``, ``records`` and ``entries`` (how many were
-    removed), and before the first compaction ``first``, the lowest tick an unreserved settle wrote. About ten fields and one per platform: it does not grow with the flight.
+    removed), and before the first compaction ``first``, the lowest tick an unreserved settle wrote.
+    About ten fields and one per platform: it does not grow with the flight.
     """
     return f"{campaign_tag(campaign_id)}:history"
 

@@ -136,3 +136,12 @@ def test_a_backtest_keeps_its_state_bounded(redis_url: str, tmp_path: Path) -> N
     detail = fleet.settings.ledger_detail_ticks + 2 * maintenance.EVERY_TICKS
     assert keys_now <= len(scenario.campaigns) * (detail + keys.EVALUATION_MARK_SLOTS + 10), sizes
     fleet.r.close()
+
+
+def test_detail_must_outlast_the_reservation_grace() -> None:
+    """Compacting a tick the sweeper has not closed yet would refuse its settle: the settings forbid it."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must exceed CE_RESERVATION_GRACE_TICKS"):
+        Settings(reservation_grace_ticks=10, ledger_detail_ticks=12)
+    assert Settings(reservation_grace_ticks=10, ledger_detail_ticks=13).ledger_detail_ticks == 13
