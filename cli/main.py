@@ -130,8 +130,10 @@ def memory(
     configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
 
     def show(s: Sample) -> None:
+        parts = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in s.parts.items())
         console.print(
-            f"tick {s.tick:>9,}  memory {s.used_memory / 1e6:8.2f} MB  keys {s.keys:>9,}  {s.seconds:8.0f} s",
+            f"tick {s.tick:>9,}  memory {s.used_memory / 1e6:8.2f} MB  keys {s.keys:>9,}  {s.seconds:8.0f} s"
+            f"  ({parts} MB)",
             highlight=False,
         )
 
