@@ -136,7 +136,7 @@ def update_campaign(
 @router.delete("/{campaign_id}", dependencies=[Write], status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def delete_campaign(ctx: Context, campaign_id: CampaignId) -> Response:
     """Remove a campaign with its budget, reservations, ledger and state."""
-    ctx.store.delete(campaign_id)
+    ctx.store.delete(campaign_id, archive_maxlen=ctx.settings.archive_maxlen)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -76,6 +76,7 @@ class FleetCollector(Collector):
         for result in metrics.PUBLISH_RESULTS:
             out.add_metric([result], snap.counter(f"decisions_out_{result}"))
         yield out
+        yield from _ledger_alerts(snap)
         yield from _capacity(ctx, snap)
         yield from _faults(ctx, snap)
         yield CounterMetricFamily(
@@ -127,6 +128,30 @@ class FleetCollector(Collector):
         yield campaigns
         if ctx.settings.metrics_per_campaign:
             yield from _per_campaign(ctx)
+
+
+def _ledger_alerts(snap: metrics.Snapshot) -> Iterator[Metric]:
+    """Charges the ledger never granted (``common.fleet.metrics.count_settlements``): alert on any increase."""
+    yield CounterMetricFamily(
+        "ce_ledger_charges_beyond_grant",
+        "Settles that cost more than their grants: a platform overshot a cap, or charged without a reservation.",
+        value=snap.counter("ledger_charges_beyond_grant"),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_unreserved_settles",
+        "Costs reported for a tick without a usable reservation (a lost reserve or submit), recorded in full.",
+        value=snap.counter("ledger_unreserved_settles"),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_beyond_grant",
+        "What those settles cost beyond their grants, in currency units.",
+        value=from_micros(int(snap.counter("ledger_beyond_grant_micros"))),
+    )
+    yield CounterMetricFamily(
+        "ce_ledger_overdraft",
+        "What was charged beyond a campaign's whole budget (its overdraft), in currency units.",
+        value=from_micros(int(snap.counter("ledger_overdraft_micros"))),
+    )
 
 
 def _capacity(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:

@@ -31,7 +31,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import breaker, capacity, clock, metrics, stats
+from common.fleet import breaker, capacity, clock, eviction, metrics, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -86,6 +86,8 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
     redis_since = ctx.failing_since("redis", not redis_ok, now)
     if redis_since is not None:
         reasons.append(f"redis unreachable since {_at(redis_since)} ({now - redis_since:.0f} s): {failure}")
+    if redis_ok:
+        reasons += [f"redis may evict keys: {line}" for line in eviction.problems(ctx.r)]
     workers = ctx.workers() if redis_ok else None
     tick = ctx.tick_info() if redis_ok else None
     depth = ctx.queue_depth() if redis_ok else None

@@ -26,6 +26,8 @@ campaigns_app = typer.Typer(help="Campaigns in files, in the fleet's Redis (CE_R
 app.add_typer(campaigns_app, name="campaigns")
 platforms_app = typer.Typer(help="The platform registry, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
 app.add_typer(platforms_app, name="platforms")
+ledger_app = typer.Typer(help="The budget ledger (docs/ledger.md).", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -161,6 +163,40 @@ def chaos(
     raise typer.Exit(0 if found["ok"] else 1)
 
 
+def memory(
+    campaigns: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns, each flying the whole run.")] = 50,
+    ticks: Annotated[int, typer.Option(min=2, max=10_000_000, help="Ticks to run (43,200: a day of 2 s).")] = 43_200,
+    at: Annotated[str, typer.Option(help="Tick counts to measure at, comma-separated; the first is the base.")] = (
+        "1000,5000,10000,20000,30000"
+    ),
+    limit: Annotated[float, typer.Option(help="Exit 1 when the last figure exceeds the base times this.")] = 1.25,
+) -> None:
+    """Run a long backtest on a private Redis and show that its memory stays bounded."""
+    from cli.memory import Sample, measure
+
+    try:
+        points = sorted({int(x) for x in at.split(",") if x.strip()})
+    except ValueError:
+        raise _bad_option("--at", ValueError(f"must be tick counts separated by commas, got {at!r}")) from None
+    if not points or points[0] < 1 or points[-1] > ticks:
+        raise _bad_option("--at", ValueError(f"each tick count must be between 1 and --ticks ({ticks})"))
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+
+    def show(s: Sample) -> None:
+        parts = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in s.parts.items())
+        console.print(
+            f"tick {s.tick:>9,}  memory {s.used_memory / 1e6:8.2f} MB  keys {s.keys:>9,}  {s.seconds:8.0f} s"
+            f"  ({parts} MB)",
+            highlight=False,
+        )
+
+    samples = measure(settings, campaigns, ticks, points, on_sample=show)
+    ratio = samples[-1].used_memory / samples[0].used_memory
+    console.print(f"memory at tick {samples[-1].tick:,} is {ratio:.3f} times that at tick {samples[0].tick:,}")
+    raise typer.Exit(0 if ratio <= limit else 1)
+
+
 def _bad_option(name: str, exc: ValueError) -> typer.Exit:
     err.print(f"[red]error:[/] {name}: {exc}")
     return typer.Exit(2)
@@ -278,6 +314,35 @@ def score(
         raise fail(exc) from None
     console.out(dumps(result.report(per_campaign)), highlight=False)
     raise typer.Exit(0 if result.clean else 1)
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    campaign: Annotated[
+        list[str] | None, typer.Option("--campaign", "-c", help="Audit only this campaign (repeatable).")
+    ] = None,
+) -> None:
+    """Check every ledger invariant of every campaign in CE_REDIS_URL; exit 1 when any is broken."""
+    from common import keys
+    from common.ledger import audit
+    from common.redis_conn import connect, translated_errors
+
+    settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    try:
+        client = connect(settings.state_url)
+        with translated_errors("list campaigns"):
+            members: set[str] = client.smembers(keys.CAMPAIGNS)  # type: ignore[assignment]
+            ids = sorted(campaign) if campaign else sorted(members)
+        broken = 0
+        for report in audit.audit_all(client, ids):
+            for problem in report.problems:
+                console.print(problem, highlight=False, markup=False)
+            broken += not report.ok
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"{len(ids)} campaigns audited, {broken} with broken invariants")
+    raise typer.Exit(1 if broken else 0)
 
 
 @scenario_app.command("generate")

@@ -23,7 +23,7 @@ from cli.processes import ProcessGroup
 from cli.redis_server import FsyncPolicy, RedisServer
 from common import keys
 from common.errors import Conflict, InvalidInput, StoreUnavailable
-from common.fleet import capacity
+from common.fleet import capacity, eviction
 from common.fleet.fleet import DEFAULT_MARKET_TICKS
 from common.fleet.stats import TickStats
 from common.fleet.store import CampaignStore
@@ -207,6 +207,7 @@ def run_up(
         elif settings.broker_url is not None:
             console.print(f"[bold]broker[/]  {settings.broker_url.split('@')[-1]}")
         client = connect(redis_url)
+        eviction.check(client)  # before any worker starts: the fleet refuses a store that may evict keys
         if server is not None and not keep:
             client.flushall()
         scenario_path = settings.scenario or run_dir / "demo-market.json"

@@ -36,30 +36,57 @@ def campaign(campaign_id: str) -> str:
 
 
 def budget(campaign_id: str) -> str:
-    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``.
+    """Hash of integer micro-units: ``budget``, ``remaining``, ``reserved``, ``spent``, ``overdraft``.
 
+    Five fields, whatever the flight's length.
     Written only by the ledger's scripts, read only as ``common.ledger.Balance``.
     """
     return f"{campaign_tag(campaign_id)}:budget"
 
 
 def reservation(campaign_id: str, tick: int) -> str:
-    """Hash: what ``reserve`` granted per platform for one tick, and whether it was settled."""
+    """Hash: what ``reserve`` granted per platform for one tick, and whether it was settled.
+
+    Deleted by compaction once its tick is at or below the watermark (``history``): the records of
+    about ``CE_LEDGER_DETAIL_TICKS`` ticks (plus any still unsettled) are kept.
+    """
     return f"{campaign_tag(campaign_id)}:res:{tick}"
 
 
 def reservations(campaign_id: str) -> str:
-    """Sorted set of open reservation ticks (score = tick), for the sweeper."""
+    """Sorted set of open reservation ticks (score = tick), for the sweeper.
+
+    Bounded by the sweeper: nothing stays unsettled past ``CE_RESERVATION_GRACE_TICKS``.
+    """
     return f"{campaign_tag(campaign_id)}:open"
 
 
 def ledger(campaign_id: str) -> str:
-    """Stream: one entry per money movement."""
+    """Stream: one entry per money movement.
+
+    Compaction folds its entries up to the watermark into ``history`` and trims them: a few
+    entries per tick of the last ``CE_LEDGER_DETAIL_TICKS`` ticks are kept.
+    """
     return f"{campaign_tag(campaign_id)}:ledger"
 
 
+def history(campaign_id: str) -> str:
+    """Hash: the campaign's compacted ledger (common/ledger/lua/compact.lua).
+
+    ``watermark`` (every reservation at or below it is closed and its record gone; those ticks are
+    refused), the folded totals per entry kind (``adjust``, ``reserve``, ``settle``, ``release``,
+    ``charge``, ``overdraft``), ``spent:<platform>``, ``records`` and ``entries`` (how many were
+    removed), and before the first compaction ``first``, the lowest tick an unreserved settle wrote.
+    About ten fields and one per platform: it does not grow with the flight.
+    """
+    return f"{campaign_tag(campaign_id)}:history"
+
+
 def adjustments(campaign_id: str) -> str:
-    """Hash: operation id -> delta of each budget adjustment, so a retried adjust applies once."""
+    """Hash: operation id -> delta of each budget adjustment, so a retried adjust applies once.
+
+    One field per operator change of the budget: grows with those, not with ticks.
+    """
     return f"{campaign_tag(campaign_id)}:adjust"
 
 
@@ -74,9 +101,12 @@ def campaign_lock(campaign_id: str) -> str:
 
 
 def evaluated(campaign_id: str, tick: int) -> str:
-    """String set once per (campaign, tick): a duplicate delivery of an evaluation does nothing.
+    """String set once per (campaign, tick) to the token of the delivery that took it.
 
-    Expires after ``EVALUATION_MARK_TTL`` (600 s, common/fleet/evaluation.py), past any redelivery.
+    A duplicate delivery of an evaluation finds another token and does nothing; a client retry finds
+    its own (common/fleet/evaluation.py). Each expires after ``EVALUATION_MARK_TTL`` (600 s), and
+    compaction deletes those of the ticks it compacts (common/ledger/compaction.py), so a backtest,
+    which runs many ticks in 600 s, keeps at most ``CE_LEDGER_DETAIL_TICKS`` and a few per campaign.
     """
     return f"{campaign_tag(campaign_id)}:eval:{tick}"
 
@@ -89,10 +119,17 @@ ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
 # active campaign, removed when it is paused, finished or deleted.
 FLIGHT_STARTS = f"{PREFIX}:campaigns:active:start"  # sorted set: active id, score = start_tick
 FLIGHT_ENDS = f"{PREFIX}:campaigns:active:end"  # sorted set: active id, score = end_tick (inf: none)
+# Finished campaigns waiting for their archive (common/fleet/archive.py): id, score = the tick it finished;
+# each leaves once archived, CE_ARCHIVE_AFTER_TICKS later.
+ENDED = f"{PREFIX}:campaigns:ended"
+# Stream: one compact entry per archived (finished or deleted) campaign, its final balances and spec,
+# capped near CE_ARCHIVE_MAXLEN entries.
+ARCHIVE = f"{PREFIX}:archive"
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON PlatformInfo (id, price_sigma): the registry
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one
-# field, so CE_DECISIONS_MAXLEN counts campaign-ticks, not bids (common/fleet/decisions.py).
+# field (common/fleet/decisions.py). Each tick trims it to its due campaigns x CE_DECISIONS_RETENTION_TICKS
+# entries, never above CE_DECISIONS_MAXLEN: a number of ticks, whatever the fleet's size.
 DECISIONS = f"{PREFIX}:decisions"
 CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 # Hash "<host>:<pid>" -> JSON of that process's clock offset against Redis TIME (common/fleet/clock.py);
@@ -109,7 +146,11 @@ BENCH_NOOP = f"{PREFIX}:bench:noop"
 
 
 def tick_claim(tick: int) -> str:
-    """``SET NX`` guard: a tick number runs once even with two beats."""
+    """``SET NX`` guard: a tick number runs once even with two beats.
+
+    Like every per-tick key below, deleted by the tick ``TICK_KEYS_KEPT`` (600) ticks later
+    (common/fleet/tick.py ``forget``), or expired a day after its tick, whichever comes first.
+    """
     return f"{PREFIX}:tick:{tick}:claim"
 
 
@@ -126,7 +167,7 @@ def platform_breaker(platform_id: str) -> str:
 def tick_counters(tick: int) -> str:
     """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...).
 
-    Expires a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
+    Deleted 600 ticks later, or expired a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
     """
     return f"{PREFIX}:tick:{tick}:counters"
 
@@ -152,7 +193,8 @@ def feed_volume(platform_id: str) -> str:
 def forecast(tick: int) -> str:
     """String: JSON forecasts and price spread of every platform, computed once for the tick.
 
-    Expires after an hour (``CACHE_TTL_SECONDS``, common/forecast/cache.py); its lock after 5 s.
+    Expires after an hour (``CACHE_TTL_SECONDS``, common/forecast/cache.py), or is deleted 600 ticks
+    later by the tick, whichever comes first; its lock expires after 5 s.
 
     Written and read only as ``common.forecast.cache.TickForecasts``.
     """
@@ -164,7 +206,7 @@ def forecast_lock(tick: int) -> str:
 
 
 def tick_latency(tick: int) -> str:
-    """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``)."""
+    """Sorted set holding the worst evaluation latency of a tick (``ZADD GT``); deleted 600 ticks later."""
     return f"{PREFIX}:tick:{tick}:latency"
 
 
@@ -175,5 +217,5 @@ METRICS_FORECAST_ERROR = f"{PREFIX}:metrics:forecast_error"  # hash: "<platform>
 
 
 def metrics_recorded(tick: int) -> str:
-    """``SET NX`` guard: a tick's summary enters the metrics once."""
+    """``SET NX`` guard: a tick's summary enters the metrics once; deleted 600 ticks later, else a day."""
     return f"{PREFIX}:metrics:tick:{tick}"

@@ -113,6 +113,30 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Outcomes each worker process holds while NATS is slow or down; more are dropped and counted.",
     )
+    decisions_retention_ticks: int = Field(
+        default=240,
+        ge=1,
+        le=100_000,
+        description="Ticks of decisions ce:decisions keeps: each tick trims it to the due campaigns times this "
+        "(one entry per campaign and tick that bid), never above decisions_maxlen.",
+    )
+    ledger_detail_ticks: int = Field(
+        default=120,
+        ge=8,
+        le=1_000_000,
+        description="Ticks of each campaign's ledger kept in detail (reservation records, stream entries); older "
+        "ones are compacted into per-campaign totals and refused from then on. Must exceed the reservation grace.",
+    )
+    archive_after_ticks: int = Field(
+        default=43_200,
+        ge=0,
+        le=10_000_000,
+        description="Ticks a finished campaign stays in full before it is archived (a compact record in "
+        "ce:archive with its final balances) and its keys removed.",
+    )
+    archive_maxlen: int = Field(
+        default=100_000, ge=100, description="Approximate cap of ce:archive, in archived campaigns."
+    )
     aggressiveness: float = Field(default=1.0, ge=0.0, le=3.0, description="Trades value against waste.")
     flower_user: str = Field(default="admin", min_length=1)
     flower_password: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(12)))
@@ -188,6 +212,15 @@ class Settings(BaseSettings):
         state = info.data.get("redis_url")
         if value is None and state is not None and cluster_node_url(state) is not None:
             raise ValueError("required when CE_REDIS_URL names a Redis Cluster; point it at a plain Redis server")
+        return value
+
+    @field_validator("ledger_detail_ticks")
+    @classmethod
+    def _detail_past_the_grace(cls, value: int, info: ValidationInfo) -> int:
+        # A settle may come until the sweeper's cut-off: compacting before it would refuse it.
+        grace = info.data.get("reservation_grace_ticks", 0)
+        if value <= grace + 2:
+            raise ValueError(f"must exceed CE_RESERVATION_GRACE_TICKS + 2 ({grace + 2})")
         return value
 
     @field_validator("log_level", mode="before")

@@ -3,6 +3,7 @@
 A worker fires random reserve/submit/settle/release/adjust calls, single and batched, with duplicates,
 at a shared set of campaigns, and bids the way an evaluation does: reserve, submit, spend, settle.
 
+Chaos costs may pass their grants or name platforms never reserved: the ledger charges them in full.
 Ticks are split so that the check "the ledger charged at least what was spent" means something:
 random settles (any costs, as a buggy or duplicate caller would send) go only to chaos ticks
 (``tick % 4 == 0``), where a fresh grant is also settled without submit; on the other (bid) ticks a
@@ -94,8 +95,9 @@ def run(
             record_spend(spends, submitted, costs)
             if rng.random() < 0.3:
                 time.sleep(0.002)  # the platforms take their time; a kill or a sweep may land here
-            # Never refused: the costs fit the grants, and a sweep that came first makes it a replay.
-            ack(ledger.settle(submitted.campaign, submitted.tick, costs))
+            # The costs fit the grants, and a sweep that came first makes it a replay; refused only when the
+            # sweeper charged it in full and compaction then passed its tick (TickCompacted).
+            ack(attempt(ledger.settle, submitted.campaign, submitted.tick, costs))
 
         def after_reserve(grant: Grant, settle_chance: float) -> None:
             if grant.replay:

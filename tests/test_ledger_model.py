@@ -37,7 +37,6 @@ from common.ledger import (
     ReservationState,
     ReservationSubmitted,
     Settlement,
-    SettleRefused,
     Swept,
     UnknownBudget,
 )
@@ -63,12 +62,15 @@ class Res:
     costs: dict[str, int] = field(default_factory=dict)
     released: int = 0
     charged: bool = False  # settled by the sweeper at the full grant
+    returned: int = 0
+    extra: int = 0
+    unreserved: bool = False
 
 
 @dataclass
 class Camp:
     status: str = "active"
-    balance: list[int] | None = None  # budget, remaining, reserved, spent
+    balance: list[int] | None = None  # budget, remaining, reserved, spent, overdraft
     res: dict[int, Res] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
 
@@ -80,12 +82,12 @@ class Model:
     def open(self, cid: str, budget: int) -> Balance:
         camp = self.camps[cid]
         if camp.balance is None:
-            camp.balance = [budget, budget, 0, 0]
+            camp.balance = [budget, budget, 0, 0, 0]
         return Balance(*camp.balance)
 
     def reserve(self, cid: str, tick: int, caps: dict[str, int]) -> Grant | type[LedgerError]:
         camp = self.camps[cid]
-        if tick in camp.res:
+        if tick in camp.res and camp.res[tick].state != "absent":
             r = camp.res[tick]
             remaining = camp.balance[1] if camp.balance else 0
             return Grant(cid, tick, r.grants, remaining, ReservationState(r.state), True)
@@ -111,7 +113,7 @@ class Model:
     def _unreleased(self, cid: str, tick: int) -> Res | type[LedgerError]:
         """The reservation of ``tick``, or the refusal when there is none to act on."""
         r = self.camps[cid].res.get(tick)
-        if r is None:
+        if r is None or r.state == "absent":
             return NoReservation
         return ReservationReleased if r.state == "released" else r
 
@@ -128,29 +130,59 @@ class Model:
         return Grant(cid, tick, r.grants, balance[1], ReservationState.SUBMITTED, replay)
 
     def settle(self, cid: str, tick: int, costs: dict[str, int]) -> Settlement | type[LedgerError]:
-        r = self._unreleased(cid, tick)
-        if not isinstance(r, Res):
-            return r
         camp = self.camps[cid]
-        assert camp.balance is not None
+        if camp.balance is None:
+            return UnknownBudget
+        balance = camp.balance
+        r = camp.res.get(tick)
+        if r is None:
+            r = camp.res[tick] = Res("absent", dict.fromkeys(costs, 0))  # a replayed reserve shows 0 grants
+        overdrawn = 0
+
+        def beyond(extra: int) -> None:
+            nonlocal overdrawn
+            take = min(extra, balance[1])
+            balance[1] -= take
+            balance[3] += extra
+            balance[4] += extra - take
+            overdrawn += extra - take
+
+        def result(replay: bool) -> Settlement:
+            return Settlement(
+                cid, tick, dict(r.costs), r.returned, balance[1], replay, r.extra, overdrawn, r.unreserved
+            )
+
         if r.state == "settled":
-            spent = sum(r.costs.values())
-            return Settlement(cid, tick, r.costs, sum(r.grants.values()) - spent, camp.balance[1], True)
-        if any(p not in r.grants or c > r.grants[p] for p, c in costs.items()):
-            return SettleRefused
+            added = 0
+            for p, c in costs.items():
+                if r.charged and c > r.costs.get(p, 0):
+                    beyond(c - r.costs.get(p, 0))
+                    added += c - r.costs.get(p, 0)
+                    r.costs[p] = c
+            r.extra += added
+            return result(not added)
+        holding = r.state in ("open", "submitted")
+        grants = r.grants if holding else {}
+        r.costs = {p: costs.get(p, 0) for p in r.grants} | {p: c for p, c in costs.items() if p not in r.grants}
+        if holding:
+            balance[2] -= sum(r.grants.values())
+        for p, cost in r.costs.items():
+            covered = min(cost, grants.get(p, 0))
+            r.returned += grants.get(p, 0) - covered
+            balance[1] += grants.get(p, 0) - covered
+            balance[3] += covered
+            r.extra += cost - covered
+        for p, cost in r.costs.items():
+            if cost > grants.get(p, 0):
+                beyond(cost - grants.get(p, 0))
+        r.unreserved = not holding
         r.state = "settled"
-        r.costs = {p: costs.get(p, 0) for p in r.grants}
-        spent = sum(r.costs.values())
-        granted = sum(r.grants.values())
-        camp.balance[1] += granted - spent
-        camp.balance[2] -= granted
-        camp.balance[3] += spent
-        return Settlement(cid, tick, r.costs, granted - spent, camp.balance[1], False)
+        return result(False)
 
     def release(self, cid: str, tick: int) -> int | type[LedgerError]:
         camp = self.camps[cid]
         r = camp.res.get(tick)
-        if r is None or r.state == "settled":
+        if r is None or r.state in ("settled", "absent"):
             return 0
         if r.state == "submitted":
             return ReservationSubmitted

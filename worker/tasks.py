@@ -11,6 +11,7 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
+from common.fleet import maintenance
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
 from worker import stale
@@ -89,13 +90,15 @@ def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: flo
 
 @shared_task(name="ce.sweep", ignore_result=True)
 def sweep() -> int:
-    """Close reservations past their deadline and grace (crashed evaluations); returns how many.
+    """Close reservations past their deadline and grace (crashed evaluations), then compact old ledger
+    history (``common.fleet.maintenance``); returns how many reservations it closed.
 
     Those never submitted are released; submitted ones, whose bids may have been charged, are
     charged at their full grant.
     """
-    # By the fleet's time (Fleet.sweep); sweep_all logs what it closed.
-    return fleet().sweep()
+    f = fleet()
+    # By the fleet's time (Redis time, common/fleet/clock.py); sweep_all logs what it closed.
+    return maintenance.run(f, f.clock.current_tick()).swept
 
 
 @shared_task(name="ce.noop", ignore_result=True)

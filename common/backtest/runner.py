@@ -23,7 +23,7 @@ import numpy as np
 from common import keys
 from common.backtest.hindsight import optimum
 from common.errors import BacktestError
-from common.fleet import decisions
+from common.fleet import decisions, maintenance
 from common.fleet import tick as ticks
 from common.fleet.decisions import DecisionRecord
 from common.fleet.evaluation import evaluate
@@ -167,6 +167,9 @@ def run(
     last_id = "0-0"
     for t in range(scenario.ticks):
         executor.run_tick(t)
+        if t % maintenance.EVERY_TICKS == maintenance.EVERY_TICKS - 1:
+            # As the live fleet's ce.sweep does: the state stays bounded however long the scenario.
+            maintenance.run(fleet, t)
         entries, last_id = decisions_since(fleet, last_id)
         # Workers finish in any order: sort so that every executor writes the same file.
         for entry in sorted(entries, key=lambda e: (e.campaign, e.platform)):

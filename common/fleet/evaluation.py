@@ -43,7 +43,8 @@ from common.redis_conn import claimed, execute_each, queue_claim, store_call, tr
 log = logging.getLogger(__name__)
 
 # A redelivered evaluation arrives within the broker's visibility timeout (a minute): the mark that
-# recognises it needs to outlive that, not the day the tick's counters are kept.
+# recognises it needs to outlive that, not the day the tick's counters are kept. Compaction deletes
+# the marks of the ticks it compacts, so a backtest, which runs many ticks in 600 s, never piles them up.
 EVALUATION_MARK_TTL = 600
 SETTLE_ATTEMPTS = 4
 NO_BALANCE = Balance(0, 0, 0, 0)
@@ -274,9 +275,13 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     """
     costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
     for placed in report.placed:
-        # A capped bid's cost equals its cap up to float rounding: charge at most the grant itself.
         cap = granted[placed.bid.campaign][placed.bid.platform]
-        costs[placed.bid.campaign][placed.bid.platform] = min(to_micros_ceil(placed.outcome.cost), cap)
+        cost = to_micros_ceil(placed.outcome.cost)
+        if to_micros_floor(placed.outcome.cost) <= cap:
+            # A bid that kept to its cap may pass the grant by the rounding up alone: charge the grant.
+            cost = min(cost, cap)
+        # Otherwise the platform overshot the cap: the ledger records the whole cost and the excess is alerted.
+        costs[placed.bid.campaign][placed.bid.platform] = cost
     requests = [(cid, tick, spent) for cid, spent in costs.items()]
     for attempt in range(SETTLE_ATTEMPTS):
         try:
@@ -290,6 +295,7 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     for (cid, _, _), result in zip(requests, settled, strict=True):
         if isinstance(result, LedgerError):
             log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
+    metrics.count_settlements(fleet.r, [s for s in settled if not isinstance(s, LedgerError)])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from common.fleet import eviction
 from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
@@ -49,6 +50,7 @@ class Fleet:
 
     @classmethod
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
+        """The fleet of one process; refused (``SettingsError``) on a Redis that may evict keys."""
         scenario = scenario or load_scenario(settings)
         platforms: PlatformAdapter = SimulatedPlatforms(scenario)
         if settings.platform_charge_log is not None:
@@ -56,7 +58,9 @@ class Fleet:
         if settings.platform_faults:
             log.warning("platform faults injected: %s", settings.platform_faults)
             platforms = FaultyPlatforms(platforms, settings.platform_faults)
-        return cls(settings, connect(settings.state_url), scenario, platforms)
+        client = connect(settings.state_url)
+        eviction.check(client)
+        return cls(settings, client, scenario, platforms)
 
     @property
     def season(self) -> int | None:

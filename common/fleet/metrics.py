@@ -118,6 +118,40 @@ def count_published(client: Client, published: int, overflow: int, failed: int) 
     pipe.execute()
 
 
+class _Settled(Protocol):
+    @property
+    def replay(self) -> bool: ...
+    @property
+    def extra(self) -> int: ...
+    @property
+    def overdrawn(self) -> int: ...
+    @property
+    def unreserved(self) -> bool: ...
+
+
+def count_settlements(client: Client, settled: Sequence[_Settled]) -> None:
+    """Count the charges the ledger never granted: what alerts watch (``common.ledger.Settlement``).
+
+    ``ledger_charges_beyond_grant`` settles that cost more than their grants (a platform overshooting
+    a cap, or a cost without a reservation: also ``ledger_unreserved_settles``), with their excess in
+    ``ledger_beyond_grant_micros`` and the part of it no budget covered in ``ledger_overdraft_micros``.
+    Writes nothing in the usual case, where every cost fits its grant.
+    """
+    beyond = [s for s in settled if s.extra and not s.replay]
+    if not beyond:
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(keys.METRICS, "ledger_charges_beyond_grant", len(beyond))
+    pipe.hincrby(keys.METRICS, "ledger_beyond_grant_micros", sum(s.extra for s in beyond))
+    unreserved = sum(1 for s in beyond if s.unreserved)
+    if unreserved:
+        pipe.hincrby(keys.METRICS, "ledger_unreserved_settles", unreserved)
+    overdrawn = sum(s.overdrawn for s in beyond)
+    if overdrawn:
+        pipe.hincrby(keys.METRICS, "ledger_overdraft_micros", overdrawn)
+    pipe.execute()
+
+
 def bucket_field(seconds: float) -> str:
     """The histogram field an observation falls in: the smallest upper bound at or above it."""
     for bound in TICK_SECONDS_BUCKETS:

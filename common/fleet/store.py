@@ -22,6 +22,7 @@ from redis.cluster import RedisCluster
 
 from common import keys
 from common.errors import Conflict, InvalidInput, NotFound
+from common.fleet import archive
 from common.ledger import Balance, Ledger
 from common.ledger.errors import from_reply, is_refusal
 from common.ledger.scripts import source
@@ -258,9 +259,12 @@ class CampaignStore:
         return self._set_status(campaign_id, CampaignStatus.ACTIVE, allowed_from={CampaignStatus.PAUSED})
 
     def finish(self, campaign_id: str) -> Campaign:
-        return self._set_status(
+        """Finish a campaign; it is archived and removed ``CE_ARCHIVE_AFTER_TICKS`` later (archive.py)."""
+        finished = self._set_status(
             campaign_id, CampaignStatus.FINISHED, allowed_from={CampaignStatus.ACTIVE, CampaignStatus.PAUSED}
         )
+        self.r.zadd(keys.ENDED, {campaign_id: archive.current_tick(self.r)}, nx=True)
+        return finished
 
     @store_call("change campaign status")
     def _set_status(self, campaign_id: str, status: CampaignStatus, allowed_from: set[CampaignStatus]) -> Campaign:
@@ -287,10 +291,13 @@ class CampaignStore:
         pipe.execute()
 
     @store_call("delete campaign")
-    def delete(self, campaign_id: str) -> None:
-        """Remove a campaign and all its keys (budget, reservations, ledger, state)."""
+    def delete(self, campaign_id: str, *, status: str = "deleted", archive_maxlen: int = 100_000) -> None:
+        """Remove a campaign and all its keys (budget, reservations, ledger, state), leaving its final
+        balances in ``ce:archive`` (common/fleet/archive.py)."""
         self.get(campaign_id)
+        archive.record(self.r, campaign_id, status, archive_maxlen)
         pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(keys.ENDED, campaign_id)
         pipe.srem(keys.ACTIVE, campaign_id)
         _unindex_flight(pipe, campaign_id)
         pipe.srem(keys.CAMPAIGNS, campaign_id)

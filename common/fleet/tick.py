@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from common import keys
 from common.fleet import capacity, cycles, metrics, stake, stats
@@ -24,8 +25,12 @@ from common.redis_conn import claim as claim_key
 
 log = logging.getLogger(__name__)
 
-# Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem.
+# Per-tick keys (claims, counters) outlive the tick by a day, long enough for any post-mortem, unless
+# TICK_KEYS_KEPT ticks pass first: each tick deletes those of the tick that many before it, so a
+# backtest, which runs a day of ticks in minutes, keeps as many as the live fleet. The tick summaries
+# in ce:tick:stats stay.
 TICK_KEY_TTL = 86_400
+TICK_KEYS_KEPT = 600
 # Ticks of JSON feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual
 # view. The volume cycle reads its season from the feed's compact volume history instead.
 FEED_RETENTION = 240
@@ -142,7 +147,22 @@ def open_counters(fleet: Fleet, tick: int, fanned: int) -> None:
     pipe.hset(keys.tick_counters(tick), mapping=counters)
     pipe.expire(keys.tick_counters(tick), TICK_KEY_TTL)
     pipe.set(keys.LAST_TICK, tick)
+    # The decision stream holds a number of ticks, not of entries: sized by the campaigns due now.
+    kept = min(fleet.settings.decisions_maxlen, max(1, fanned) * fleet.settings.decisions_retention_ticks)
+    pipe.xtrim(keys.DECISIONS, maxlen=kept, approximate=True)
+    forget(pipe, tick - TICK_KEYS_KEPT)
     pipe.execute()
+
+
+def forget(pipe: Any, tick: int) -> None:
+    """Queue the deletion of one past tick's own keys (claim, counters, latency, forecast, metrics guard)."""
+    if tick < 0:
+        return
+    for key in (
+        keys.tick_claim(tick), keys.tick_counters(tick), keys.tick_latency(tick), keys.forecast(tick),
+        keys.metrics_recorded(tick),
+    ):  # fmt: skip
+        pipe.delete(key)
 
 
 def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:

@@ -3,6 +3,7 @@
 Amounts are integer micro-units (``common.money`` converts). See docs/ledger.md.
 """
 
+from common.ledger import compaction
 from common.ledger.errors import (
     AdjustRefused,
     LedgerCorrupt,
@@ -13,15 +14,17 @@ from common.ledger.errors import (
     ReservationSettled,
     ReservationSubmitted,
     SettleRefused,
+    TickCompacted,
     UnknownBudget,
 )
 from common.ledger.ledger import MAX_MICROS, Ledger, queue_balance
-from common.ledger.records import Balance, Grant, ReservationState, Settlement, Swept
+from common.ledger.records import Balance, Compacted, Grant, ReservationState, Settlement, Swept
 
 __all__ = [
     "MAX_MICROS",
     "AdjustRefused",
     "Balance",
+    "Compacted",
     "Grant",
     "Ledger",
     "LedgerCorrupt",
@@ -35,6 +38,8 @@ __all__ = [
     "SettleRefused",
     "Settlement",
     "Swept",
+    "TickCompacted",
     "UnknownBudget",
+    "compaction",
     "queue_balance",
 ]

@@ -47,6 +47,14 @@ class SettleRefused(LedgerError):
     """A cost exceeds what was granted on its platform, or names a platform that was not reserved."""
 
 
+class TickCompacted(LedgerError, Conflict):
+    """An operation on a tick at or below the campaign's watermark: it was closed and compacted.
+
+    Everything there is done (settled, released, or charged in full by the sweeper), so the call is a
+    late repeat: nothing is reserved, submitted, settled or released again.
+    """
+
+
 class AdjustRefused(LedgerError):
     """A budget change that would go below spent + reserved, overflow, or reuse an operation id."""
 
@@ -69,6 +77,7 @@ _BY_CODE: dict[str, type[LedgerError]] = {
     "too_large": AdjustRefused,
     "op_reused": AdjustRefused,
     "corrupt": LedgerCorrupt,
+    "compacted": TickCompacted,
 }
 
 # Redis appends where an error() was raised: " script: <sha>, on @user_script:<line>."

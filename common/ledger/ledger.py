@@ -326,6 +326,7 @@ def _reserve_call(campaign: str, tick: int, caps: Mapping[str, int]) -> Call:
             keys.reservation(campaign, tick),
             keys.reservations(campaign),
             keys.ledger(campaign),
+            keys.history(campaign),
         ),
         (_tick(tick), *args),
     )
@@ -336,14 +337,22 @@ def _settle_call(campaign: str, tick: int, costs: Mapping[str, int]) -> Call:
     args = _per_platform(costs, "costs")
     return Call(
         "settle",
-        (keys.budget(campaign), keys.reservation(campaign, tick), keys.reservations(campaign), keys.ledger(campaign)),
+        (
+            keys.budget(campaign),
+            keys.reservation(campaign, tick),
+            keys.reservations(campaign),
+            keys.ledger(campaign),
+            keys.history(campaign),
+        ),
         (_tick(tick), *args),
     )
 
 
 def _submit_call(campaign: str, tick: int) -> Call:
     _campaign_id(campaign)
-    return Call("submit", (keys.budget(campaign), keys.reservation(campaign, tick)), (_tick(tick),))
+    return Call(
+        "submit", (keys.budget(campaign), keys.reservation(campaign, tick), keys.history(campaign)), (_tick(tick),)
+    )
 
 
 def _release_call(campaign: str, tick: int, *, sweep: bool = False) -> Call:
@@ -388,8 +397,20 @@ def _grant(campaign: str, tick: int, reply: Sequence[Any], call: str = "reserve"
 
 
 def _settlement(campaign: str, tick: int, costs: Mapping[str, int], reply: Sequence[Any]) -> Settlement:
-    result = Settlement(campaign, tick, _pairs(reply[3:]), int(reply[2]), int(reply[1]), bool(int(reply[0])))
-    if result.replay and any(result.spent.get(p, 0) != cost for p, cost in costs.items()):
+    replay, remaining, returned, extra, overdrawn, unreserved = (int(x) for x in reply[:6])
+    result = Settlement(
+        campaign, tick, _pairs(reply[6:]), returned, remaining, bool(replay), extra, overdrawn, bool(unreserved)
+    )
+    if not result.replay and result.extra:
+        # Money the ledger never granted was spent: recorded in full, and said loudly.
+        log.warning(
+            "%s charged beyond its grant: %d micro-units (%d of them overdraft)",
+            "unreserved settle" if result.unreserved else "settle",
+            result.extra,
+            result.overdrawn,
+            extra={"campaign": campaign, "tick": tick, "spent": result.spent, "remaining": result.remaining},
+        )
+    elif result.replay and any(result.spent.get(p, 0) != cost for p, cost in costs.items()):
         # A redelivery with other figures: the first settlement stands, but say so.
         log.warning(
             "settle repeated with different costs; the first settlement stands",

@@ -24,15 +24,21 @@ class ReservationState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """A campaign's budget; ``budget == remaining + reserved + spent`` always."""
+    """A campaign's budget; ``budget + overdraft == remaining + reserved + spent`` always.
+
+    ``overdraft`` is what was charged beyond the money there was: costs above their grants or
+    without a reservation that ``remaining`` could not cover (docs/ledger.md). It is 0 unless a
+    platform charged more than the ledger let it.
+    """
 
     budget: int
     remaining: int
     reserved: int
     spent: int
+    overdraft: int = 0
 
     # Fields of the budget hash (``common.keys.budget``), in the order of this record's fields.
-    FIELDS: ClassVar[tuple[str, ...]] = ("budget", "remaining", "reserved", "spent")
+    FIELDS: ClassVar[tuple[str, ...]] = ("budget", "remaining", "reserved", "spent", "overdraft")
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Balance | None:
@@ -42,7 +48,8 @@ class Balance:
         """
         if row[0] is None:
             return None
-        return cls(*(int(x) for x in row))
+        # A budget written before the overdraft existed has no such field: none was charged.
+        return cls(*(int(x or 0) for x in row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +102,15 @@ class Swept:
 class Settlement:
     """What ``settle`` charged for one (campaign, tick).
 
-    ``spent`` is the cost per granted platform, ``returned`` what went back to remaining, and
-    ``remaining`` the campaign's remaining budget afterwards: when it is 0 the caller may finish the
-    campaign. ``replay`` is true when an earlier call had settled this tick (its result is returned).
+    ``spent`` is the cost per platform (granted ones in grant order, then any charged without a
+    grant), ``returned`` what went back to remaining, and ``remaining`` the campaign's remaining
+    budget afterwards: when it is 0 the caller may finish the campaign. ``replay`` is true when an
+    earlier call had settled this tick (its result is returned).
+
+    ``extra`` is what the tick cost beyond its grants (a platform overshooting a cap, or a cost
+    with no reservation: ``unreserved``), charged in full; ``overdrawn`` the part of it this call
+    could not take from remaining and added to the budget's overdraft. Both are 0 in a normal
+    settle; callers raise an alert when they are not.
     """
 
     campaign: str
@@ -106,7 +119,22 @@ class Settlement:
     returned: int
     remaining: int
     replay: bool
+    extra: int = 0
+    overdrawn: int = 0
+    unreserved: bool = False
 
     @property
     def total(self) -> int:
         return sum(self.spent.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    """What compaction removed: reservation records below the watermarks and folded stream entries."""
+
+    records: int = 0
+    entries: int = 0
+    moved: int = 0  # campaigns another compaction changed meanwhile (left for the next call)
+
+    def __add__(self, other: Compacted) -> Compacted:
+        return Compacted(self.records + other.records, self.entries + other.entries, self.moved + other.moved)

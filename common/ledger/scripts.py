@@ -28,7 +28,7 @@ from redis.exceptions import NoScriptError
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 
-NAMES = ("open", "reserve", "submit", "settle", "release", "adjust")
+NAMES = ("open", "reserve", "submit", "settle", "release", "adjust", "compact")
 
 # A server that loses its scripts twice within one batch is restarting in a loop; give up then.
 _NOSCRIPT_ATTEMPTS = 3

@@ -13,6 +13,9 @@ end
 
 -- The values of <prefix><platform> fields of a record, one HMGET for all platforms.
 local function per_platform(key, prefix, platforms)
+    if #platforms == 0 then
+        return {}
+    end
     local names = {}
     for i, platform in ipairs(platforms) do
         names[i] = prefix .. platform
@@ -30,4 +33,14 @@ local function amount(raw, field)
         fail('bad_input', field .. ': must be <= ' .. fmt(MAX) .. ', got ' .. raw)
     end
     return n
+end
+
+-- Refuse an operation on a tick at or below the campaign's watermark (compact.lua): every
+-- reservation there was closed and its record compacted away, so the call repeats something done.
+local function check_watermark(history_key, tick)
+    local mark = redis.call('HGET', history_key, 'watermark')
+    if mark and tick <= tonumber(mark) then
+        fail('compacted', 'tick ' .. fmt(tick) .. ' is at or below the watermark ' .. mark
+            .. ': it was closed and compacted, nothing is done again')
+    end
 end

@@ -6,6 +6,7 @@
 -- KEYS[4]  {c:<id>}:open        sorted set of unsettled (open or submitted) reservation ticks
 --                               (score = tick)
 -- KEYS[5]  {c:<id>}:ledger      stream of money movements
+-- KEYS[6]  {c:<id>}:history     compacted history; its `watermark` is read
 -- ARGV[1]  tick, an integer >= 0
 -- ARGV[2], ARGV[3], ...  platform, cap pairs (cap in micro-units >= 0), in the order to fill
 --
@@ -15,7 +16,8 @@
 -- submitted, settled or released) and the current remaining; the caps of this call are ignored and
 -- nothing is written.
 -- Refusals (error reply, nothing written): "LEDGER bad_input <field>: <reason>",
--- "LEDGER no_budget ...", "LEDGER not_reservable ...", "LEDGER bad_campaign ...".
+-- "LEDGER no_budget ...", "LEDGER not_reservable ...", "LEDGER bad_campaign ...",
+-- "LEDGER compacted ..." (a tick at or below the watermark: closed and compacted, never reserved again).
 --
 -- Grants may be partial: platforms are filled in the order given, each with min(cap, what is
 -- left). All-or-nothing would strand a campaign's last micro-units (once remaining is below every
@@ -50,10 +52,11 @@ if record[1] then
     local out = { 1, record[1], tonumber(redis.call('HGET', KEYS[2], 'remaining') or '0') }
     for i, platform in ipairs(first) do
         out[#out + 1] = platform
-        out[#out + 1] = tonumber(granted[i])
+        out[#out + 1] = tonumber(granted[i] or '0') -- none on a record an unreserved settle wrote
     end
     return out
 end
+check_watermark(KEYS[6], tick)
 
 local campaign = redis.call('HMGET', KEYS[1], 'status', 'start_tick', 'end_tick')
 if not campaign[1] then

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  {c:<id>}:budget      hash of micro-units: budget, remaining, reserved, spent (read only)
 -- KEYS[2]  {c:<id>}:res:<tick>  the tick's reservation record
+-- KEYS[3]  {c:<id>}:history     compacted history; its `watermark` is read
 -- ARGV[1]  tick, an integer >= 0
 --
 -- Moves no money and writes no stream entry: it sets the record's state from "open" to "submitted".
@@ -13,13 +14,15 @@
 -- Refusals (error reply, nothing written; the caller must not bid):
 -- "LEDGER bad_input ...", "LEDGER no_reservation ..." (never reserved),
 -- "LEDGER released ..." (released by release or the sweeper; its grant is back in remaining),
--- "LEDGER settled ..." (already settled; it holds nothing any more).
+-- "LEDGER settled ..." (already settled; it holds nothing any more),
+-- "LEDGER compacted ..." (at or below the watermark: closed and compacted long ago).
 
-amount(ARGV[1], 'tick')
+local tick = amount(ARGV[1], 'tick')
 
 local record = redis.call('HMGET', KEYS[2], 'state', 'platforms')
 local state = record[1]
 if not state then
+    check_watermark(KEYS[3], tick)
     fail('no_reservation', 'this tick was never reserved; do not bid')
 end
 if state == 'released' then
