@@ -113,7 +113,9 @@ def test_deadlines_are_the_fleet_s(fleet: Fleet, market: Path) -> None:
 
 def test_health_reports_each_process_s_clock(redis_url: str, skewed: Callable[[float], Clock]) -> None:
     skewed(SKEW).now()
-    with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 50000)) as c:
+    with TestClient(
+        create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 50000), base_url="http://localhost"
+    ) as c:
         body = c.get("/health").json()
         text = c.get("/metrics").text
     (offset,) = body["clock_offsets"].values()

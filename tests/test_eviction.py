@@ -53,7 +53,9 @@ def test_health_fails_on_a_store_that_may_evict(configurable: redis.Redis, redis
 
     configurable.config_set("maxmemory", "100mb")
     configurable.config_set("maxmemory-policy", "allkeys-lru")
-    with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 5000)) as client:
+    with TestClient(
+        create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 5000), base_url="http://localhost"
+    ) as client:
         body = client.get("/health").json()
     assert body["status"] == "unavailable"
     assert any("redis may evict keys" in reason and "allkeys-lru" in reason for reason in body["reasons"])

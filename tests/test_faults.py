@@ -159,7 +159,9 @@ def test_health_shows_an_open_breaker(fleet: Fleet, market: Path, redis_url: str
     _ready(fleet, market, campaigns=1, ticks=1)
     for t in (1, 2, 3):
         breaker.report(fleet.r, t, {"search": "unknown: RuntimeError: down"}, failures=3, cooldown=100)
-    with TestClient(create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 50000)) as c:
+    with TestClient(
+        create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 50000), base_url="http://localhost"
+    ) as c:
         body = c.get("/health").json()
         text = c.get("/metrics").text
     assert body["platforms"]["search"]["breaker"] == "open"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import keys
@@ -29,11 +30,19 @@ class LosesSubmits:
 
     fleet: Fleet
     real: PlatformAdapter
+    lost: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
-        for cid in {o.bid.campaign for o in orders}:
-            self.fleet.r.hset(keys.reservation(cid, tick), "state", ReservationState.OPEN.value)
-        assert self.fleet.ledger.sweep(list({o.bid.campaign for o in orders}), tick + 1).released > 0
+        # Called once per platform, the platforms at once: a campaign's reservation (all its
+        # platforms) is lost at the first call that carries it.
+        with self.lock:
+            fresh = {o.bid.campaign for o in orders} - self.lost
+            for cid in fresh:
+                self.fleet.r.hset(keys.reservation(cid, tick), "state", ReservationState.OPEN.value)
+            if fresh:
+                assert self.fleet.ledger.sweep(sorted(fresh), tick + 1).released > 0
+            self.lost |= fresh
         return self.real.submit(tick, orders)
 
 

@@ -176,7 +176,7 @@ def test_nats_down_never_holds_up_a_tick_and_what_is_lost_is_counted(
     counted = wait_until(lambda: metrics.snapshot(fleet.r).counter("decisions_out_overflow") == 38)
     assert counted, "the loss reaches the fleet's metrics while NATS is down"
     settings = Settings(redis_url=fleet.settings.redis_url, api_token=TOKEN, decisions_nats_url=nats_server.url)
-    with TestClient(create_app(settings), client=("127.0.0.1", 1)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 1), base_url="http://localhost") as client:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         health = client.get("/health", headers=auth).json()
         assert health["decisions_out"]["lost"] == 38 and health["status"] != "ok"

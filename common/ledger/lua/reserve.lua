@@ -49,10 +49,23 @@ if record[1] then
         first[#first + 1] = platform
     end
     local granted = per_platform(KEYS[3], 'g:', first)
+    -- A settle may have charged platforms beyond the grant's (listed, without a grant): the grant
+    -- comes back as it was made. A record an unreserved settle wrote has no grant at all: its
+    -- platforms come back at 0.
+    local any = false
+    for i = 1, #first do
+        any = any or granted[i] ~= false and granted[i] ~= nil
+    end
     local out = { 1, record[1], tonumber(redis.call('HGET', KEYS[2], 'remaining') or '0') }
     for i, platform in ipairs(first) do
-        out[#out + 1] = platform
-        out[#out + 1] = tonumber(granted[i] or '0') -- none on a record an unreserved settle wrote
+        local g = granted[i]
+        if g ~= false and g ~= nil then
+            out[#out + 1] = platform
+            out[#out + 1] = tonumber(g)
+        elseif not any then
+            out[#out + 1] = platform
+            out[#out + 1] = 0
+        end
     end
     return out
 end
