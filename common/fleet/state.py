@@ -119,4 +119,6 @@ def queue_record(
     args: list[Any] = [token, tick, *(repr(float(x)) for x in outcomes)]
     for name, value in decision_fields(decision, tick).items():
         args += (name, value)
-    pipe.eval(_record_source(), 2, keys.state(campaign), keys.evaluated(campaign, tick), *args)
+    # Through execute_command: redis-py's ClusterPipeline.eval refuses to queue (as for EVALSHA in
+    # common/ledger/scripts.py); routed by the first key, with both keys in the campaign's slot.
+    pipe.execute_command("EVAL", _record_source(), 2, keys.state(campaign), keys.evaluated(campaign, tick), *args)

@@ -74,7 +74,9 @@ def compact(ledger: Ledger, campaigns: Iterable[str], upto: int) -> Compacted:
         # The evaluation marks of the ticks compacted (keys.evaluated): a late delivery finds nothing to do.
         first = int(call.args[0])
         if watermark >= first:
-            marks.delete(*(keys.evaluated(cid, t) for t in range(first, watermark + 1)))
+            # One key a command: a cluster pipeline sends no multi-key DEL (the keys share a slot anyway).
+            for t in range(first, watermark + 1):
+                marks.delete(keys.evaluated(cid, t))
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "compacted", extra={"campaign": cid, "watermark": watermark, "records": records, "entries": entries}
