@@ -87,6 +87,9 @@ class ChaosFleet:
             CE_TICK_SECONDS=repr(self.tick_seconds), CE_SCENARIO=str(self.scenario.resolve()),
             CE_RUN_DIR=str(self.run_dir.resolve()), CE_CAMPAIGNS_PER_TASK=str(self.campaigns_per_task),
             CE_PLATFORM_CHARGE_LOG=str(charges.resolve()), CE_PLATFORM_REPLY_MS=str(self.platform_reply_ms),
+            # Every reservation record kept (no compaction): the end checks reconcile each platform
+            # charge with its record. Compaction under concurrency is the ledger hammer's to prove.
+            CE_LEDGER_DETAIL_TICKS="1000000",
             CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
         )  # fmt: skip
         return env
