@@ -158,8 +158,9 @@ def platform_breaker(platform_id: str) -> str:
     """Hash: the circuit breaker of one platform (common/fleet/breaker.py), shared by every worker.
 
     ``state`` (closed, open, half_open), ``failures`` (failing ticks in a row), ``last_failure`` and
-    ``last_success`` (ticks), ``open_until`` (the tick from which it is tried again), ``opened`` (times it
-    opened), ``error`` (the last failure, one line). A few fields per platform; deleted with nothing.
+    ``last_success`` (ticks), ``open_until`` (the tick from which it is tried again), ``opened`` (times
+    it opened), ``error`` (the last failure, one line). A few fields per platform, deleted with the
+    platform (``CampaignStore.remove_platform``), as are its ``feed``, ``feed_volume`` and ``CYCLES`` field.
     """
     return f"{PREFIX}:platform:{platform_id}:breaker"
 

@@ -106,8 +106,18 @@ def test_a_platform_in_use_is_not_removed(client: TestClient, r: redis.Redis) ->
         ]
         assert r.hexists(keys.PLATFORMS, "search")
     CampaignStore(r).finish("spring")
+    # What the fleet keeps per platform goes with it; another platform's stays.
+    for pid in ("search", "video"):
+        r.hset(keys.feed(pid), "1", "{}")
+        r.setrange(keys.feed_volume(pid), 0, b"x" * 16)
+        r.hset(keys.platform_breaker(pid), "failures", 1)
+        r.hset(keys.CYCLES, pid, "{}")
     assert client.delete("/platforms/search", headers=AUTH).status_code == 204
     assert client.get("/platforms").json() == {"platforms": []}
+    assert not r.exists(keys.feed("search"), keys.feed_volume("search"), keys.platform_breaker("search"))
+    assert not r.hexists(keys.CYCLES, "search")
+    assert r.exists(keys.feed("video"), keys.feed_volume("video"), keys.platform_breaker("video")) == 3
+    assert r.hexists(keys.CYCLES, "video")
 
 
 def _cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -75,7 +75,13 @@ class CampaignStore:
             raise Conflict.one(
                 "id", f"platform {platform_id!r} is used by {len(users)} active or paused campaign(s): {shown}"
             )
-        self.r.hdel(keys.PLATFORMS, platform_id)
+        # With it go its feed, volume history, fitted cycle and breaker: keys exist per registered platform.
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hdel(keys.PLATFORMS, platform_id)
+        pipe.hdel(keys.CYCLES, platform_id)
+        for key in (keys.feed(platform_id), keys.feed_volume(platform_id), keys.platform_breaker(platform_id)):
+            pipe.delete(key)
+        pipe.execute()
         log.info("platform removed", extra={"platform": platform_id})
 
     def platform_users(self, platform_id: str) -> list[str]:
