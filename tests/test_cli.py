@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -95,17 +96,21 @@ def _run_up(
     )  # fmt: skip
     seen: set[int] = set()
     deadline = time.monotonic() + duration + 60
+    # A child seen between fork and exec still shows the parent's command line: keep each pid's latest.
+    lines: dict[int, str] = {}
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             for child in psutil.Process(proc.pid).children(recursive=True):
-                if child.pid not in seen and command_lines is not None:
-                    command_lines.append(" ".join(child.cmdline()))
                 seen.add(child.pid)
+                with contextlib.suppress(psutil.Error):
+                    lines[child.pid] = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
             break
         time.sleep(0.5)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
+    if command_lines is not None:
+        command_lines.extend(lines.values())
     return out, seen
 
 
