@@ -39,7 +39,9 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     if live:
         _trim_stale(number)
     # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
-    plan = ticks.begin(f, number, deadline=deadline, now=f.clock.now if live else None)
+    # A backtest's tick (not live) always plays the simulated market; a live one follows CE_FEED.
+    plan = ticks.begin(f, number, simulate_feed=None if live else True, deadline=deadline,
+                       now=f.clock.now if live else None)  # fmt: skip
     if plan is None:
         return None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
