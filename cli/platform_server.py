@@ -4,8 +4,9 @@ It serves every platform of a scenario file at ``http://HOST:PORT/<platform>`` (
 the platform's ``endpoint``) and clears bids with the market model of docs/market.md on the
 scenario's true series, as the simulated platforms do. It keeps its books by idempotency key: a
 bid submitted again gets its first outcome and is never charged twice (``GET /charges`` lists what
-it charged). It is the other end of the tests of ``CE_PLATFORM_ADAPTER=http`` and a demo of it;
-``POST /control`` switches how it answers, to drill what the engine does when a platform misbehaves:
+it charged, ``POST /reset`` forgets it all). It is the other end of the tests of
+``CE_PLATFORM_ADAPTER=http`` and a demo of it; ``POST /control`` switches how it answers, to drill
+what the engine does when a platform misbehaves:
 
 * ``normal``: outcomes in the reply;
 * ``late``: bids placed and charged, the reply says ``pending``; ``/outcomes`` reports them;
@@ -103,6 +104,16 @@ def create_app(scenario: Scenario) -> FastAPI:
     def control(setting: Annotated[Control, Body()]) -> Control:
         books.control = setting
         return setting
+
+    @app.post("/reset", response_model=Charges)
+    def reset() -> Charges:
+        """Forget every bid placed (a drill starting afresh); answers what was charged until now."""
+        with books.lock:
+            before = Charges(charges=dict(books.charged), submits=books.submits)
+            books.outcomes.clear()
+            books.charged.clear()
+            books.submits = 0
+        return before
 
     @app.get("/charges", response_model=Charges)
     def charges() -> Charges:
