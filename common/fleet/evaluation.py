@@ -75,8 +75,10 @@ class GroupReport:
     unknown: set[str] = field(default_factory=set)
     # Platforms left out because their breaker is open, and the bids not placed because of it.
     breaker_skipped: dict[str, int] = field(default_factory=dict)
-    # Orders (their index) whose outcome an adapter with LateOutcomes reports later (fleet/late.py).
+    # Orders (their index) whose outcome an adapter with LateOutcomes reports later (fleet/late.py),
+    # and the campaigns they are of.
     pending: set[int] = field(default_factory=set)
+    awaiting: set[str] = field(default_factory=set)
 
     @property
     def spend_micros(self) -> int:
@@ -150,7 +152,8 @@ def evaluate(
     ]
     # A campaign with a bid whose fate is unknown keeps its reservation submitted, for the sweeper to
     # charge in full, and one with a pending outcome until it arrives; the others settle what their bids cost.
-    held = report.unknown | {orders[i].bid.campaign for i in report.pending}
+    report.awaiting = {orders[i].bid.campaign for i in report.pending}
+    held = report.unknown | report.awaiting
     known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in held])
     _settle(fleet, known, {c: g for c, g in granted.items() if c not in held}, tick)
     if report.pending:

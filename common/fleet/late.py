@@ -141,7 +141,7 @@ def hold(
         pipe.set(keys.late(cid, tick), record.to_json(), ex=ttl)
         pipe.zadd(keys.LATE, {_member(cid, tick): tick})
     pipe.execute()
-    log.info("tick %d: outcomes pending for %d campaigns", tick, len(by_campaign), extra={"tick": tick})
+    log.debug("tick %d: outcomes pending for %d campaigns", tick, len(by_campaign), extra={"tick": tick})
     return len(by_campaign)
 
 
