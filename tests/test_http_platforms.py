@@ -23,6 +23,7 @@ import redis
 
 from common import keys
 from common.errors import BidsNotPlaced
+from common.fleet import late
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
@@ -118,10 +119,12 @@ def fleet(redis_url: str, market: Path, tmp_path: Path, server: Server) -> Itera
 
 
 def run(fleet: Fleet, tick: int) -> None:
+    """A tick as the tick task runs it: begin, the evaluations of its fan-out, the late outcomes."""
     plan = ticks.begin(fleet, tick)
     assert plan is not None
     for group in plan.groups:
         evaluate(fleet, group, tick)
+    late.collect(fleet, tick)
 
 
 def spent(fleet: Fleet, tick: int | None = None) -> int:
@@ -185,7 +188,7 @@ def test_an_error_reply_whose_outcome_never_comes_is_charged_in_full(
     server.mode("normal")
     grace = fleet.settings.reservation_grace_ticks
     for t in range(WARMUP + 1, WARMUP + grace + 2):
-        ticks.begin(fleet, t)  # asks; the platform answers "unknown"
+        late.collect(fleet, t)  # asks; the platform answers "unknown"
     assert r.zcard(keys.LATE) > 0
     sweep_all(fleet.ledger, WARMUP + grace + 2, grace)
     assert spent(fleet, WARMUP) == granted  # charged in full, never less than the bids could have cost

@@ -47,9 +47,12 @@ def paper(redis_url: str, market: Path, tmp_path: Path) -> Iterator[Fleet]:
 
 
 def run_tick(fleet: Fleet, tick: int) -> int:
+    """A tick as the tick task runs it: begin, the evaluations of its fan-out, the late outcomes."""
     plan = ticks.begin(fleet, tick)
     assert plan is not None
-    return sum(evaluate(fleet, group, tick).evaluated for group in plan.groups)
+    evaluated = sum(evaluate(fleet, group, tick).evaluated for group in plan.groups)
+    late.collect(fleet, tick)
+    return evaluated
 
 
 def posted_bids(r: redis.Redis) -> list[tuple[int, str, str, float, float, float, float, float]]:
@@ -77,7 +80,7 @@ def test_the_fleet_paper_trades_on_posted_figures(paper: Fleet, market: Path, r:
         reserved = sum(paper.ledger.balance(cid).reserved for cid in ids)
         assert reserved > 0, "the pending bids' grants are not held"
         paper.feed.publish(t, connector.figures(t))
-    ticks.begin(paper, last)  # collects the figures of the tick before it
+    late.collect(paper, last)  # the next tick's task: the figures of the tick before it are in
 
     assert r.zcard(keys.LATE) == 0
     placed = posted_bids(r)
@@ -118,7 +121,7 @@ def test_figures_that_never_come_are_charged_in_full_after_the_grace(
     assert granted > 0
     grace = paper.settings.reservation_grace_ticks
     for t in range(HISTORY + 1, HISTORY + grace + 2):
-        ticks.begin(paper, t)  # asks each tick; no figures come
+        late.collect(paper, t)  # asks each tick; no figures come
         assert r.zcard(keys.LATE) > 0
     sweep_all(paper.ledger, HISTORY + grace + 2, grace)
     # Charged at the full grant: the engine cannot know the bids cost less, so it never under-counts.
@@ -126,7 +129,7 @@ def test_figures_that_never_come_are_charged_in_full_after_the_grace(
     assert sum(paper.ledger.balance(cid).reserved for cid in ids) == 0
     # The figures arrive at last: the bids cost less than their caps, the ledger keeps the full charge.
     paper.feed.publish(HISTORY, connector.figures(HISTORY))
-    ticks.begin(paper, HISTORY + grace + 2)
+    late.collect(paper, HISTORY + grace + 2)
     assert sum(paper.ledger.balance(cid).spent for cid in ids) == granted
     assert r.zcard(keys.LATE) == 0
 

@@ -5,9 +5,10 @@ figures are posted, a platform that reports spend later), and its bids whose sub
 out are treated alike: they may have been placed, and the platform can say. The evaluation then
 settles nothing for that campaign and tick; ``hold`` writes a ``LateRecord`` with every bid of it
 (the outcomes already known too, so that the one settle charges them all) and its reservation stays
-submitted. Each tick, ``collect`` asks the adapter for the outcomes still pending, once per past
-tick and platform, and settles each (campaign, tick) whose outcomes are all known, at what they
-cost: the same rounding as the evaluation's settle, the same idempotent ledger script.
+submitted. Each tick, after its fan-out, the tick task's ``collect`` asks the adapter for the
+outcomes still pending, once per past tick and platform, and settles each (campaign, tick) whose
+outcomes are all known, at what they cost: the same rounding as the evaluation's settle, the same
+idempotent ledger script.
 
 If they never come: after ``CE_RESERVATION_GRACE_TICKS`` the sweeper charges the reservation in
 full, as for any bid whose fate is unknown. An outcome arriving after that is still settled: the
@@ -262,7 +263,6 @@ def _settle(fleet: Fleet, complete: list[LateRecord]) -> int:
     for r in closed:
         pipe.zrem(keys.LATE, _member(r.campaign, r.tick))
     pipe.execute()
-    log.info("settled the late outcomes of %d (campaign, tick)", len(closed))
     return len(closed)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common import keys
-from common.fleet import capacity, cycles, late, metrics, stake, staleness, stats
+from common.fleet import capacity, cycles, metrics, stake, staleness, stats
 from common.fleet.clock import process_name
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
@@ -113,8 +113,7 @@ def begin(
     is counted as stale, and the live tick after it runs at once instead of behind a backlog.
 
     ``simulate_feed`` (default: ``CE_FEED=simulated``) publishes the simulated market's figures of the
-    tick before; with an external feed only what was posted is used. Either way the bids of past ticks
-    whose outcomes were pending are collected and settled first (common/fleet/late.py).
+    tick before; with an external feed only what was posted is used.
     """
     if stale(tick, deadline, now):
         count_stale(fleet, tick, "before it began")
@@ -128,8 +127,6 @@ def begin(
         publish_simulated_feed(fleet, tick)
     elif tick > 0:
         trim_feed(fleet, tick, list(fleet.store.platforms()))
-    if fleet.collects:
-        late.collect(fleet, tick)
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     # Most spend at stake first: what a short tick leaves out is the tail (see fleet/stake.py).
