@@ -146,6 +146,13 @@ def test_command_line_adds_lists_and_removes(redis_url: str, r: redis.Redis) -> 
     bad = _cli(redis_url, "add", "tv", "--price-sigma", "-1")
     assert bad.returncode == 2 and "price_sigma: Input should be greater than 0" in bad.stderr
     assert not r.hexists(keys.PLATFORMS, "tv")
+    nowhere = _cli(redis_url, "add", "tv", "--endpoint", "ftp://ads.example.com")
+    assert nowhere.returncode == 2 and "endpoint: must be an http:// or https:// URL" in nowhere.stderr
+    assert not r.hexists(keys.PLATFORMS, "tv")
+    with_endpoint = _cli(redis_url, "add", "tv", "--endpoint", "https://ads.example.com/v1/")
+    assert with_endpoint.returncode == 0, with_endpoint.stderr
+    assert _cli(redis_url, "list").stdout.splitlines()[-1] == "tv\t0.5\thttps://ads.example.com/v1"
+    assert _cli(redis_url, "remove", "tv").returncode == 0
 
     CampaignStore(r).create(CAMPAIGN)
     in_use = _cli(redis_url, "remove", "search")
