@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from common import keys
 from common.errors import SettingsError
-from common.fleet import late, state
+from common.fleet import late, metrics, state
 from common.fleet import tick as ticks
 from common.fleet.decisions import bids, parse
 from common.fleet.evaluation import evaluate
@@ -101,6 +101,9 @@ def test_the_fleet_paper_trades_on_posted_figures(paper: Fleet, market: Path, r:
     # The campaigns' own outcomes took the late bids once.
     spend = sum(state.read(r, cid).spend for cid in ids)
     assert spend == pytest.approx(sum(b[5] for b in placed))
+    snap = metrics.snapshot(r)
+    assert snap.counter("bids") == len(placed)
+    assert snap.counter("spend_micros") == sum(to_micros_ceil(b[5]) for b in placed)
 
     # Collecting again (an overlapping tick, a retry) changes nothing.
     before = [paper.ledger.balance(cid) for cid in ids]

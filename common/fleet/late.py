@@ -256,6 +256,7 @@ def _settle(fleet: Fleet, complete: list[LateRecord]) -> int:
         value = sum(b.outcome.conversions for b in late) * r.spec.value_per_conversion
         spend, clicks = sum(b.outcome.cost for b in late), sum(b.outcome.clicks for b in late)
         state.queue_outcomes(pipe, r.campaign, spend, clicks, sum(b.outcome.conversions for b in late), value)
+        metrics.count_late_bids(pipe, len(late), sum(to_micros_ceil(b.outcome.cost) for b in late), value)
         records = [
             DecisionRecord(ts, r.tick, r.campaign, b.platform, b.bid, b.spend_cap, *_fields(b.outcome)) for b in late
         ]
