@@ -34,7 +34,7 @@ from common import keys
 from common.errors import LedgerError
 from common.fleet import decisions, metrics, state
 from common.fleet.decisions import CampaignDecision, DecisionRecord
-from common.ledger.errors import TickCompacted
+from common.ledger.errors import TickCompacted, UnknownBudget
 from common.market.platforms import LateOutcomes, Order
 from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
 from common.money import to_micros_ceil, to_micros_floor
@@ -237,7 +237,8 @@ def _settle(fleet: Fleet, complete: list[LateRecord]) -> int:
     results = fleet.ledger.settle_many(requests)
     closed = []
     for r, result in zip(complete, results, strict=True):
-        if isinstance(result, LedgerError) and not isinstance(result, TickCompacted):
+        # Compacted (closed long ago) or no budget (the campaign was deleted): nothing left to settle.
+        if isinstance(result, LedgerError) and not isinstance(result, TickCompacted | UnknownBudget):
             # Left for the next tick: a refusal here is a fault (logged), not a reason to lose the outcome.
             log.error("late settle refused: %s", result, extra={"tick": r.tick, "campaign": r.campaign})
             continue
