@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
-from common.fleet import breaker, capacity, clock, metrics, state, stats
+from common.fleet import breaker, capacity, clock, late, metrics, staleness, state, stats
 from common.fleet.state import StateRecord
 from common.ledger import Balance, queue_balance
 from common.money import from_micros
@@ -193,7 +193,29 @@ def _faults(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
         "ce_platform_breaker_opened", "Times a platform's breaker opened.", labels=["platform"]
     )
     current = ctx.tick_info().current
-    for pid, b in breaker.read(ctx.r, list(ctx.store.platforms())).items():
+    platform_ids = list(ctx.store.platforms())
+    lag = GaugeMetricFamily(
+        "ce_feed_lag_ticks",
+        "Ticks between the tick under way and a platform's newest published figures (1 is as fresh as can be).",
+        labels=["platform"],
+    )
+    stale = GaugeMetricFamily(
+        "ce_feed_stale",
+        "1 while a platform's feed is stale (CE_FEED_STALE_TICKS behind, or empty).",
+        labels=["platform"],
+    )
+    for pid, feed in staleness.lags(ctx.feed, platform_ids, current, ctx.settings.feed_stale_ticks).items():
+        if feed.lag is not None:
+            lag.add_metric([pid], feed.lag)
+        stale.add_metric([pid], int(feed.stale))
+    yield lag
+    yield stale
+    yield GaugeMetricFamily(
+        "ce_outcomes_pending",
+        "Campaign-ticks whose bids wait for their outcomes (paper trading, a platform reporting later).",
+        value=late.pending_count(ctx.r),
+    )
+    for pid, b in breaker.read(ctx.r, platform_ids).items():
         for kind in metrics.PLATFORM_FAILURES:
             failures.add_metric([pid, kind], snap.counter(f"platform:{pid}:{kind}"))
         breakers.add_metric([pid], int(b.state_at(current) != breaker.CLOSED))

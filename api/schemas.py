@@ -182,6 +182,15 @@ class PlatformHealth(BaseModel):
     error: str = Field(description="The last failure.")
 
 
+class FeedHealth(BaseModel):
+    newest_tick: int | None = Field(description="The newest tick with published figures; null: none yet.")
+    lag_ticks: int | None = Field(description="Ticks between the tick under way and the newest figures.")
+    stale: bool = Field(description="More than CE_FEED_STALE_TICKS behind, or empty: forecast from what it has.")
+    stale_since_tick: int | None = Field(description="The tick from which it counted as stale.")
+    stale_since: float | None = Field(description="Unix time that tick began.")
+    reason: str = Field(description="What /health says of it while stale; empty when fresh.")
+
+
 class DecisionsOutView(BaseModel):
     published: int = Field(description="Outcomes acknowledged by NATS JetStream, fleet-wide.")
     lost: int = Field(description="Outcomes dropped on a full buffer or failed past the retries, fleet-wide.")
@@ -209,6 +218,9 @@ class HealthView(BaseModel):
     short_ticks: int = Field(description="Ticks running, up to the newest summarised, that were short.")
     stale_ticks: int = Field(0, description="Ticks skipped since the fleet began because their deadline had passed.")
     platforms: dict[str, PlatformHealth] = Field(default_factory=dict, description="Each platform's breaker.")
+    feeds: dict[str, FeedHealth] = Field(
+        default_factory=dict, description="Each platform's feed: its newest figures, and whether it is stale."
+    )
     clock_offsets: dict[str, float] = Field(
         default_factory=dict, description="Redis time minus each fleet process's clock, in seconds, as last measured."
     )

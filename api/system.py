@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 
 from api.auth import Context, Read
-from api.context import ApiContext
+from api.context import ApiContext, TickInfo
 from api.schemas import (
     ANY_ROUTE,
     TOKEN,
     DecisionsOutView,
+    FeedHealth,
     HealthView,
     Overview,
     OverviewCampaign,
@@ -31,7 +32,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
-from common.fleet import breaker, capacity, clock, eviction, metrics, stats
+from common.fleet import breaker, capacity, clock, eviction, metrics, staleness, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
 
@@ -112,6 +113,8 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
             f"{capacity.evaluated_share(newest):.0%} of its due campaigns"
         )
     platforms: dict[str, PlatformHealth] = {}
+    feeds: dict[str, FeedHealth] = {}
+    stale_feeds: list[str] = []
     offsets: dict[str, float] = {}
     stale_ticks = 0
     if redis_ok and redis_now is not None:
@@ -138,13 +141,18 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
                 )
                 over = True
         stale_ticks = int(metrics.snapshot(ctx.r).counter("ticks_stale"))
+        if tick is not None and tick.last is not None:
+            feeds = feed_health(ctx, tick)
+            stale_feeds = [pid for pid, f in feeds.items() if f.stale]
+            for pid in stale_feeds:
+                reasons.append(feeds[pid].reason)
     out = decisions_out(ctx) if redis_ok else None
     loss_age = out.last_loss_age_seconds if out is not None else None
     losing = loss_age is not None and loss_age < RECENT_LOSS_SECONDS
     if out is not None and losing:
         reasons.append(f"outcomes lost on the way to NATS: {out.lost} in all, the last {loss_age:.0f} s ago")
     view = HealthView(
-        status="unavailable" if down else "degraded" if over or losing else "ok",
+        status="unavailable" if down else "degraded" if over or losing or stale_feeds else "ok",
         reasons=reasons,
         redis=redis_ok,
         redis_unreachable_since=redis_since,
@@ -159,10 +167,26 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
         short_ticks=0 if newest is None else newest.short_run,
         stale_ticks=stale_ticks,
         platforms=platforms,
+        feeds=feeds,
         clock_offsets=offsets,
         decisions_out=out,
     )
     return view.model_dump(), 503 if down else 200
+
+
+def feed_health(ctx: ApiContext, tick: TickInfo) -> dict[str, FeedHealth]:
+    """Each registered platform's feed against the tick under way (common/fleet/staleness.py)."""
+    out = {}
+    lags = staleness.lags(ctx.feed, list(ctx.store.platforms()), tick.current, ctx.settings.feed_stale_ticks)
+    for pid, lag in lags.items():
+        since = lag.stale_since
+        at = None if since is None or tick.epoch is None else tick.epoch + since * tick.tick_seconds
+        reason = lag.describe() + (f" ({_at(at)})" if at is not None else "")
+        out[pid] = FeedHealth(
+            newest_tick=lag.newest, lag_ticks=lag.lag, stale=lag.stale, stale_since_tick=since, stale_since=at,
+            reason=reason if lag.stale else "",
+        )  # fmt: skip
+    return out
 
 
 def _at(moment: float) -> str:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cli.processes import ProcessGroup
 from cli.redis_server import RedisServer
-from cli.up import child_env
+from cli.up import child_env, simulated
 from common.backtest.runner import BacktestReport, Executor, InlineExecutor, run, write_report
 from common.fleet.fleet import Fleet
 from common.market.scenario import Scenario
@@ -40,7 +40,9 @@ def run_backtest(
             server = stack.enter_context(RedisServer(directory, appendonly=False))
             settings = settings.model_copy(update={"redis_url": server.url})
         # Simulated outcomes never go to the live fleet's NATS stream (their ids would collide).
-        settings = settings.model_copy(update={"scenario": scenario_path.resolve(), "decisions_nats_url": None})
+        settings = simulated(settings).model_copy(
+            update={"scenario": scenario_path.resolve(), "decisions_nats_url": None}
+        )
         fleet = Fleet.from_settings(settings, scenario=scenario)
         stack.callback(fleet.r.close)
         executor: Executor

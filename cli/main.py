@@ -26,6 +26,8 @@ campaigns_app = typer.Typer(help="Campaigns in files, in the fleet's Redis (CE_R
 app.add_typer(campaigns_app, name="campaigns")
 platforms_app = typer.Typer(help="The platform registry, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
 app.add_typer(platforms_app, name="platforms")
+feed_app = typer.Typer(help="The platforms' figures, in the fleet's Redis (CE_REDIS_URL).", no_args_is_help=True)
+app.add_typer(feed_app, name="feed")
 ledger_app = typer.Typer(help="The budget ledger (docs/ledger.md).", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 console = Console(soft_wrap=True)
@@ -67,12 +69,12 @@ def up(
     ] = None,
 ) -> None:
     """Run the whole fleet here: Redis (embedded unless CE_REDIS_URL), worker, beat and Flower."""
-    from cli.up import run_up
+    from cli.up import demo, run_up
 
     settings = load_settings()
     configure_logging(settings)
     try:
-        code = run_up(settings, campaigns, duration, keep, console, concurrency)
+        code = run_up(demo(settings), campaigns, duration, keep, console, concurrency)
     except CampaignEngineError as exc:
         raise fail(exc) from None
     raise typer.Exit(code)
@@ -223,6 +225,22 @@ def api(
         )
         raise typer.Exit(2)
     serve(settings, host, port)
+
+
+@app.command("platform-server")
+def platform_server(
+    scenario: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Scenario file (docs/market.md).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8100,
+) -> None:
+    """Serve the scenario's platforms over HTTP, clearing bids with the market model (CE_PLATFORM_ADAPTER=http).
+
+    Each platform is at http://HOST:PORT/<platform>: register that as its endpoint.
+    """
+    from cli.platform_server import serve
+
+    console.print(f"platforms of {scenario} at http://{host}:{port}/<platform>")
+    serve(scenario, host, port)
 
 
 @app.command()
@@ -406,11 +424,16 @@ def platforms_add(
     price_sigma: Annotated[
         float | None, typer.Option(help="Spread of the market price (log-normal sigma); default 0.5.")
     ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Base URL of its bidding API, for CE_PLATFORM_ADAPTER=http.")
+    ] = None,
 ) -> None:
-    """Register a platform, or replace its price spread."""
+    """Register a platform, or replace what is known of it (price spread, endpoint)."""
     fields: dict[str, object] = {"id": platform_id}
     if price_sigma is not None:
         fields["price_sigma"] = price_sigma
+    if endpoint is not None:
+        fields["endpoint"] = endpoint
     try:
         platform = PlatformInfo.parse(fields)
         new = fleet_store().add_platform(platform)
@@ -421,13 +444,13 @@ def platforms_add(
 
 @platforms_app.command("list")
 def platforms_list() -> None:
-    """The registered platforms, one a line: id and price spread."""
+    """The registered platforms, one a line: id, price spread and endpoint (when it has one)."""
     try:
         found = fleet_store().platforms()
     except CampaignEngineError as exc:
         raise fail(exc) from None
     for platform in found.values():
-        typer.echo(f"{platform.id}\t{platform.price_sigma:g}")
+        typer.echo(f"{platform.id}\t{platform.price_sigma:g}" + (f"\t{platform.endpoint}" if platform.endpoint else ""))
 
 
 @platforms_app.command("remove")
@@ -438,6 +461,35 @@ def platforms_remove(platform_id: Annotated[str, typer.Argument(metavar="ID")]) 
     except CampaignEngineError as exc:
         raise fail(exc) from None
     console.print(f"removed {platform_id}")
+
+
+@feed_app.command("post")
+def feed_post(
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False, help="CSV or JSON Lines.")],
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (JSON Lines); default: from the file's extension.")
+    ] = None,
+) -> None:
+    """Publish the figures of FILE (tick, platform, cpc, cvr, volume a row), all or none: each refused row
+    is named with its line and reason. A (platform, tick) published before keeps its first figures."""
+    from cli.campaign_files import file_format as format_of
+    from cli.feed_files import post_feed
+
+    try:
+        fmt = format_of(file, file_format)
+        store = fleet_store()
+        written, kept = post_feed(store, file, fmt, load_settings().tick_seconds)
+    except InvalidInput as exc:
+        if not any(field.startswith("line ") for field, _ in exc.errors):
+            raise fail(exc) from None
+        for field, reason in exc.errors:
+            err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
+        rows = len({field.split(":")[0] for field, _ in exc.errors})
+        err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was published")
+        raise typer.Exit(2) from None
+    except CampaignEngineError as exc:
+        raise fail(exc) from None
+    console.print(f"published {written} figure(s) from {file}" + (f"; {kept} published before, kept" if kept else ""))
 
 
 FormatOption = Annotated[

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.redis_server import RedisServer
+from cli.up import simulated
 from common import keys
 from common.backtest.runner import InlineExecutor, prepare
 from common.fleet import maintenance
@@ -76,7 +77,7 @@ def measure(
         tempfile.TemporaryDirectory(prefix="ce-memory-") as directory,
         RedisServer(Path(directory), appendonly=False) as server,
     ):
-        fleet = Fleet.from_settings(settings.model_copy(update={"redis_url": server.url}), scenario=scenario)
+        fleet = Fleet.from_settings(simulated(settings).model_copy(update={"redis_url": server.url}), scenario=scenario)
         prepare(fleet, scenario)
         executor = InlineExecutor(fleet)
         started = time.perf_counter()

@@ -34,13 +34,13 @@ class ProcessGroup:
     log_dir: Path
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, cwd=cwd,
             )  # fmt: skip
         child = Child(name, process, log_path)
         self.children.append(child)

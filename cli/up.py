@@ -92,6 +92,16 @@ def load_demo(client: Client, market: Scenario, campaigns: int, seed: int) -> tu
     return created, kept
 
 
+def simulated(settings: Settings) -> Settings:
+    """The settings of a run on the simulated market (a backtest, a benchmark): its feed and its platforms."""
+    return settings.model_copy(update={"feed": "simulated", "platform_adapter": "simulated"})
+
+
+def demo(settings: Settings) -> Settings:
+    """``up``'s settings: the simulated market's feed unless CE_FEED says otherwise (the demo needs no data)."""
+    return settings if "feed" in settings.model_fields_set else settings.model_copy(update={"feed": "simulated"})
+
+
 def child_env(settings: Settings, redis_url: str, scenario: Path, broker_url: str | None = None) -> dict[str, str]:
     """The fleet's environment; ``broker_url`` (an embedded broker) overrides ``CE_BROKER_URL``."""
     env = dict(os.environ)
@@ -102,6 +112,8 @@ def child_env(settings: Settings, redis_url: str, scenario: Path, broker_url: st
         CE_FLOWER_USER=settings.flower_user,
         CE_FLOWER_PASSWORD=settings.flower_password.get_secret_value(),
         CE_API_TOKEN=settings.api_token.get_secret_value(),
+        CE_FEED=settings.feed,
+        CE_PLATFORM_ADAPTER=settings.platform_adapter,
         PYTHONUNBUFFERED="1",
     )
     broker_url = broker_url or settings.broker_url

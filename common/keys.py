@@ -111,6 +111,15 @@ def evaluated(campaign_id: str, tick: int) -> str:
     return f"{campaign_tag(campaign_id)}:eval:{tick}"
 
 
+def late(campaign_id: str, tick: int) -> str:
+    """String: JSON of a (campaign, tick) whose bids' outcomes are pending (common/fleet/late.py ``LateRecord``).
+
+    Deleted once settled; given up (deleted) when its tick is ``CE_LEDGER_DETAIL_TICKS`` - 2 old, and
+    expires a day (or those ticks' length plus an hour) after it was written: a few per campaign at most.
+    """
+    return f"{campaign_tag(campaign_id)}:late:{tick}"
+
+
 # --- fleet-wide -----------------------------------------------------------------------------------
 CAMPAIGNS = f"{PREFIX}:campaigns"  # set of every campaign id
 ACTIVE = f"{PREFIX}:campaigns:active"  # set of ids with status active
@@ -138,6 +147,12 @@ CLOCK_OFFSETS = f"{PREFIX}:clock:offsets"
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
 # Stream: one summary entry per finished tick (common/fleet/stats.py), capped near TICK_STATS_MAXLEN (10,000).
 TICK_STATS = f"{PREFIX}:tick:stats"
+# Sorted set: platform id, score = the newest tick with published figures (ZADD GT), for the feed's
+# staleness (common/fleet/staleness.py); one member per registered platform, removed with it.
+FEED_NEWEST = f"{PREFIX}:feed:newest"
+# Sorted set "<tick>:<campaign id>", score = tick: the (campaign, tick) whose outcomes are pending, one
+# member per ``late`` key, removed with it (common/fleet/late.py).
+LATE = f"{PREFIX}:late"
 # Hash platform id -> JSON of the volume cycle last fitted (common/fleet/cycles.py): one field per
 # platform, replaced at each refit.
 CYCLES = f"{PREFIX}:cycles"

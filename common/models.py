@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 import numpy as np
 from numpy.typing import NDArray
@@ -134,6 +135,30 @@ class PlatformInfo(_Strict):
         allow_inf_nan=False,
         description="Spread of the market price, as the sigma of a log-normal; 0.5 when not given.",
     )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "Base URL of the platform's bidding API (http:// or https://), where CE_PLATFORM_ADAPTER=http posts "
+            "bids (POST <endpoint>/bids) and asks for outcomes (POST <endpoint>/outcomes); docs/operations.md."
+        ),
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, such as https://ads.example.com/v1")
+        if url.query or url.fragment or url.username or url.password:
+            raise ValueError("must have no query, fragment or credentials (the path is kept, /bids is added)")
+        try:
+            url.port  # noqa: B018 - parsing it is the check: a port outside 0-65535 raises
+        except ValueError:
+            raise ValueError("has a port that is not a number in 1-65535") from None
+        return value.strip().rstrip("/")
 
     @classmethod
     def parse(cls, data: Any) -> PlatformInfo:

@@ -17,6 +17,8 @@ from common.redis_conn import cluster_node_url
 LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")
 _HOST_NAME = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:]{2,39}")
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+ADAPTERS = ("simulated", "http")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 NO_REDIS_URL = "CE_REDIS_URL: not set; point it at the fleet's Redis, or start the engine with `campaign-engine up`"
 
 
@@ -79,6 +81,27 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="Ticks an open breaker skips its platform before a tick tries it again (half-open).",
+    )
+    feed: Literal["simulated", "external"] = Field(
+        default="external",
+        description=(
+            "Where the platforms' figures come from: external, only what is posted to POST /feed (or "
+            "`campaign-engine feed post`); simulated, the simulated market's own (`campaign-engine up`'s demo)."
+        ),
+    )
+    feed_stale_ticks: int = Field(
+        default=2,
+        ge=1,
+        le=100_000,
+        description="Ticks a platform's newest figures may lag the tick under way before its feed counts as stale.",
+    )
+    platform_adapter: str = Field(
+        default="simulated",
+        description=(
+            "How bids reach the platforms: simulated (the market model; with an external feed, paper trading "
+            "on the posted figures), http (JSON to each platform's registered endpoint), or module:callable, a "
+            "factory of your own adapter (docs/operations.md)."
+        ),
     )
     platform_faults: dict[str, Literal["raise", "refuse", "hang"]] = Field(
         default_factory=dict,
@@ -203,6 +226,18 @@ class Settings(BaseSettings):
             scheme, sep, rest = server.strip().partition("://")
             if not sep or scheme not in NATS_SCHEMES or not rest.strip("/"):
                 raise ValueError(f"want nats://host:port (or {', '.join(NATS_SCHEMES)}), got {server.strip()!r}")
+        return value
+
+    @field_validator("platform_adapter")
+    @classmethod
+    def _adapter_named(cls, value: str) -> str:
+        # Only the form is checked here; the module is imported when the fleet starts (common/fleet/adapters.py).
+        value = value.strip()
+        if value in ADAPTERS:
+            return value
+        module, sep, name = value.partition(":")
+        if not sep or not _DOTTED.fullmatch(module) or not name.isidentifier():
+            raise ValueError(f"want {', '.join(ADAPTERS)} or module:callable, got {value!r}")
         return value
 
     @field_validator("broker_url")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from cli.redis_server import RedisServer
 from common.fleet.fleet import Fleet
 from common.settings import Settings
 from tests.fleet import write_market
+
+# The suite runs the fleet on the simulated market, as `campaign-engine up` does, unless a test says
+# otherwise: the production default (an external feed) would leave it without figures. Settings()
+# and every process the tests start read it from the environment.
+os.environ.setdefault("CE_FEED", "simulated")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def test_a_registered_platform_takes_campaigns_and_figures(client: TestClient, r
 
     created = client.post("/platforms", json={"id": "search", "price_sigma": 0.4}, headers=AUTH)
     assert created.status_code == 201, created.text
-    assert created.json() == {"id": "search", "price_sigma": 0.4}
+    assert created.json() == {"id": "search", "price_sigma": 0.4, "endpoint": None}
     assert created.headers["location"] == "/platforms/search"
     defaulted = client.post("/platforms", json={"id": "social"}, headers=AUTH)
     assert defaulted.status_code == 201 and defaulted.json()["price_sigma"] == DEFAULT_PRICE_SIGMA
@@ -52,7 +52,10 @@ def test_a_registered_platform_takes_campaigns_and_figures(client: TestClient, r
     replaced = client.post("/platforms", json={"id": "search", "price_sigma": 0.3}, headers=AUTH)
     assert replaced.status_code == 200 and replaced.json()["price_sigma"] == 0.3
     listed = client.get("/platforms").json()["platforms"]
-    assert listed == [{"id": "search", "price_sigma": 0.3}, {"id": "social", "price_sigma": DEFAULT_PRICE_SIGMA}]
+    assert listed == [
+        {"id": "search", "price_sigma": 0.3, "endpoint": None},
+        {"id": "social", "price_sigma": DEFAULT_PRICE_SIGMA, "endpoint": None},
+    ]
     assert client.get("/platforms/social").json()["price_sigma"] == DEFAULT_PRICE_SIGMA
     assert client.get("/platforms/tv").status_code == 404
     assert set(r.hkeys(keys.PLATFORMS)) == {"search", "social"}
@@ -68,6 +71,11 @@ def test_a_registered_platform_takes_campaigns_and_figures(client: TestClient, r
         ({"id": "tv", "price_sigma": 50}, "price_sigma", "less than or equal to 5"),
         ({"id": "tv", "price_sigma": "wide"}, "price_sigma", "valid number"),
         ({"id": "tv", "colour": "red"}, "colour", "Extra inputs"),
+        ({"id": "tv", "endpoint": "ftp://ads.example.com"}, "endpoint", "http:// or https://"),
+        ({"id": "tv", "endpoint": "https://"}, "endpoint", "with a host"),
+        ({"id": "tv", "endpoint": "https://ads.example.com/v1?key=1"}, "endpoint", "no query"),
+        ({"id": "tv", "endpoint": "https://user:pw@ads.example.com"}, "endpoint", "credentials"),
+        ({"id": "tv", "endpoint": "https://ads.example.com:99999"}, "endpoint", "port"),
         ([1], "body", "valid dictionary"),
     ],
 )
@@ -138,6 +146,13 @@ def test_command_line_adds_lists_and_removes(redis_url: str, r: redis.Redis) -> 
     bad = _cli(redis_url, "add", "tv", "--price-sigma", "-1")
     assert bad.returncode == 2 and "price_sigma: Input should be greater than 0" in bad.stderr
     assert not r.hexists(keys.PLATFORMS, "tv")
+    nowhere = _cli(redis_url, "add", "tv", "--endpoint", "ftp://ads.example.com")
+    assert nowhere.returncode == 2 and "endpoint: must be an http:// or https:// URL" in nowhere.stderr
+    assert not r.hexists(keys.PLATFORMS, "tv")
+    with_endpoint = _cli(redis_url, "add", "tv", "--endpoint", "https://ads.example.com/v1/")
+    assert with_endpoint.returncode == 0, with_endpoint.stderr
+    assert _cli(redis_url, "list").stdout.splitlines()[-1] == "tv\t0.5\thttps://ads.example.com/v1"
+    assert _cli(redis_url, "remove", "tv").returncode == 0
 
     CampaignStore(r).create(CAMPAIGN)
     in_use = _cli(redis_url, "remove", "search")

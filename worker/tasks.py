@@ -11,7 +11,7 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
-from common.fleet import maintenance
+from common.fleet import late, maintenance
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
 from worker import stale
@@ -39,19 +39,39 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     if live:
         _trim_stale(number)
     # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
-    plan = ticks.begin(f, number, deadline=deadline, now=f.clock.now if live else None)
+    # A backtest's tick (not live) always plays the simulated market; a live one follows CE_FEED.
+    plan = ticks.begin(f, number, simulate_feed=None if live else True, deadline=deadline,
+                       now=f.clock.now if live else None)  # fmt: skip
     if plan is None:
         return None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
     publish_evaluations(evaluate, plan.groups, number, deadline, expires)
     took_ms = (f.clock.now() - started) * 1000
     ticks.record_task_time(f, number, took_ms)
+    if f.collects:
+        _collect_late(number)
     log.info(
         "tick %d: %d campaigns in %d tasks, fan-out took %.1f ms",
         number, plan.campaigns, len(plan.groups), took_ms,
         extra={"tick": number},
     )  # fmt: skip
     return number
+
+
+def _collect_late(number: int) -> None:
+    """Ask the platforms for the outcomes of past ticks still pending, and settle them (``common/fleet/late.py``).
+
+    After the fan-out, so that a platform slow to answer never delays the tick's evaluations; a
+    failure leaves them for the next tick.
+    """
+    try:
+        done = late.collect(fleet(), number)
+    except Exception:  # the tick is fanned out and counted: collecting is never its failure
+        log.exception("tick %d: collecting late outcomes failed; the next tick tries again", number)
+        return
+    if done.settled or done.dropped:
+        log.info("tick %d: late outcomes settled for %d (campaign, tick), %d still waiting, %d given up",
+                 number, done.settled, done.waiting, done.dropped, extra={"tick": number})  # fmt: skip
 
 
 def _trim_stale(number: int) -> None:

@@ -279,8 +279,8 @@ function handleEvent(block) {
 
 // --- health ----------------------------------------------------------------------------------------
 // What is wrong while it lasts, as /health says it: Redis unreachable since, no worker or no tick
-// since, a platform skipped by its breaker, a clock off Redis time. Read apart from the other views,
-// so that it shows while they fail (503 while Redis is down).
+// since, a platform skipped by its breaker, a platform's feed stale since, a clock off Redis time.
+// Read apart from the other views, so that it shows while they fail (503 while Redis is down).
 async function pollHealth() {
   const banner = $("health-banner");
   try {

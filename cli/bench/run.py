@@ -42,7 +42,16 @@ from cli.bench.report import WARMUP_TICKS, BenchResult, CountResult, CpuSeconds
 from cli.processes import Child, ProcessGroup
 from cli.redis_cluster import LocalCluster
 from cli.redis_server import RedisServer
-from cli.up import EMBEDDED_FSYNC, celery_argv, child_env, demo_group_size, embedded_broker, load_demo, worker_argv
+from cli.up import (
+    EMBEDDED_FSYNC,
+    celery_argv,
+    child_env,
+    demo_group_size,
+    embedded_broker,
+    load_demo,
+    simulated,
+    worker_argv,
+)
 from common import keys
 from common.fleet.fleet import DEFAULT_MARKET_TICKS, Fleet
 from common.fleet.stats import TickStats
@@ -91,7 +100,7 @@ class Bench:
         self.market_path = self.run_dir / "demo-market.json"
         generate(campaigns=0, platforms=4, ticks=DEFAULT_MARKET_TICKS, seed=settings.market_seed).save(self.market_path)
         self.market = Scenario.load(self.market_path)
-        self.settings = settings
+        self.settings = simulated(settings)
 
     def run(self) -> BenchResult:
         with ExitStack() as servers:

@@ -90,7 +90,7 @@ class ChaosFleet:
             # Every reservation record kept (no compaction): the end checks reconcile each platform
             # charge with its record. Compaction under concurrency is the ledger hammer's to prove.
             CE_LEDGER_DETAIL_TICKS="1000000",
-            CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
+            CE_FEED="simulated", CE_PLATFORM_ADAPTER="simulated", CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
         )  # fmt: skip
         return env
 

@@ -49,7 +49,7 @@ class InlineExecutor:
     fleet: Fleet
 
     def run_tick(self, tick: int) -> None:
-        plan = ticks.begin(self.fleet, tick)
+        plan = ticks.begin(self.fleet, tick, simulate_feed=True)
         if plan is None:
             raise BacktestError(f"tick {tick} was already run in this Redis database")
         for group in plan.groups:

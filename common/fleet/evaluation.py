@@ -26,7 +26,7 @@ from typing import Any
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
-from common.fleet import breaker, decisions, metrics, publisher, state
+from common.fleet import breaker, decisions, late, metrics, publisher, state
 from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
@@ -75,6 +75,10 @@ class GroupReport:
     unknown: set[str] = field(default_factory=set)
     # Platforms left out because their breaker is open, and the bids not placed because of it.
     breaker_skipped: dict[str, int] = field(default_factory=dict)
+    # Orders (their index) whose outcome an adapter with LateOutcomes reports later (fleet/late.py),
+    # and the campaigns they are of.
+    pending: set[int] = field(default_factory=set)
+    awaiting: set[str] = field(default_factory=set)
 
     @property
     def spend_micros(self) -> int:
@@ -147,9 +151,13 @@ def evaluate(
         if out is not None
     ]
     # A campaign with a bid whose fate is unknown keeps its reservation submitted, for the sweeper to
-    # charge in full; the others settle what their bids cost.
-    known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in report.unknown])
-    _settle(fleet, known, {c: g for c, g in granted.items() if c not in report.unknown}, tick)
+    # charge in full, and one with a pending outcome until it arrives; the others settle what their bids cost.
+    report.awaiting = {orders[i].bid.campaign for i in report.pending}
+    held = report.unknown | report.awaiting
+    known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in held])
+    _settle(fleet, known, {c: g for c, g in granted.items() if c not in held}, tick)
+    if report.pending:
+        late.hold(fleet, tick, orders, outcomes, report.pending, granted)
     _report_breakers(fleet, report, breakers, {o.bid.platform for o in orders})
     _record(fleet, report, started, now, token)
     return report
@@ -193,7 +201,7 @@ def _place(fleet: Fleet, report: GroupReport, orders: list[Order], tick: int) ->
     for i, order in enumerate(orders):
         by_platform.setdefault(order.bid.platform, []).append(i)
     timeout = fleet.settings.platform_timeout_seconds
-    calls: dict[str, Future[list[Outcome]]] = {
+    calls: dict[str, Future[Sequence[Outcome | None]]] = {
         pid: _CALLS.submit(fleet.platforms.submit, tick, [orders[i] for i in indices])
         for pid, indices in by_platform.items()
     }
@@ -213,13 +221,18 @@ def _place(fleet: Fleet, report: GroupReport, orders: list[Order], tick: int) ->
             continue
         except Exception as exc:  # any failure of an adapter is that platform's alone
             report.platform_errors[pid] = f"unknown: {type(exc).__name__}: {exc}"
-            report.unknown.update(orders[i].bid.campaign for i in indices)
+            if fleet.collects:
+                report.pending.update(indices)  # the platform can say later what became of them
+            else:
+                report.unknown.update(orders[i].bid.campaign for i in indices)
             log.error(
                 "platform %s failed, its bids may have been placed: %s", pid, exc, extra={"tick": tick, "platform": pid}
             )
             continue
         for i, outcome in zip(indices, got, strict=True):
             outcomes[i] = outcome
+            if outcome is None:
+                report.pending.add(i)
     return outcomes
 
 

@@ -52,8 +52,32 @@ class FeedStore:
                 self._fill_volumes(pid)  # a feed published before the ring existed: copied once
         for pid in new:
             pipe.setrange(keys.feed_volume(pid), _offset(tick), _pack([tick], [figures[pid].volume]))
+        if new:
+            # GT: a late figure of an older tick never moves a platform's newest tick back.
+            pipe.zadd(keys.FEED_NEWEST, {pid: tick for pid in new}, gt=True)
         pipe.execute()
         return len(new)
+
+    @store_call("read the feed's newest ticks")
+    def newest(self, platform_ids: Sequence[str]) -> dict[str, int | None]:
+        """Each platform's newest tick with figures; None where none was ever published."""
+        if not platform_ids:
+            return {}
+        scores = self.r.zmscore(keys.FEED_NEWEST, list(platform_ids))
+        return {pid: None if s is None else int(s) for pid, s in zip(platform_ids, scores, strict=True)}  # type: ignore[arg-type]
+
+    @store_call("read feed figures")
+    def figures(self, platform_ids: Sequence[str], tick: int) -> dict[str, PlatformFigures]:
+        """The figures published for ``tick``, by platform; platforms without any are left out."""
+        if not platform_ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for pid in platform_ids:
+            pipe.hget(keys.feed(pid), str(tick))
+        docs = pipe.execute()
+        return {
+            pid: PlatformFigures.model_validate_json(doc) for pid, doc in zip(platform_ids, docs, strict=True) if doc
+        }
 
     def _fill_volumes(self, platform_id: str) -> None:
         stored: dict[str, str] = self.r.hgetall(keys.feed(platform_id))  # type: ignore[assignment]

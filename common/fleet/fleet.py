@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from common.fleet import eviction
+from common.fleet import adapters, eviction
 from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
@@ -17,7 +17,7 @@ from common.ledger import Ledger
 from common.ledger.sweeper import sweep_all
 from common.market.charges import ChargeLog
 from common.market.generator import generate
-from common.market.platforms import FaultyPlatforms, PlatformAdapter, SimulatedPlatforms
+from common.market.platforms import FaultyPlatforms, LateOutcomes, PlatformAdapter
 from common.market.scenario import Scenario
 from common.redis_conn import Client, connect, without_retries
 from common.settings import Settings
@@ -52,15 +52,24 @@ class Fleet:
     def from_settings(cls, settings: Settings, scenario: Scenario | None = None) -> Fleet:
         """The fleet of one process; refused (``SettingsError``) on a Redis that may evict keys."""
         scenario = scenario or load_scenario(settings)
-        platforms: PlatformAdapter = SimulatedPlatforms(scenario)
+        client = connect(settings.state_url)
+        try:
+            platforms = adapters.build(settings, client, scenario)
+        except BaseException:
+            client.close()
+            raise
         if settings.platform_charge_log is not None:
             platforms = ChargeLog(platforms, settings.platform_charge_log, reply_ms=settings.platform_reply_ms)
         if settings.platform_faults:
             log.warning("platform faults injected: %s", settings.platform_faults)
             platforms = FaultyPlatforms(platforms, settings.platform_faults)
-        client = connect(settings.state_url)
         eviction.check(client)
         return cls(settings, client, scenario, platforms)
+
+    @property
+    def collects(self) -> bool:
+        """Whether the adapter may report outcomes after its reply (``LateOutcomes``, common/fleet/late.py)."""
+        return isinstance(self.platforms, LateOutcomes)
 
     @property
     def season(self) -> int | None:

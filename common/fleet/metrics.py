@@ -88,6 +88,17 @@ def count_evaluation(pipe: Any, report: EvaluationCounts) -> None:
         pipe.hincrbyfloat(keys.METRICS, "value", sum(p.value for p in report.placed))
 
 
+def count_late_bids(pipe: Any, bids: int, spend_micros: int, value: float) -> None:
+    """Bids whose outcomes came after their evaluation (common/fleet/late.py), once settled: the fleet's
+    bid, spend and value counters take them then (the tick's own summary was written before)."""
+    if bids:
+        pipe.hincrby(keys.METRICS, "bids", bids)
+    if spend_micros:
+        pipe.hincrby(keys.METRICS, "spend_micros", spend_micros)
+    if value:
+        pipe.hincrbyfloat(keys.METRICS, "value", value)
+
+
 def count_stale_tick(client: Client, tick: int) -> None:
     """A tick skipped because its deadline passed before its fan-out (common/fleet/tick.py)."""
     pipe = client.pipeline(transaction=False)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 SUBJECT_PREFIX = "ce.decisions"
 # A campaign whose decision had bids but whose ledger grant was refused or came to nothing.
 NOT_GRANTED = "no grant"
+# A campaign whose bids were placed with outcomes to come (paper trading, a platform reporting later).
+OUTCOME_PENDING = "outcome pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +106,11 @@ def of_report(report: GroupReport, ts: float) -> Iterator[OutcomeMessage]:
         )
     for cid, decision in report.decisions.items():
         bids = placed.get(cid)
-        if bids:
+        if bids and cid not in report.awaiting:
             yield OutcomeMessage(cid, report.tick, ts, tuple(bids))
+        elif cid in report.awaiting:
+            # Some of its bids' outcomes come later (fleet/late.py): /decisions shows them once settled.
+            yield OutcomeMessage(cid, report.tick, ts, reason=OUTCOME_PENDING)
         else:
             reason = str(decision.reason) if decision.reason is not None else NOT_GRANTED
             yield OutcomeMessage(cid, report.tick, ts, reason=reason)

@@ -79,6 +79,7 @@ class CampaignStore:
         pipe = self.r.pipeline(transaction=False)
         pipe.hdel(keys.PLATFORMS, platform_id)
         pipe.hdel(keys.CYCLES, platform_id)
+        pipe.zrem(keys.FEED_NEWEST, platform_id)
         for key in (keys.feed(platform_id), keys.feed_volume(platform_id), keys.platform_breaker(platform_id)):
             pipe.delete(key)
         pipe.execute()

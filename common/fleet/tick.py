@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common import keys
-from common.fleet import capacity, cycles, metrics, stake, stats
+from common.fleet import capacity, cycles, metrics, stake, staleness, stats
 from common.fleet.clock import process_name
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
@@ -85,7 +85,11 @@ def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
     history = fleet.feed.window(pids, tick - 1, window)
     fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks, fleet.cycle_hints)
     forecasts = forecast(history, pids, tick, window=window, cycles=fitted)
-    return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()})
+    feeds = staleness.lags(fleet.feed, pids, tick, fleet.settings.feed_stale_ticks)
+    stale = {pid: lag.newest for pid, lag in feeds.items() if lag.stale}
+    if stale:
+        log.warning("tick %d: stale feeds, forecast from what they have: %s", tick, stale, extra={"tick": tick})
+    return TickForecasts(forecasts, {pid: info.price_sigma for pid, info in platforms.items()}, stale)
 
 
 def forecasts_for(fleet: Fleet, tick: int) -> TickForecasts:
@@ -97,7 +101,7 @@ def begin(
     fleet: Fleet,
     tick: int,
     *,
-    simulate_feed: bool = True,
+    simulate_feed: bool | None = None,
     deadline: float | None = None,
     now: Callable[[], float] | None = None,
 ) -> TickPlan | None:
@@ -107,6 +111,9 @@ def begin(
     begins (its message waited in the queue through an outage) is skipped without being claimed, and
     one that passes it while begun (a slow Redis) is summarized but fans nothing out. Either way it
     is counted as stale, and the live tick after it runs at once instead of behind a backlog.
+
+    ``simulate_feed`` (default: ``CE_FEED=simulated``) publishes the simulated market's figures of the
+    tick before; with an external feed only what was posted is used.
     """
     if stale(tick, deadline, now):
         count_stale(fleet, tick, "before it began")
@@ -114,8 +121,12 @@ def begin(
     if not claim(fleet, tick):
         log.info("tick %d already claimed", tick, extra={"tick": tick})
         return None
+    if simulate_feed is None:
+        simulate_feed = fleet.settings.feed == "simulated"
     if simulate_feed and tick > 0:
         publish_simulated_feed(fleet, tick)
+    elif tick > 0:
+        trim_feed(fleet, tick, list(fleet.store.platforms()))
     forecasts = forecasts_for(fleet, tick)
     due = due_campaigns(fleet, tick)
     # Most spend at stake first: what a short tick leaves out is the tail (see fleet/stake.py).
@@ -136,8 +147,13 @@ def begin(
 def publish_simulated_feed(fleet: Fleet, tick: int) -> None:
     """Publish the simulated market's figures of ``tick - 1`` and trim what the feed no longer needs."""
     fleet.feed.publish(tick - 1, fleet.simulated_feed.figures(tick - 1))
+    trim_feed(fleet, tick, list(fleet.scenario.platforms))
+
+
+def trim_feed(fleet: Fleet, tick: int, platform_ids: list[str]) -> None:
+    """Forget the figures the forecasts and the dashboard no longer read (a few ticks each tick)."""
     kept = max(FEED_RETENTION, fleet.settings.forecast_window)
-    fleet.feed.trim(list(fleet.scenario.platforms), tick - kept - 2, 8)
+    fleet.feed.trim(platform_ids, tick - kept - 2, 8)
 
 
 def open_counters(fleet: Fleet, tick: int, fanned: int) -> None:

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import LockNotOwnedError
 
@@ -28,14 +28,17 @@ LOCK_TTL_MS = 5000
 class TickForecasts:
     """The cached document of a tick: every platform's forecasts and its price spread (``sigmas``).
 
-    Stored as the JSON of ``Forecasts.to_dict()`` with a ``sigmas`` object added.
+    Stored as the JSON of ``Forecasts.to_dict()`` with a ``sigmas`` object added, and ``stale``: the
+    platforms whose feed was stale when the forecasts were made (common/fleet/staleness.py), each with
+    its newest tick of figures (null: none yet); they are forecast from what they have.
     """
 
     forecasts: Forecasts
     sigmas: dict[str, float]
+    stale: dict[str, int | None] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({**self.forecasts.to_dict(), "sigmas": self.sigmas})
+        return json.dumps({**self.forecasts.to_dict(), "sigmas": self.sigmas, "stale": self.stale})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TickForecasts:
@@ -43,7 +46,8 @@ class TickForecasts:
         try:
             doc = json.loads(text)
             sigmas = {str(pid): float(sigma) for pid, sigma in doc["sigmas"].items()}
-            return cls(Forecasts.from_dict(doc), sigmas)
+            stale = {str(pid): None if t is None else int(t) for pid, t in doc.get("stale", {}).items()}
+            return cls(Forecasts.from_dict(doc), sigmas, stale)
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             raise ValueError(f"not a forecast document: {type(exc).__name__} {exc}") from exc
 

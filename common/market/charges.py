@@ -63,12 +63,12 @@ class ChargeLog:
         self._fd: int | None = None
         self._pid: int | None = None
 
-    def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
+    def submit(self, tick: int, orders: Sequence[Order]) -> Sequence[Outcome | None]:
         outcomes = self.inner.submit(tick, orders)
         lines = [
             json.dumps({"campaign": o.bid.campaign, "tick": tick, "platform": o.bid.platform, "micros": micros})
             for o, out in zip(orders, outcomes, strict=True)
-            if (micros := billed_micros(o, out)) > 0
+            if out is not None and (micros := billed_micros(o, out)) > 0
         ]
         if lines:
             fd = self._file()

@@ -1,7 +1,11 @@
 """Ad platforms as the engine sees them: bids go in, outcomes come back.
 
 ``PlatformAdapter`` is the seam for a real platform's API; ``SimulatedPlatforms`` answers with the
-market model of docs/market.md on a scenario's true series.
+market model of docs/market.md on a scenario's true series. An adapter whose outcomes may come
+after its reply (a real platform reports a tick's spend once it has counted it) returns ``PENDING``
+for them and also implements ``LateOutcomes``: the fleet keeps those bids' reservations held and asks
+again each tick until the outcomes arrive (common/fleet/late.py). ``CE_PLATFORM_ADAPTER`` chooses
+the adapter (common/fleet/adapters.py).
 """
 
 from __future__ import annotations
@@ -9,14 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from common.errors import BidsNotPlaced
 from common.market.model import outcomes
 from common.market.scenario import Scenario
-from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
+from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome, PlatformFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +31,36 @@ class Order:
     campaign: CampaignSpec
 
 
-class PlatformAdapter(Protocol):
-    def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
-        """Place the bids of one tick; return their outcomes in the same order.
+# An outcome a platform will report later: the bid was placed, what it cost is not known yet.
+PENDING = None
 
-        The fleet calls it once per platform and evaluation, with that platform's bids. Raise
-        ``BidsNotPlaced`` only when none of the bids can have reached the platform (refused before
-        sending): their grants are given back. Any other exception, or no answer within the fleet's
-        time-out, means they may have been placed: their grants are charged in full by the sweeper.
+
+def idempotency_key(tick: int, bid: Bid) -> str:
+    """The key a platform deduplicates one bid by: a second submit with it gets the first outcome."""
+    return f"{bid.campaign}:{tick}:{bid.platform}"
+
+
+class PlatformAdapter(Protocol):
+    def submit(self, tick: int, orders: Sequence[Order]) -> Sequence[Outcome | None]:
+        """Place the bids of one tick; return their outcomes in the same order (``PENDING`` for one to come).
+
+        The fleet calls it once per platform and evaluation, with that platform's bids, and waits at
+        most ``CE_PLATFORM_TIMEOUT_SECONDS``. Each bid has an idempotency key (``idempotency_key``):
+        a real platform must treat a second submit of it as the first. Raise ``BidsNotPlaced`` only
+        when none of the bids can have reached the platform (refused before sending): their grants
+        are given back. Any other exception, or no answer within the time-out, means they may have
+        been placed: an adapter with ``LateOutcomes`` is asked for them later, and otherwise (or if
+        they never come) their grants are charged in full by the sweeper.
         """
+        ...
+
+
+@runtime_checkable
+class LateOutcomes(Protocol):
+    def collect(self, tick: int, orders: Sequence[Order]) -> Sequence[Outcome | None]:
+        """The outcomes of bids placed at ``tick`` whose outcome was pending, in order; ``PENDING`` for
+        those still to come. Never places a bid. Called again each tick until every one is known or
+        the sweeper's grace has passed."""
         ...
 
 
@@ -89,7 +114,7 @@ class FaultyPlatforms:
         self.faults = dict(faults)
         self.hang_seconds = hang_seconds
 
-    def submit(self, tick: int, orders: Sequence[Order]) -> list[Outcome]:
+    def submit(self, tick: int, orders: Sequence[Order]) -> Sequence[Outcome | None]:
         for pid in sorted({o.bid.platform for o in orders}):
             fault = self.faults.get(pid)
             if fault == "refuse":
@@ -99,3 +124,19 @@ class FaultyPlatforms:
             if fault == "hang":
                 time.sleep(self.hang_seconds)
         return self.inner.submit(tick, orders)
+
+
+def clear(
+    figures: PlatformFigures, price_sigma: float, orders: Sequence[tuple[float, float, float, float]]
+) -> list[Outcome]:
+    """Outcomes of bids on one platform at one tick whose figures are ``figures``: docs/market.md's model.
+
+    Each order is (bid, spend cap, the campaign's audience multiplier there, its value per conversion).
+    """
+    if not orders:
+        return []
+    bid, cap, audience, vpc = (np.array(column, dtype=float) for column in zip(*orders, strict=True))
+    cost, clicks, conversions, waste = outcomes(
+        audience * figures.volume, figures.cpc, price_sigma, figures.cvr, vpc, bid, cap
+    )
+    return [Outcome(float(cost[i]), float(clicks[i]), float(conversions[i]), float(waste[i])) for i in range(len(bid))]
