@@ -28,7 +28,7 @@ from redis.exceptions import NoScriptError
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
-from common.fleet import breaker, decisions, metrics, publisher, scripts, state
+from common.fleet import breaker, decisions, metrics, publisher, scripts, stake, state
 from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
@@ -36,7 +36,7 @@ from common.fleet.state import StateRecord
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
 from common.forecast.forecasts import Forecasts
-from common.ledger import Balance
+from common.ledger import Balance, Settlement
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
@@ -77,6 +77,8 @@ class GroupReport:
     unknown: set[str] = field(default_factory=set)
     # Platforms left out because their breaker is open, and the bids not placed because of it.
     breaker_skipped: dict[str, int] = field(default_factory=dict)
+    # Evaluated campaign -> (remaining micros after this evaluation, flight's end): the fan-out's order.
+    stakes: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     @property
     def spend_micros(self) -> int:
@@ -127,6 +129,7 @@ def evaluate(
             report.skipped += 1
             continue
         report.evaluated += 1
+        report.stakes[campaign.id] = (view.balance.remaining, campaign.spec.end_tick)
         decision = decide(view.engine_state(tick), forecasts, sigmas, fleet.settings.aggressiveness)
         report.decisions[campaign.id] = decision
         if decision.bids:
@@ -151,7 +154,8 @@ def evaluate(
     # A campaign with a bid whose fate is unknown keeps its reservation submitted, for the sweeper to
     # charge in full; the others settle what their bids cost.
     known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in report.unknown])
-    _settle(fleet, known, {c: g for c, g in granted.items() if c not in report.unknown}, tick)
+    for settled in _settle(fleet, known, {c: g for c, g in granted.items() if c not in report.unknown}, tick):
+        report.stakes[settled.campaign] = (settled.remaining, report.stakes[settled.campaign][1])
     _report_breakers(fleet, report, breakers, {o.bid.platform for o in orders})
     _record(fleet, report, started, now, token)
     return report
@@ -270,10 +274,11 @@ def _reserve_and_submit(
     return orders, granted
 
 
-def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]], tick: int) -> None:
+def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]], tick: int) -> list[Settlement]:
     """Charge what the platforms charged, retrying while Redis is unreachable (settle is idempotent).
 
-    Every submitted reservation is settled, those whose bids won nothing too (at zero).
+    Every submitted reservation is settled, those whose bids won nothing too (at zero). Returns the
+    settlements made (refusals are logged).
     """
     costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
     for placed in report.placed:
@@ -297,7 +302,9 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     for (cid, _, _), result in zip(requests, settled, strict=True):
         if isinstance(result, LedgerError):
             log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
-    metrics.count_settlements(fleet.r, [s for s in settled if not isinstance(s, LedgerError)])
+    made = [s for s in settled if not isinstance(s, LedgerError)]
+    metrics.count_settlements(fleet.r, made)
+    return made
 
 
 @dataclass(frozen=True)
@@ -426,6 +433,7 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
     first = len(placed_by)  # the pipeline's replies: the decision entries', then these
     for call in calls:
         record.queue(pipe, *call)
+    stake.queue_record(pipe, report.stakes)
     try:
         replies = _count(fleet, report, started, now, pipe=pipe)
     except StoreUnavailable:
