@@ -13,8 +13,8 @@
 -- budget as the values of ARGV[3..]. A key of the wrong type (damaged data) comes back as an error
 -- in its own place, so that one damaged key costs its campaign, not the script.
 --
--- The same commands the evaluation sent one by one before (SET NX EX, GET, HGETALL, HMGET, HGETALL),
--- in one call: one command for the client to pack and parse instead of five.
+-- SET NX EX, GET, HGETALL, HMGET, HGETALL in one call: one command for the client to pack and parse
+-- instead of five, the client's largest cost per command (docs/scaling.md).
 
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 local mark = redis.call('GET', KEYS[1])
