@@ -134,6 +134,11 @@ ENDED = f"{PREFIX}:campaigns:ended"
 # Stream: one compact entry per archived (finished or deleted) campaign, its final balances and spec,
 # capped near CE_ARCHIVE_MAXLEN entries.
 ARCHIVE = f"{PREFIX}:archive"
+# Hash: campaign id -> "<remaining micros> <end tick, empty for none>" as of its last evaluation, for the
+# fan-out's order (common/fleet/stake.py). Evaluations write their campaigns' fields, one HSET per group;
+# the tick task deletes the fields of campaigns no longer due, so it holds the due campaigns and those
+# that stopped being due since the last tick.
+STAKES = f"{PREFIX}:campaigns:stakes"
 FLIGHTS_INDEXED = f"{PREFIX}:campaigns:active:indexed"  # string, set once the two were built from ACTIVE
 PLATFORMS = f"{PREFIX}:platforms"  # hash platform id -> JSON PlatformInfo (id, price_sigma): the registry
 # Capped stream of every bid placed: one entry per campaign and tick that bid, its bids packed in one

@@ -46,6 +46,9 @@ def test_figures_of_known_ticks() -> None:
     assert f["cpu_s_per_1k_redis"] == pytest.approx(1.0) and f["cpu_s_per_1k_workers"] == pytest.approx(5.0)
     assert f["cpu_s_per_1k_beat"] == pytest.approx(0.1) and f["cpu_s_per_1k_tick_task"] == pytest.approx(60 / 190)
     assert per_thousand(1.0, 0) == 0.0
+    # One campaign a task past capacity: the tasks that expired unrun are not counted as run.
+    short = [TickStats(tick=2, fanned=100, evaluated=30, late=10, dropped=60, missed=60)]
+    assert measured_figures(short, wall_s=2.0, per_task=1, cpu=cpu)["tasks_per_s"] == 20
 
 
 def test_the_report_shows_each_count_and_the_ratios() -> None:

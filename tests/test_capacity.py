@@ -92,6 +92,34 @@ def test_the_fan_out_goes_out_by_spend_at_stake(fleet: Fleet, market: Path) -> N
     assert order.index("rich") < order.index("short") < order.index("long")
 
 
+def test_the_fan_out_order_comes_from_what_the_evaluations_left(fleet: Fleet, market: Path) -> None:
+    """After a tick's evaluations the next tick orders by their figures, without a read per campaign,
+    in the order the ledger's balances give; a campaign no longer due leaves the hash."""
+    ids = load_campaigns(fleet.r, market, 30)
+    plan = begin(fleet, 20)
+    assert plan is not None
+    for group in plan.groups:
+        evaluate(fleet, group, 20)
+    assert set(fleet.r.hkeys(keys.STAKES)) == set(ids)
+    fleet.r.config_resetstat()
+    plan = begin(fleet, 21)
+    assert plan is not None
+    stats: dict[str, dict[str, int]] = fleet.r.info("commandstats")  # type: ignore[assignment]
+    assert stats.get("cmdstat_hmget", {}).get("calls", 0) < len(ids), "no balance read per campaign"
+    order = [cid for group in plan.groups for cid in group]
+    found = fleet.store.get_many(order)
+    exact = {cid: stake.stake(fleet.store.balance(cid).remaining, found[cid].spec.end_tick, 21) for cid in order}
+    assert order == sorted(order, key=lambda cid: (-exact[cid], cid))
+    fleet.store.pause(ids[0])
+    begin(fleet, 22)
+    assert ids[0] not in fleet.r.hkeys(keys.STAKES)
+    fleet.store.resume(ids[0])
+    fleet.r.hset(keys.STAKES, ids[1], "damaged")
+    plan = begin(fleet, 23)
+    assert plan is not None
+    assert {cid for group in plan.groups for cid in group} == set(ids), "read afresh where the hash has nothing usable"
+
+
 def test_a_campaign_left_out_gains_stake_until_it_goes_out_first() -> None:
     # Same remaining budget, one tick further into the flight: more per remaining tick.
     assert stake.stake(1_000_000, 100, 51) > stake.stake(1_000_000, 100, 50)

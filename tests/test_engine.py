@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -172,6 +173,8 @@ def test_pacing_state_round_trips_through_json() -> None:
     assert again == d.pacing
     assert PacingState.from_dict(None) == PacingState()
     assert PacingState.from_dict({"lam": "nan"}) == PacingState()
+    # Every field, in field order: what the stored JSON held when it was dataclasses.asdict's.
+    assert json.dumps(d.pacing.to_dict()) == json.dumps(dataclasses.asdict(d.pacing))
 
 
 def test_ticks_left_is_needed_without_an_end_tick() -> None:

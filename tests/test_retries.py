@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
 from common import keys
@@ -45,6 +46,31 @@ def test_a_retried_evaluation_is_recognised_and_applied_once(fleet: Fleet, marke
     assert fleet.r.xlen(keys.DECISIONS) == entries
     other = evaluate(fleet, ids, 3, token="task-2:b")
     assert other.duplicates == len(ids), "another delivery finds the campaigns taken"
+
+
+def test_an_evaluation_on_a_server_that_lost_its_scripts_loads_them_and_applies_once(
+    fleet: Fleet, market: Path
+) -> None:
+    """The evaluation sends its scripts by SHA: a server that forgot them (restarted) answers NOSCRIPT,
+    having run nothing, and those calls go again once the scripts are loaded."""
+    ids = load_campaigns(fleet.r, market, 5)
+    for t in range(1, 4):
+        assert begin(fleet, t) is not None
+    evaluate(fleet, ids, 3)
+    before = {cid: state.read(fleet.r, cid) for cid in ids}
+    assert begin(fleet, 4) is not None
+    fleet.r.script_flush()
+    report = evaluate(fleet, ids, 4)
+    assert report.evaluated == len(ids) and report.duplicates == 0
+    after = {cid: state.read(fleet.r, cid) for cid in ids}
+    assert all(after[cid].last_tick == 4 for cid in ids), "every campaign's state recorded"
+    spent = {p.bid.campaign: 0.0 for p in report.placed}
+    for p in report.placed:
+        spent[p.bid.campaign] += p.outcome.cost
+    for cid, cost in spent.items():
+        # Redis adds in long double: equal to the last bits or so, and far from twice the cost.
+        assert after[cid].spend == pytest.approx(before[cid].spend + cost, rel=1e-12), "outcomes added once"
+    assert all(fleet.r.get(keys.evaluated(cid, 4)).endswith(state.RECORDED) for cid in ids)  # type: ignore[union-attr]
 
 
 def test_the_state_script_applies_a_tick_once_for_the_mark_s_holder(r: redis.Redis, fleet: Fleet) -> None:

@@ -3,7 +3,8 @@
 Run with ``pytest -m benchmark -s tests/test_tick_bench.py``. For N campaigns and a feed of S ticks
 on the test Redis (the volume cycle learnt from all of it, as by default), the tick task's steps are timed
 as ``begin`` runs them: the simulated feed's publish and trim, the forecasts, the due campaigns, the
-counters and the previous tick's summary; then ``begin`` whole, on further ticks; then the forecasts
+counters and the previous tick's summary; then ``begin`` whole, on further ticks, as after the
+evaluations of the tick before (which leave the campaigns' stake figures for the fan-out's order); then the forecasts
 of a tick that refits every platform's volume cycle at once (``refit``), the worst tick. Each figure is the
 median of ROUNDS ticks, also given as a multiple of one HGETALL round trip measured in the same run
 so that runs on machines of different speed compare. Figures go to stdout and to
@@ -23,6 +24,7 @@ import pytest
 import redis
 
 from common import keys
+from common.fleet import stake
 from common.fleet import tick as ticks
 from common.fleet.fleet import Fleet
 from common.market.generator import generate
@@ -105,8 +107,18 @@ def measure(fleet: Fleet, season: int) -> dict[str, float]:
         ticks.compute_forecasts(fleet, tick)
 
     figures["refit"] = _median_ms(refit_all, first)
+    _as_after_evaluations(fleet, first + ROUNDS)
     figures["begin"] = _median_ms(lambda tick: ticks.begin(fleet, tick), first + ROUNDS)
     return figures
+
+
+def _as_after_evaluations(fleet: Fleet, tick: int) -> None:
+    """What a running fleet's evaluations leave for the next tick: each due campaign's stake figures."""
+    due = ticks.due_campaigns(fleet, tick)
+    specs, balances = fleet.store.get_many(due), fleet.ledger.balances(due)
+    pipe = fleet.r.pipeline(transaction=False)
+    stake.queue_record(pipe, {cid: (balances[cid].remaining, specs[cid].spec.end_tick) for cid in due})
+    pipe.execute()
 
 
 @pytest.mark.benchmark

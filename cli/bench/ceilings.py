@@ -106,6 +106,7 @@ def _one_batch(fleet: Fleet, ids: list[str], tick: int) -> GroupReport:
         decision = Decision(bids, view.state.pacing, planned=BARE_CAP * len(bids))
         report.evaluated += 1
         report.decisions[view.id] = decision
+        report.stakes[view.id] = (view.balance.remaining, view.campaign.spec.end_tick)
         wanted.append((view.campaign, decision))
     orders, granted = _reserve_and_submit(fleet, report, wanted, tick)
     report.placed = [Placed(o.bid, Outcome(o.bid.spend_cap / 2, 1.0, 0.1, 0.0), 1.0) for o in orders]

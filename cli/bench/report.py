@@ -64,7 +64,9 @@ def measured_figures(ticks: list[TickStats], wall_s: float, per_task: int, cpu: 
     if not ticks:
         raise ValueError("no measured ticks")
     evaluated = sum(t.evaluated for t in ticks)
-    tasks = sum(math.ceil(t.fanned / per_task) for t in ticks)
+    # Tasks that ran (their campaigns evaluated, skipped or found late), not those fanned out: past
+    # capacity most of what is fanned out expires in the queue unrun.
+    tasks = sum(math.ceil((t.evaluated + t.skipped + t.late) / per_task) for t in ticks)
     latencies = [t.worst_latency_ms for t in ticks]
     tick_task_s = sum(t.tick_task_ms for t in ticks) / 1000
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -38,7 +38,9 @@ class PacingState:
     expected: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out, in field order: dataclasses.asdict deep-copies each field, a tenth of an
+        # evaluation's own CPU time when it ran for every campaign and tick.
+        return {"lam": self.lam, "bias": self.bias, "tick": self.tick, "spent": self.spent, "expected": self.expected}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PacingState:

@@ -23,10 +23,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
-from common.fleet import breaker, decisions, late, metrics, publisher, state
+from common.fleet import breaker, decisions, late, metrics, publisher, scripts, stake, state
 from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
@@ -34,11 +36,11 @@ from common.fleet.state import StateRecord
 from common.fleet.store import campaign_from_hash
 from common.fleet.tick import TICK_KEY_TTL, forecasts_for
 from common.forecast.forecasts import Forecasts
-from common.ledger import Balance, queue_balance
+from common.ledger import Balance, Settlement
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
 from common.money import from_micros, to_micros_ceil, to_micros_floor
-from common.redis_conn import claimed, execute_each, queue_claim, store_call, translated_errors
+from common.redis_conn import execute_each, store_call, translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class GroupReport:
     # and the campaigns they are of.
     pending: set[int] = field(default_factory=set)
     awaiting: set[str] = field(default_factory=set)
+    # Evaluated campaign -> (remaining micros after this evaluation, flight's end): the fan-out's order.
+    stakes: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     @property
     def spend_micros(self) -> int:
@@ -129,6 +133,7 @@ def evaluate(
             report.skipped += 1
             continue
         report.evaluated += 1
+        report.stakes[campaign.id] = (view.balance.remaining, campaign.spec.end_tick)
         decision = decide(view.engine_state(tick), forecasts, sigmas, fleet.settings.aggressiveness)
         report.decisions[campaign.id] = decision
         if decision.bids:
@@ -155,7 +160,8 @@ def evaluate(
     report.awaiting = {orders[i].bid.campaign for i in report.pending}
     held = report.unknown | report.awaiting
     known = replace(report, placed=[p for p in report.placed if p.bid.campaign not in held])
-    _settle(fleet, known, {c: g for c, g in granted.items() if c not in held}, tick)
+    for settled in _settle(fleet, known, {c: g for c, g in granted.items() if c not in held}, tick):
+        report.stakes[settled.campaign] = (settled.remaining, report.stakes[settled.campaign][1])
     if report.pending:
         late.hold(fleet, tick, orders, outcomes, report.pending, granted)
     _report_breakers(fleet, report, breakers, {o.bid.platform for o in orders})
@@ -281,10 +287,11 @@ def _reserve_and_submit(
     return orders, granted
 
 
-def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]], tick: int) -> None:
+def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]], tick: int) -> list[Settlement]:
     """Charge what the platforms charged, retrying while Redis is unreachable (settle is idempotent).
 
-    Every submitted reservation is settled, those whose bids won nothing too (at zero).
+    Every submitted reservation is settled, those whose bids won nothing too (at zero). Returns the
+    settlements made (refusals are logged).
     """
     costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
     for placed in report.placed:
@@ -308,7 +315,9 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     for (cid, _, _), result in zip(requests, settled, strict=True):
         if isinstance(result, LedgerError):
             log.error("settle refused: %s", result, extra={"tick": tick, "campaign": cid})
-    metrics.count_settlements(fleet.r, [s for s in settled if not isinstance(s, LedgerError)])
+    made = [s for s in settled if not isinstance(s, LedgerError)]
+    metrics.count_settlements(fleet.r, made)
+    return made
 
 
 @dataclass(frozen=True)
@@ -352,38 +361,53 @@ def _load(
 
     The mark (``SET NX`` of the delivery's token, read back) comes first, so a second delivery of the
     same evaluation, even one running concurrently on another worker, finds another token and bids
-    nothing, while a client retry of this pipeline finds its own.
+    nothing, while a client retry of this pipeline finds its own. Mark and reads are one script call
+    per campaign (``lua/load.lua``): five commands for the client to pack and parse became one.
     """
+    load = scripts.script("load")
+    calls = [
+        ([keys.evaluated(cid, tick), keys.campaign(cid), keys.budget(cid), keys.state(cid)], _load_args(token))
+        for cid in campaign_ids
+    ]
     pipe = fleet.r.pipeline(transaction=False)
     breaker.queue_read(pipe, platforms)
-    for cid in campaign_ids:
-        queue_claim(pipe, keys.evaluated(cid, tick), token, EVALUATION_MARK_TTL)
-        pipe.hgetall(keys.campaign(cid))
-        queue_balance(pipe, cid)
-        state.queue_read(pipe, cid)
+    for call in calls:
+        load.queue(pipe, *call)
     # One campaign's damaged key (an error reply in its place) leaves that campaign out, not the group.
     replies = execute_each(pipe)
     read = replies[: len(platforms)]
     breakers = breaker.parse(platforms, [{} if isinstance(raw, Exception) else raw for raw in read])
-    replies = replies[len(platforms) :]
+    replies = load.rerun_missing(fleet.r, calls, replies[len(platforms) :])
     views = []
-    for i, cid in enumerate(campaign_ids):
-        mark = replies[5 * i : 5 * i + 2]
-        raw, budget, stored = replies[5 * i + 2 : 5 * i + 5]
-        # Its own mark, also once recorded: a repeat of the whole evaluation by this delivery.
-        if isinstance(mark[1], Exception) or not (claimed(mark, token) or mark[1] == token + state.RECORDED):
+    for cid, reply in zip(campaign_ids, replies, strict=True):
+        # Only the mark: another delivery's. The script reads on for this delivery's own mark, also once
+        # recorded (a repeat of the whole evaluation by this delivery).
+        if isinstance(reply, Exception) or len(reply) < 4:
             continue
-        failed = [reply for reply in (raw, budget, stored) if isinstance(reply, Exception)]
+        _, raw, budget, stored = reply
+        failed = [part for part in (raw, budget, stored) if isinstance(part, Exception)]
         if failed:
             # Counted as skipped: marked, but nothing can be decided on data that cannot be read.
             log.error("campaign unreadable: %s", failed[0], extra={"tick": tick, "campaign": cid})
             views.append(CampaignView(cid, None, NO_BALANCE, StateRecord()))
             continue
-        campaign = campaign_from_hash(raw) if raw.get("spec") else None
+        spec = _pairs(raw)
+        campaign = campaign_from_hash(spec) if spec.get("spec") else None
         # No budget reads as nothing left: an active campaign without one is finished.
         balance = Balance.from_row(budget) or NO_BALANCE
-        views.append(CampaignView(cid, campaign, balance, StateRecord.from_hash(stored)))
+        views.append(CampaignView(cid, campaign, balance, StateRecord.from_hash(_pairs(stored))))
     return views, breakers
+
+
+def _load_args(token: str) -> list[Any]:
+    """ARGV of ``lua/load.lua``: the token, how long the mark lives, the budget fields to read."""
+    return [token, EVALUATION_MARK_TTL, *Balance.FIELDS]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns ``HGETALL``: field, value, field, value..."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
 
 
 def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], token: str) -> None:
@@ -417,24 +441,40 @@ def _record(fleet: Fleet, report: GroupReport, started: float | None, now: Calla
     writes = [
         (cid, tuple(totals.get(cid, (0.0, 0.0, 0.0, 0.0))), decision) for cid, decision in report.decisions.items()
     ]
-    for cid, outcomes, decision in writes:
-        state.queue_record(pipe, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
+    record = scripts.script("record_state")
+    calls = [state.record_call(cid, report.tick, token, outcomes, decision) for cid, outcomes, decision in writes]  # type: ignore[arg-type]
+    first = len(placed_by)  # the pipeline's replies: the decision entries', then these
+    for call in calls:
+        record.queue(pipe, *call)
+    stake.queue_record(pipe, report.stakes)
     try:
-        _count(fleet, report, started, now, pipe=pipe)
+        replies = _count(fleet, report, started, now, pipe=pipe)
     except StoreUnavailable:
         with translated_errors("record the campaigns' state"):
             again = fleet.r.pipeline(transaction=False)
-            for cid, outcomes, decision in writes:
-                state.queue_record(again, cid, report.tick, token, outcomes, decision)  # type: ignore[arg-type]
-            execute_each(again)
+            for call in calls:
+                record.queue(again, *call)
+            record.rerun_missing(fleet.r, calls, execute_each(again))
         raise
+    recorded = replies[first : first + len(calls)]
+    missing = [i for i, reply in enumerate(recorded) if isinstance(reply, NoScriptError)]
+    if missing:
+        # A server that did not know the script ran nothing: the writes go again, through the retrying
+        # client (each applies once per campaign and tick).
+        with translated_errors("record the campaigns' state"):
+            recorded = record.rerun_missing(fleet.r, calls, recorded)
+        for i in missing:
+            if isinstance(recorded[i], Exception):
+                log.error("recording the evaluation: %s", recorded[i], extra={"tick": report.tick})
     # Recorded: every outcome, no-bids too, to NATS when configured (buffered, never blocks or raises).
     publisher.publish(fleet, report, ts)
 
 
 def _count(
     fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], pipe: Any = None
-) -> None:
+) -> list[Any]:
+    """Add the group's figures to the tick's counters and the metrics, on ``pipe`` when given (after
+    what the caller queued on it), and send it; the replies, the caller's first."""
     pipe = pipe if pipe is not None else fleet.once.pipeline(transaction=False)
     counters = keys.tick_counters(report.tick)
     for name, amount in (
@@ -458,7 +498,10 @@ def _count(
     for pid, bids in report.breaker_skipped.items():
         metrics.count_platform_failure(pipe, pid, "skipped", bids)
     with translated_errors("count the evaluation"):
-        for reply in execute_each(pipe):
-            if isinstance(reply, Exception):
-                # A campaign's state that cannot be written (a key of the wrong type) is that campaign's.
-                log.error("recording the evaluation: %s", reply, extra={"tick": report.tick})
+        replies = execute_each(pipe)
+    for reply in replies:
+        # A campaign's state that cannot be written (a key of the wrong type) is that campaign's; a
+        # script the server did not know is sent again by the caller.
+        if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+            log.error("recording the evaluation: %s", reply, extra={"tick": report.tick})
+    return replies

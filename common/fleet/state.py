@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from common import keys
 from common.engine import Decision, PacingState
+from common.fleet import scripts
 from common.redis_conn import Client, Fields
 
 OUTCOMES = ("spend", "clicks", "conversions", "value")
@@ -101,9 +100,14 @@ def queue_decision(pipe: Any, campaign: str, decision: Decision, tick: int) -> N
     pipe.hset(keys.state(campaign), mapping=decision_fields(decision, tick))
 
 
-@cache
-def _record_source() -> str:
-    return resources.files(__package__).joinpath("lua", "record_state.lua").read_text(encoding="utf-8")
+def record_call(
+    campaign: str, tick: int, token: str, outcomes: tuple[float, float, float, float], decision: Decision
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of one evaluation's write of ``campaign``'s state (``lua/record_state.lua``)."""
+    args: list[Any] = [token, tick, *(repr(float(x)) for x in outcomes)]
+    for name, value in decision_fields(decision, tick).items():
+        args += (name, value)
+    return [keys.state(campaign), keys.evaluated(campaign, tick)], args
 
 
 def queue_record(
@@ -111,14 +115,12 @@ def queue_record(
 ) -> None:
     """Queue one evaluation's write of ``campaign``'s state for ``tick``, by the delivery holding ``token``.
 
-    ``outcomes`` are the tick's spend, clicks, conversions and value. Sent as EVAL with the script's
-    text: a pipeline of EVALSHA would need redis-py's ``SCRIPT EXISTS`` round trip before it, or the
-    NOSCRIPT handling of ``common/ledger/scripts.py``; Redis caches the compiled script either way.
-    The reply is 1 (applied), 0 (applied before by this delivery) or -1 (not this delivery's mark).
+    ``outcomes`` are the tick's spend, clicks, conversions and value. The reply is 1 (applied), 0
+    (applied before by this delivery) or -1 (not this delivery's mark). Sent as EVAL with the script's
+    text, which needs no handling of NOSCRIPT; evaluations, which send many, queue ``record_call`` by
+    the script's SHA instead (``common/fleet/scripts.py``).
     """
-    args: list[Any] = [token, tick, *(repr(float(x)) for x in outcomes)]
-    for name, value in decision_fields(decision, tick).items():
-        args += (name, value)
+    keys_, args = record_call(campaign, tick, token, outcomes, decision)
     # Through execute_command: redis-py's ClusterPipeline.eval refuses to queue (as for EVALSHA in
     # common/ledger/scripts.py); routed by the first key, with both keys in the campaign's slot.
-    pipe.execute_command("EVAL", _record_source(), 2, keys.state(campaign), keys.evaluated(campaign, tick), *args)
+    pipe.execute_command("EVAL", scripts.script("record_state").source, len(keys_), *keys_, *args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -121,24 +122,17 @@ class Ledger:
         """``reserve`` then ``submit`` each (campaign, tick, caps), all in one round trip.
 
         For a caller that bids right after reserving, with nothing in between that could fail:
-        it saves a round trip per evaluation. Returns the submit replies: bid only on a ``usable``
-        one. A refused reserve makes its submit refused too (``NoReservation``), in place.
+        it saves a round trip per evaluation, and the two scripts run as one call per campaign
+        (``lua/reserve_submit.lua``). Returns the submit replies: bid only on a ``usable`` one. A
+        refused reserve comes back as its refusal, in place, and nothing is submitted.
         """
         batch = list(requests)
-        calls = []
-        for cid, tick, caps in batch:
-            calls.append(_reserve_call(cid, tick, caps))
-            calls.append(_submit_call(cid, tick))
+        calls = [replace(_reserve_call(cid, tick, caps), script="reserve_submit") for cid, tick, caps in batch]
         replies = self._run_many(calls)
-        results: list[Grant | LedgerError] = []
-        for i, (cid, tick, _) in enumerate(batch):
-            reserved, submitted = replies[2 * i], replies[2 * i + 1]
-            refusal = _refusal(reserved, cid, tick)
-            if refusal is not None:
-                results.append(refusal)
-            else:
-                results.append(_refusal(submitted, cid, tick) or _grant(cid, tick, submitted, "submit"))
-        return results
+        return [
+            _refusal(reply, cid, tick) or _grant(cid, tick, reply, "submit")
+            for (cid, tick, _), reply in zip(batch, replies, strict=True)
+        ]
 
     def submit(self, campaign: str, tick: int) -> Grant:
         """Mark the reservation as bid on; call it right before the bids go to the platforms.

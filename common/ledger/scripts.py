@@ -28,7 +28,12 @@ from redis.exceptions import NoScriptError
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 
-NAMES = ("open", "reserve", "submit", "settle", "release", "adjust", "compact")
+NAMES = ("open", "reserve", "submit", "reserve_submit", "settle", "release", "adjust", "compact")
+
+# Scripts that run other scripts of the ledger, one after the other, in one call. Each part's text
+# becomes a local function whose parameters KEYS and ARGV shadow the call's, so that the joining
+# file passes each part its own keys and arguments, and a part's `return` ends only that part.
+PARTS = {"reserve_submit": ("reserve", "submit")}
 
 # A server that loses its scripts twice within one batch is restarting in a loop; give up then.
 _NOSCRIPT_ATTEMPTS = 3
@@ -41,8 +46,11 @@ def _read(name: str, package: str = __package__) -> str:
 @cache
 def source(name: str, package: str = __package__) -> str:
     """The script Redis runs: ``lua/prelude.lua`` followed by ``lua/<name>.lua`` (of ``package``'s folder,
-    for a script outside the ledger that moves money the ledger's way, such as the store's ``create``)."""
-    return _read("prelude") + "\n" + _read(name, package)
+    for a script outside the ledger that moves money the ledger's way, such as the store's ``create``),
+    with the ``PARTS`` it runs between them."""
+    parts = PARTS.get(name, ()) if package == __package__ else ()
+    functions = "".join(f"local function {part}(KEYS, ARGV)\n{_read(part)}\nend\n\n" for part in parts)
+    return _read("prelude") + "\n" + functions + _read(name, package)
 
 
 @dataclass(frozen=True, slots=True)
