@@ -209,6 +209,6 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
     )
     entry = replace(entry, short_run=capacity.short_run(entry, stats.last(fleet.r)))
     # Not retried: a retry after a lost reply would append the entry or add its counts twice.
-    stats.append(fleet.once, entry)
+    stats.append(fleet.once, entry, fleet.settings.tick_stats_retention_ticks)
     metrics.record_tick(fleet.once, entry)
     return entry
