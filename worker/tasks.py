@@ -11,9 +11,11 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
-from common.fleet import maintenance
+from common.errors import StoreUnavailable
+from common.fleet import maintenance, outage
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
+from common.redis_conn import store_call
 from worker import stale
 from worker.app import EVALUATION_QUEUE
 from worker.context import broker, fleet
@@ -35,11 +37,15 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     started = f.clock.now()
     if number is None:
         number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
-    deadline = f.clock.deadline_of(number) if live else None
-    if live:
-        _trim_stale(number)
     # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
-    plan = ticks.begin(f, number, deadline=deadline, now=f.clock.now if live else None)
+    # One that finds the store unavailable tries again until its deadline: see common/fleet/outage.py.
+    if live:
+        deadline: float | None = f.clock.deadline_of(number)
+        plan = outage.begin_live(f, number, deadline=f.clock.deadline_of(number), now=f.clock.now,
+                                 before=lambda: _trim_stale(number))  # fmt: skip
+    else:
+        deadline = None
+        plan = ticks.begin(f, number)
     if plan is None:
         return None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
@@ -54,10 +60,12 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     return number
 
 
+@store_call("trim stale evaluations")
 def _trim_stale(number: int) -> None:
     """Take the queued evaluations of past ticks off the queue before this tick's (``worker/stale.py``).
 
-    Before ``begin``, so that the summary of the tick before counts them among its drops.
+    Before ``begin``, so that the summary of the tick before counts them among its drops. Failures of
+    the broker's Redis or the store are ``StoreUnavailable``: the tick tries again until its deadline.
     """
     f = fleet()
     deadlines = [f.clock.deadline_of(t) for t in range(max(0, number - stale.TRIM_TICKS), number)]
@@ -121,4 +129,10 @@ def _count_dropped(sender: Any = None, request: Any = None, expired: bool = Fals
         campaign_ids, tick_number = request.args[0], int(request.args[1])
     except (AttributeError, IndexError, TypeError, ValueError):
         return
-    fleet().once.hincrby(keys.tick_counters(tick_number), "dropped", len(campaign_ids))
+    # Called by Celery as it discards the message: an error here would only be logged by Celery
+    # as a failing signal receiver, so an outage of the store is logged once, here, and the count lost.
+    try:
+        ticks.count_dropped(fleet(), tick_number, len(campaign_ids))
+    except StoreUnavailable as exc:
+        log.warning("tick %d: %d expired evaluations not counted as dropped: %s", tick_number,
+                    len(campaign_ids), exc, extra={"tick": tick_number})  # fmt: skip

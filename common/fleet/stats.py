@@ -86,6 +86,11 @@ def parse(entries: Iterable[tuple[str, Mapping[str, str]]]) -> list[TickStats]:
     return [TickStats.from_fields(raw) for _id, raw in entries]
 
 
+def recent(client: Any, count: int) -> list[TickStats]:
+    """The newest ``count`` entries of the stream, newest first."""
+    return parse(client.xrevrange(keys.TICK_STATS, count=count))
+
+
 def last(client: Any) -> TickStats | None:
     """The newest entry of the stream, or None when no tick has been summarised."""
     entries = client.xrevrange(keys.TICK_STATS, count=1)
