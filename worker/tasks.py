@@ -104,9 +104,8 @@ def sweep() -> int:
     Those never submitted are released; submitted ones, whose bids may have been charged, are
     charged at their full grant.
     """
-    f = fleet()
     # By the fleet's time (Redis time, common/fleet/clock.py); sweep_all logs what it closed.
-    return maintenance.run(f, f.clock.current_tick()).swept
+    return maintenance.run_now(fleet()).swept
 
 
 @shared_task(name="ce.noop", ignore_result=True)
