@@ -79,7 +79,8 @@ def _trim_stale(number: int) -> None:
                  extra={"tick": number})  # fmt: skip
 
 
-@shared_task(name="ce.evaluate", ignore_result=True, bind=True)
+# Its expiry is judged by the fleet's time (worker/request.py), not the worker machine's clock.
+@shared_task(name="ce.evaluate", ignore_result=True, bind=True, Request="worker.request:FleetRequest")
 def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
     """Evaluate a group for a tick; deadlines are in the fleet's time (``common/fleet/clock.py``).
 
