@@ -31,6 +31,7 @@ from cli.redis_server import RedisServer
 from cli.up import _follow_ticks, celery_argv, worker_argv
 from common import keys
 from common.fleet import metrics, stats
+from common.fleet.clock import Clock
 from common.fleet.fleet import Fleet
 from common.fleet.outage import begin_live
 from common.fleet.stats import TickStats
@@ -193,6 +194,7 @@ HEALTH_SAYS = {
     "stop_beat": "no tick since",
 }
 BEAT_STOP_SHOWS_AFTER = 10.0 + 3 * TICK_SECONDS
+API_TOKEN = "outage-drill-token"
 
 
 class HealthWatch:
@@ -215,7 +217,9 @@ class HealthWatch:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                response = httpx2.get(f"{self.url}/health", timeout=10)
+                response = httpx2.get(
+                    f"{self.url}/health", timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
+                )
                 body = response.json()
                 self.seen.append((response.status_code, list(body.get("reasons", []))))
             except (httpx2.TransportError, ValueError) as exc:
@@ -240,7 +244,7 @@ class LiveFleet:
         self.broker = RedisServer(tmp_path / "broker", appendonly=False).start()
         self.env = fleet_env(
             self.state.url, tmp_path, market, CE_BROKER_URL=self.broker.url, CE_TICK_SECONDS=str(TICK_SECONDS),
-            CE_RESERVATION_GRACE_TICKS="4",
+            CE_RESERVATION_GRACE_TICKS="4", CE_API_TOKEN=API_TOKEN,
         )  # fmt: skip
         self.client = redis.Redis(port=self.state.port, decode_responses=True)
         self.ids = load_campaigns(self.client, market, 12)
@@ -311,6 +315,7 @@ def test_the_fleet_heals_after_an_outage(live: LiveFleet, outage: str) -> None:
             cause(live, outage)
         resumed = time.time()
         first = int(live.client.get(keys.LAST_TICK) or 0) + 1
+        under_way = Clock(live.client, TICK_SECONDS, publish=False).current_tick()  # by the fleet's time
 
         def healed() -> bool:
             after = [e for e in live.entries() if e.tick >= first]
@@ -345,12 +350,15 @@ def test_the_fleet_heals_after_an_outage(live: LiveFleet, outage: str) -> None:
     complete_from = next(
         e.tick for e in after if all(not (x.missed or x.late or x.dropped) for x in after if x.tick >= e.tick)
     )
+    summarised = {e.tick for e in live.entries()}
+    unrun = [t for t in range(last_before + 1, numbers[0]) if t not in summarised]
     print(
-        f"\n{outage}: {OUTAGE_SECONDS:.0f} s; no tick ran for ticks {last_before + 1}-{first - 1}, "
-        f"{stale:.0f} counted stale; after it ticks {numbers[0]}-{numbers[-1]}, short {short}, complete from "
-        f"tick {complete_from} ({complete_from - first} ticks after the first one after the outage), healed "
-        f"{time.time() - resumed:.1f} s after; {health.summary()}; books exact, spent {spent / 1e6:.2f} of "
-        f"{budget / 1e6:.2f}, no campaign over budget"
+        f"\n{outage}: {OUTAGE_SECONDS:.0f} s; ended in tick {under_way}; not summarised: ticks "
+        f"{unrun[0] if unrun else '-'}-{unrun[-1] if unrun else '-'} ({len(unrun)}), {stale:.0f} of them skipped as "
+        f"stale; short after it: {short}; complete from tick {complete_from}, {complete_from - under_way} ticks "
+        f"after the one under way when it ended ({time.time() - resumed:.0f} s to {len(after)} summaries); "
+        f"{health.summary()}; books exact after the sweep, spent {spent / 1e6:,.2f} of {budget / 1e6:,.2f}, "
+        "no campaign over budget"
     )
 
 
