@@ -39,12 +39,10 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
         number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
     # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
     # One that finds the store unavailable tries again until its deadline: see common/fleet/outage.py.
-    if live:
-        deadline: float | None = f.clock.deadline_of(number)
-        plan = outage.begin_live(f, number, deadline=f.clock.deadline_of(number), now=f.clock.now,
-                                 before=lambda: _trim_stale(number))  # fmt: skip
+    deadline = f.clock.deadline_of(number) if live else None
+    if deadline is not None:
+        plan = outage.begin_live(f, number, deadline=deadline, now=f.clock.now, before=lambda: _trim_stale(number))
     else:
-        deadline = None
         plan = ticks.begin(f, number)
     if plan is None:
         return None
