@@ -21,7 +21,7 @@ from celery import Celery
 from common import keys
 from common.fleet.feed import FeedStore
 from common.fleet.store import CampaignStore
-from common.redis_conn import Client, connect, without_retries
+from common.redis_conn import Client, connect, store_call, without_retries
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,22 @@ class ApiContext:
             now=time.time(),
         )
 
-    def queue_depth(self) -> dict[str, int] | None:
-        from worker.app import QUEUES
-
+    @cached_property
+    def broker_probe(self) -> Client | None:
+        """The broker's Redis with the probe's short time-out and no retries: a broker that is down
+        makes ``/health`` say so at once instead of holding it through the client's retries."""
         if self.broker is None:
             return None
-        pipe = self.broker.pipeline(transaction=False)
+        return self.probe if self.broker is self.r else without_retries(self.broker, socket_timeout=PROBE_TIMEOUT)
+
+    @store_call("read the queue depth on the broker")
+    def queue_depth(self) -> dict[str, int] | None:
+        """Messages waiting per queue; ``StoreUnavailable`` when the broker's Redis cannot be reached."""
+        from worker.app import QUEUES
+
+        if self.broker_probe is None:
+            return None
+        pipe = self.broker_probe.pipeline(transaction=False)
         for queue in QUEUES:
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
@@ -179,6 +189,9 @@ class ApiContext:
             self.celery.close()
         if "broker" in self.__dict__ and self.broker is not None and self.broker is not self.r:
             self.broker.close()
+        probe = self.__dict__.get("broker_probe")
+        if probe is not None and probe is not self.__dict__.get("probe"):
+            probe.close()
         if "probe" in self.__dict__:
             self.probe.close()
         self.r.close()

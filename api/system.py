@@ -32,6 +32,7 @@ from api.schemas import (
 )
 from api.views import campaign_views
 from common import keys
+from common.errors import StoreUnavailable
 from common.fleet import breaker, capacity, clock, eviction, metrics, staleness, stats
 from common.fleet.metrics import FORECAST_METRICS
 from common.forecast.cache import TickForecasts
@@ -91,7 +92,15 @@ def health_view(ctx: ApiContext) -> tuple[dict[str, Any], int]:
         reasons += [f"redis may evict keys: {line}" for line in eviction.problems(ctx.r)]
     workers = ctx.workers() if redis_ok else None
     tick = ctx.tick_info() if redis_ok else None
-    depth = ctx.queue_depth() if redis_ok else None
+    depth, broker_failure = None, None
+    if redis_ok:
+        try:
+            depth = ctx.queue_depth()
+        except StoreUnavailable as exc:
+            broker_failure = str(exc.__cause__ or exc)
+    broker_since = ctx.failing_since("broker", broker_failure is not None, now)
+    if broker_since is not None:
+        reasons.append(f"broker unreachable since {_at(broker_since)} ({now - broker_since:.0f} s): {broker_failure}")
     newest = stats.last(ctx.r) if redis_ok else None
     workers_since = ctx.failing_since("workers", workers is not None and workers.online == 0, now)
     if workers is not None and workers_since is not None:

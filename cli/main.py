@@ -165,6 +165,7 @@ def chaos(
     raise typer.Exit(0 if found["ok"] else 1)
 
 
+@app.command()
 def memory(
     campaigns: Annotated[int, typer.Option(min=1, max=100_000, help="Campaigns, each flying the whole run.")] = 50,
     ticks: Annotated[int, typer.Option(min=2, max=10_000_000, help="Ticks to run (43,200: a day of 2 s).")] = 43_200,

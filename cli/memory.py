@@ -3,8 +3,8 @@
 Runs a generated scenario (every flight the whole scenario long) through the fleet's own path at
 backtest speed, inline, with the upkeep the live fleet runs (``common.fleet.maintenance``), on a
 private Redis, and reads ``used_memory`` and the key count at the ticks asked, with ``MEMORY USAGE``
-summed per part (the campaigns' keys, decisions, per-tick keys, and two fleet-wide histories that
-grow to a fixed cap: the feed's volume ring and the tick summaries). The state is bounded when the
+summed per part (the campaigns' keys, decisions, per-tick keys, the feed's volume ring, allocated
+whole when created, and the tick summaries, capped by ``CE_TICK_STATS_RETENTION_TICKS``). The state is bounded when the
 last figure stays close to the first: the target is at most 1.25 times the memory after 1,000
 ticks at the end of a day of 2-second ticks (43,200).
 """
@@ -43,9 +43,9 @@ def part(key: str) -> str:
     if key.startswith("{c:"):
         return "campaigns"
     if key.endswith(":volume"):
-        return "feed volume history"  # a season of volumes for the cycle fit, 16 B per platform and tick
+        return "feed volume history"  # volumes for the cycle fit: 100,000 slots of 16 B per platform
     if key == keys.TICK_STATS:
-        return "tick summaries"  # one entry per tick, capped near 10,000
+        return "tick summaries"  # one entry per tick, CE_TICK_STATS_RETENTION_TICKS of them
     if key == keys.DECISIONS:
         return "decisions"
     if key.startswith(f"{keys.PREFIX}:forecast:") or key.startswith(f"{keys.PREFIX}:tick:"):

@@ -150,7 +150,8 @@ CLOCK = f"{PREFIX}:clock"  # hash: epoch (unix seconds of tick 0), tick_seconds
 # the whole hash expires 120 s after its last write, readers skip entries older than that.
 CLOCK_OFFSETS = f"{PREFIX}:clock:offsets"
 LAST_TICK = f"{PREFIX}:tick:last"  # number of the newest tick that ran
-# Stream: one summary entry per finished tick (common/fleet/stats.py), capped near TICK_STATS_MAXLEN (10,000).
+# Stream: one summary entry per finished tick (common/fleet/stats.py), capped near
+# CE_TICK_STATS_RETENTION_TICKS (1,000, about 0.1 MB) entries: what /api/ticks can ask for.
 TICK_STATS = f"{PREFIX}:tick:stats"
 # Sorted set: platform id, score = the newest tick with published figures (ZADD GT), for the feed's
 # staleness (common/fleet/staleness.py); one member per registered platform, removed with it.
@@ -206,7 +207,8 @@ def feed_volume(platform_id: str) -> str:
     """String: the volume history the cycle fit reads, a ring of float64 pairs (tick + 1, volume).
 
     Tick t sits at byte 16 * (t mod 100,000) (``common.fleet.feed.VOLUME_HISTORY_TICKS``): 1.6 MB
-    per platform at most, written once per published tick with SETRANGE, overwritten a lap later.
+    per platform (1.8 MB allocated), all of it allocated when the ring is created, written once per
+    published tick with SETRANGE, overwritten a lap later.
     """
     return f"{PREFIX}:feed:{platform_id}:volume"
 

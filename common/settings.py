@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         description="Ticks of decisions ce:decisions keeps: each tick trims it to the due campaigns times this "
         "(one entry per campaign and tick that bid), never above decisions_maxlen.",
     )
+    tick_stats_retention_ticks: int = Field(
+        default=1_000,
+        ge=100,
+        le=1_000_000,
+        description="Ticks of summaries ce:tick:stats keeps (one entry per tick, about 100 bytes): what the "
+        "dashboard's /api/ticks can ask for; up, the bench and the metrics read only the newest.",
+    )
     ledger_detail_ticks: int = Field(
         default=120,
         ge=8,

@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         **os.environ,
         "CE_REDIS_URL": redis_url, "CE_RUN_DIR": str(run_dir), "CE_API_TOKEN": token,
         "CE_API_PORT": str(api_port), "CE_FLOWER_PORT": str(flower_port), "PYTHONUNBUFFERED": "1",
+        # The summary reads every tick of the run at its end: keep them all, however long it lasts.
+        "CE_TICK_STATS_RETENTION_TICKS": str(min(1_000_000, int(args.duration / settings.tick_seconds) + 1_000)),
     }  # fmt: skip
     group = ProcessGroup(run_dir / "logs")
     try:

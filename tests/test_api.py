@@ -551,7 +551,7 @@ def test_dashboard_endpoints(client: TestClient, r: redis.Redis) -> None:
     r.set(keys.forecast(5), "not json at all")
     _decide(r, 5, "spring", 2.0, 6.0)  # one entry with two bids: the trend sums them
     stats.append(r, TickStats(tick=4, fanned=1, evaluated=1, bids=2, spend_micros=1_500_000, dropped=1, value=3.5,
-                              worst_latency_ms=12.5))  # fmt: skip
+                              worst_latency_ms=12.5), 1_000)  # fmt: skip
 
     overview = client.get("/api/overview").json()
     assert overview["totals"]["campaigns"] == 1 and overview["totals"]["budget"] == 100.0

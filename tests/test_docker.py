@@ -121,7 +121,7 @@ def _exported_names(r: redis.Redis, redis_url: str) -> set[str]:
     r.hset(keys.METRICS_FORECAST_ERROR, mapping={"search:cpc:sum": 0.1, "search:cpc:count": 1, "search:cpc:last": 0.1})
     r.hset(keys.CLOCK, mapping={"epoch": repr(time.time() - 10), "tick_seconds": "2.0"})
     r.set(keys.LAST_TICK, 4)
-    stats.append(r, TickStats(tick=3, fanned=1, evaluated=1))
+    stats.append(r, TickStats(tick=3, fanned=1, evaluated=1), 1_000)
     with TestClient(
         create_app(Settings(redis_url=redis_url)), client=("127.0.0.1", 1), base_url="http://127.0.0.1"
     ) as client:

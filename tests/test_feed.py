@@ -10,7 +10,7 @@ import redis
 
 from common import keys
 from common.fleet import cycles
-from common.fleet.feed import VOLUME_HISTORY_TICKS, FeedStore
+from common.fleet.feed import RING_BYTES, VOLUME_HISTORY_TICKS, FeedStore
 from common.fleet.fleet import Fleet
 from common.fleet.tick import compute_forecasts
 from common.forecast.forecasts import forecast
@@ -59,6 +59,36 @@ def test_a_feed_published_before_the_history_existed_is_copied_once(r: redis.Red
     r.delete(keys.feed_volume("search"))  # as an older version left it: the hash alone
     feed.publish(6, figures(7.0))
     np.testing.assert_array_equal(feed.volumes(["search"], 0, 6)[0], np.arange(1.0, 8.0))
+
+
+def test_the_ring_is_allocated_whole_when_it_is_created(r: redis.Redis) -> None:
+    """Its memory does not grow over a lap: grown slot by slot, Redis would double it up to 1 MB and add 1 MB steps."""
+    feed = FeedStore(r)
+    feed.publish(0, figures(1.0))
+    ring = keys.feed_volume("search")
+    assert r.strlen(ring) == RING_BYTES
+    first = r.memory_usage(ring)
+    for tick in (1, 1_000, 30_000, VOLUME_HISTORY_TICKS - 2):
+        feed.publish(tick, figures(float(tick + 2)))
+    assert r.memory_usage(ring) == first
+    assert first is not None and first < 1.2 * RING_BYTES
+    # The zeros of the slots never written read as no tick, the last slot's included.
+    volumes = feed.volumes(["search"], 0, VOLUME_HISTORY_TICKS - 1)[0]
+    assert np.count_nonzero(~np.isnan(volumes)) == 5
+    assert volumes[0] == 1.0 and volumes[30_000] == 30_002.0 and np.isnan(volumes[-1])
+
+
+def test_a_ring_grown_slot_by_slot_keeps_its_volumes_when_it_is_completed(r: redis.Redis) -> None:
+    feed = FeedStore(r)
+    for tick in range(4):
+        feed.publish(tick, figures(float(tick + 1)))
+    ring = keys.feed_volume("search")
+    kept = r.execute_command("GETRANGE", ring, 0, 4 * 16 - 1, NEVER_DECODE=True)
+    r.delete(ring)
+    r.setrange(ring, 0, kept)  # as an older version left it: only the slots written so far
+    feed.publish(4, figures(5.0))
+    assert r.strlen(ring) == RING_BYTES
+    np.testing.assert_array_equal(feed.volumes(["search"], 0, 4)[0], [1.0, 2.0, 3.0, 4.0, 5.0])
 
 
 def _publish(fleet: Fleet, ticks: range) -> None:

@@ -11,9 +11,11 @@ from celery import shared_task
 from celery.signals import task_revoked
 
 from common import keys
-from common.fleet import late, maintenance
+from common.errors import StoreUnavailable
+from common.fleet import late, maintenance, outage
 from common.fleet import tick as ticks
 from common.fleet.evaluation import evaluate as evaluate_group
+from common.redis_conn import store_call
 from worker import stale
 from worker.app import EVALUATION_QUEUE
 from worker.context import broker, fleet
@@ -35,13 +37,14 @@ def tick(number: int | None = None, live: bool = True, scheduled_at: float | Non
     started = f.clock.now()
     if number is None:
         number = f.clock.tick_at(started if scheduled_at is None else scheduled_at)
-    deadline = f.clock.deadline_of(number) if live else None
-    if live:
-        _trim_stale(number)
     # A live tick past its deadline (its message waited out an outage) is skipped: see ticks.begin.
+    # One that finds the store unavailable tries again until its deadline: see common/fleet/outage.py.
     # A backtest's tick (not live) always plays the simulated market; a live one follows CE_FEED.
-    plan = ticks.begin(f, number, simulate_feed=None if live else True, deadline=deadline,
-                       now=f.clock.now if live else None)  # fmt: skip
+    deadline = f.clock.deadline_of(number) if live else None
+    if deadline is not None:
+        plan = outage.begin_live(f, number, deadline=deadline, now=f.clock.now, before=lambda: _trim_stale(number))
+    else:
+        plan = ticks.begin(f, number, simulate_feed=True)
     if plan is None:
         return None
     expires = datetime.fromtimestamp(deadline, tz=UTC) if deadline is not None else None
@@ -74,10 +77,12 @@ def _collect_late(number: int) -> None:
                  number, done.settled, done.waiting, done.dropped, extra={"tick": number})  # fmt: skip
 
 
+@store_call("trim stale evaluations")
 def _trim_stale(number: int) -> None:
     """Take the queued evaluations of past ticks off the queue before this tick's (``worker/stale.py``).
 
-    Before ``begin``, so that the summary of the tick before counts them among its drops.
+    Before ``begin``, so that the summary of the tick before counts them among its drops. Failures of
+    the broker's Redis or the store are ``StoreUnavailable``: the tick tries again until its deadline.
     """
     f = fleet()
     deadlines = [f.clock.deadline_of(t) for t in range(max(0, number - stale.TRIM_TICKS), number)]
@@ -91,7 +96,8 @@ def _trim_stale(number: int) -> None:
                  extra={"tick": number})  # fmt: skip
 
 
-@shared_task(name="ce.evaluate", ignore_result=True, bind=True)
+# Its expiry is judged by the fleet's time (worker/request.py), not the worker machine's clock.
+@shared_task(name="ce.evaluate", ignore_result=True, bind=True, Request="worker.request:FleetRequest")
 def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
     """Evaluate a group for a tick; deadlines are in the fleet's time (``common/fleet/clock.py``).
 
@@ -116,9 +122,8 @@ def sweep() -> int:
     Those never submitted are released; submitted ones, whose bids may have been charged, are
     charged at their full grant.
     """
-    f = fleet()
     # By the fleet's time (Redis time, common/fleet/clock.py); sweep_all logs what it closed.
-    return maintenance.run(f, f.clock.current_tick()).swept
+    return maintenance.run_now(fleet()).swept
 
 
 @shared_task(name="ce.noop", ignore_result=True)
@@ -141,4 +146,10 @@ def _count_dropped(sender: Any = None, request: Any = None, expired: bool = Fals
         campaign_ids, tick_number = request.args[0], int(request.args[1])
     except (AttributeError, IndexError, TypeError, ValueError):
         return
-    fleet().once.hincrby(keys.tick_counters(tick_number), "dropped", len(campaign_ids))
+    # Called by Celery as it discards the message: an error here would only be logged by Celery
+    # as a failing signal receiver, so an outage of the store is logged once, here, and the count lost.
+    try:
+        ticks.count_dropped(fleet(), tick_number, len(campaign_ids))
+    except StoreUnavailable as exc:
+        log.warning("tick %d: %d expired evaluations not counted as dropped: %s", tick_number,
+                    len(campaign_ids), exc, extra={"tick": tick_number})  # fmt: skip

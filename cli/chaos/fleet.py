@@ -90,6 +90,8 @@ class ChaosFleet:
             # Every reservation record kept (no compaction): the end checks reconcile each platform
             # charge with its record. Compaction under concurrency is the ledger hammer's to prove.
             CE_LEDGER_DETAIL_TICKS="1000000",
+            # Every tick's summary kept: the report reads those of the whole run at its end.
+            CE_TICK_STATS_RETENTION_TICKS="1000000",
             CE_FEED="simulated", CE_PLATFORM_ADAPTER="simulated", CE_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
         )  # fmt: skip
         return env

@@ -14,7 +14,6 @@ from common.fleet.clock import Clock
 from common.fleet.feed import FeedStore, SimulatedFeed
 from common.fleet.store import CampaignStore
 from common.ledger import Ledger
-from common.ledger.sweeper import sweep_all
 from common.market.charges import ChargeLog
 from common.market.generator import generate
 from common.market.platforms import FaultyPlatforms, LateOutcomes, PlatformAdapter
@@ -123,15 +122,6 @@ class Fleet:
         if "clock" in self.__dict__:
             self.clock.close()
         self.r.close()
-
-    def sweep(self) -> int:
-        """Close the reservations due at the fleet's current tick (``common.ledger.sweeper``); how many.
-
-        The tick is the fleet's time (Redis time), never this machine's clock alone: a machine whose
-        clock runs ahead would otherwise sweep reservations whose evaluations are still under way,
-        and charge the submitted ones in full.
-        """
-        return sweep_all(self.ledger, self.clock.current_tick(), self.settings.reservation_grace_ticks)
 
     def register_market(self) -> None:
         """Make the simulated market's platforms known to the campaign store."""

@@ -1,7 +1,8 @@
 """The fleet's upkeep between ticks: close what crashed evaluations left, compact old ledger history.
 
-``run`` is what the ``ce.sweep`` task does every few ticks, and what a backtest does as often, so a
-backtest keeps the same bounded state as the live fleet:
+``run_now`` is what the ``ce.sweep`` task does every few ticks: ``run`` as of the fleet's current
+tick. A backtest runs ``run`` as often, at the tick it has reached, so it keeps the same bounded
+state as the live fleet:
 
 - the sweeper closes reservations left unsettled past the grace (``common.ledger.sweeper``);
 - compaction folds each campaign's ledger below ``tick - CE_LEDGER_DETAIL_TICKS`` into its totals
@@ -49,6 +50,15 @@ def run(fleet: Fleet, tick: int) -> Upkeep:
             tick, compacted.records, compacted.entries, extra={"tick": tick},
         )  # fmt: skip
     return Upkeep(swept, compacted, archive_finished(fleet, tick))
+
+
+def run_now(fleet: Fleet) -> Upkeep:
+    """``run`` as of the tick under way by the fleet's time (Redis time, ``common/fleet/clock.py``).
+
+    Never this machine's clock alone: a machine whose clock runs ahead would otherwise sweep
+    reservations whose evaluations are still under way, and charge the submitted ones in full.
+    """
+    return run(fleet, fleet.clock.current_tick())
 
 
 def archive_finished(fleet: Fleet, tick: int) -> int:

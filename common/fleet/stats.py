@@ -13,7 +13,6 @@ from typing import Any
 from common import keys
 from common.redis_conn import Fields
 
-TICK_STATS_MAXLEN = 10_000
 _FLOATS = frozenset({"value", "planned", "worst_latency_ms", "tick_task_ms"})
 # Fields added after entries were first written: an entry without one reads as the default.
 _ADDED_LATER = frozenset({"tick_task_ms", "short_run"})
@@ -74,14 +73,22 @@ class TickStats:
         return cls(**values)
 
 
-def append(client: Any, stats: TickStats) -> None:
-    """Add a tick's entry to the stream, capped near ``TICK_STATS_MAXLEN`` entries."""
-    client.xadd(keys.TICK_STATS, stats.to_fields(), maxlen=TICK_STATS_MAXLEN, approximate=True)
+def append(client: Any, stats: TickStats, maxlen: int) -> None:
+    """Add a tick's entry to the stream, capped near ``maxlen`` entries (``CE_TICK_STATS_RETENTION_TICKS``).
+
+    Approximate trimming drops whole stream nodes (100 entries each), so it keeps up to 100 more.
+    """
+    client.xadd(keys.TICK_STATS, stats.to_fields(), maxlen=maxlen, approximate=True)
 
 
 def parse(entries: Iterable[tuple[str, Mapping[str, str]]]) -> list[TickStats]:
     """Entries as ``XRANGE`` or ``XREAD`` return them, in the order given."""
     return [TickStats.from_fields(raw) for _id, raw in entries]
+
+
+def recent(client: Any, count: int) -> list[TickStats]:
+    """The newest ``count`` entries of the stream, newest first."""
+    return parse(client.xrevrange(keys.TICK_STATS, count=count))
 
 
 def last(client: Any) -> TickStats | None:

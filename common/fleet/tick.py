@@ -104,6 +104,7 @@ def begin(
     simulate_feed: bool | None = None,
     deadline: float | None = None,
     now: Callable[[], float] | None = None,
+    token: str | None = None,
 ) -> TickPlan | None:
     """Run tick ``tick`` unless another process did: returns the fan-out plan, or None.
 
@@ -111,6 +112,7 @@ def begin(
     begins (its message waited in the queue through an outage) is skipped without being claimed, and
     one that passes it while begun (a slow Redis) is summarized but fans nothing out. Either way it
     is counted as stale, and the live tick after it runs at once instead of behind a backlog.
+    ``token`` names the claim: a caller that tries again after a failure passes the same one.
 
     ``simulate_feed`` (default: ``CE_FEED=simulated``) publishes the simulated market's figures of the
     tick before; with an external feed only what was posted is used.
@@ -118,7 +120,7 @@ def begin(
     if stale(tick, deadline, now):
         count_stale(fleet, tick, "before it began")
         return None
-    if not claim(fleet, tick):
+    if not claim(fleet, tick, token):
         log.info("tick %d already claimed", tick, extra={"tick": tick})
         return None
     if simulate_feed is None:
@@ -181,6 +183,13 @@ def forget(pipe: Any, tick: int) -> None:
         pipe.delete(key)
 
 
+@store_call("count dropped evaluations")
+def count_dropped(fleet: Fleet, tick: int, campaigns: int) -> None:
+    """Count ``campaigns`` whose evaluation expired in the queue among the tick's drops."""
+    # Not retried: a retry after a lost reply would count them twice.
+    fleet.once.hincrby(keys.tick_counters(tick), "dropped", campaigns)
+
+
 def record_task_time(fleet: Fleet, tick: int, milliseconds: float) -> None:
     """Add the tick task's own duration to the tick's counters; ``summarize`` carries it into the entry."""
     # Not retried: a retry after a lost reply would add the time twice.
@@ -210,6 +219,10 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
     counters: dict[str, str] = fleet.r.hgetall(keys.tick_counters(tick))  # type: ignore[assignment]
     if not counters:
         return None
+    recent = stats.recent(fleet.r, 4)
+    if any(e.tick == tick for e in recent):
+        return None  # summarised already: by an attempt of the next tick's begin that then failed
+    newest = recent[0] if recent else None
     worst = fleet.r.zscore(keys.tick_latency(tick), "worst")
     counts = {name: int(counters.get(name, 0)) for name in COUNTERS}
     entry = TickStats(
@@ -223,8 +236,8 @@ def summarize(fleet: Fleet, tick: int) -> TickStats | None:
         worst_latency_ms=float(f"{worst or 0:.1f}"),
         tick_task_ms=float(f"{float(counters.get('tick_task_ms', 0)):.1f}"),
     )
-    entry = replace(entry, short_run=capacity.short_run(entry, stats.last(fleet.r)))
+    entry = replace(entry, short_run=capacity.short_run(entry, newest))
     # Not retried: a retry after a lost reply would append the entry or add its counts twice.
-    stats.append(fleet.once, entry)
+    stats.append(fleet.once, entry, fleet.settings.tick_stats_retention_ticks)
     metrics.record_tick(fleet.once, entry)
     return entry
