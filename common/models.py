@@ -45,6 +45,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
+class GoalMetric(StrEnum):
+    CLICKS = "clicks"
+    CONVERSIONS = "conversions"
+
+
+class CampaignGoal(_Strict):
+    """What the campaign is for: ``target`` clicks or conversions by the end of its flight (docs/engine.md)."""
+
+    metric: GoalMetric
+    target: PositiveFloat
+
+
+# The goal's former fields, still accepted on input (each maps onto ``goal``) and never stored.
+LEGACY_GOAL_FIELDS = {"reach_goal": GoalMetric.CLICKS, "conversion_target": GoalMetric.CONVERSIONS}
+
+
 class CampaignSpec(_Strict):
     """A campaign as docs/market.md defines it. Ticks are the engine's tick numbers."""
 
@@ -56,8 +72,22 @@ class CampaignSpec(_Strict):
     end_tick: int | None = Field(default=None, ge=1)
     max_bid: PositiveFloat | None = None
     target_cpa: PositiveFloat | None = None
-    reach_goal: PositiveFloat | None = None
-    conversion_target: PositiveFloat | None = None
+    goal: CampaignGoal | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_goal(cls, data: Any) -> Any:
+        """``reach_goal: N`` and ``conversion_target: N`` were the goal's fields: read them as ``goal``."""
+        if not isinstance(data, dict) or not any(data.get(name) is not None for name in LEGACY_GOAL_FIELDS):
+            if isinstance(data, dict) and any(name in data for name in LEGACY_GOAL_FIELDS):
+                data = {k: v for k, v in data.items() if k not in LEGACY_GOAL_FIELDS}
+            return data
+        given = [name for name in LEGACY_GOAL_FIELDS if data.get(name) is not None]
+        if data.get("goal") is not None or len(given) > 1:
+            raise ValueError(f"{given[-1]}: a campaign has one goal; give only goal (metric and target)")
+        name = given[0]
+        rest = {k: v for k, v in data.items() if k not in LEGACY_GOAL_FIELDS}
+        return {**rest, "goal": {"metric": LEGACY_GOAL_FIELDS[name].value, "target": data[name]}}
 
     @field_validator("budget")
     @classmethod
