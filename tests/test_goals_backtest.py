@@ -58,9 +58,9 @@ def test_a_backtest_meets_the_goals_the_hindsight_says_are_reachable(
     assert totals["reachable_met_share"] >= 0.85, report.goals.to_dict()
     assert 1.0 <= totals["cost_ratio_median"] < 1.1  # near the cheapest plan's spend
     for g in report.goals.results:
-        if g.met:
-            # Only what the goal needs: met goals keep the budget their cheapest plan left.
-            assert g.spend <= g.budget * (1 + 1e-9)
+        if g.met and g.reachable:
+            # Only what the goal needs: a met goal keeps most of what its cheapest plan leaves of the budget.
+            assert g.spend <= 1.15 * g.hindsight_cost, g
         if not g.reachable:
             assert g.achieved < g.target
 
