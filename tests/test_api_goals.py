@@ -49,6 +49,7 @@ def client(redis_url: str, r: redis.Redis, tmp_path: Path) -> Iterator[TestClien
         ({"goal": {"metric": "clicks", "target": 5, "by": "friday"}}, "goal.by", "not permitted"),
         ({"goal": 500}, "goal", "valid dictionary"),
         ({"reach_goal": 10, "conversion_target": 2}, "conversion_target", "one goal"),
+        ({"reach_goal": -5}, "reach_goal", "must be a number > 0"),
         ({"goal": {"metric": "clicks", "target": 5}, "reach_goal": 10}, "reach_goal", "one goal"),
     ],
 )

@@ -109,10 +109,6 @@ class GoalProgress:
         return GoalStatus.ON_TRACK if self.projected >= self.target * (1 - GOAL_TOLERANCE) else GoalStatus.AT_RISK
 
     @property
-    def on_track(self) -> bool:
-        return self.status is not GoalStatus.AT_RISK
-
-    @property
     def shortfall(self) -> float:
         return max(0.0, self.target - self.projected) if self.status is GoalStatus.AT_RISK else 0.0
 
