@@ -53,15 +53,18 @@ const sortKeys = {
 };
 
 // The goal's progress and the engine's projection: met, on track, or at risk with the shortfall.
+const compactFormat = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
+const compact = (v) => (Math.abs(v) >= 10000 ? compactFormat.format(v) : num(v, Math.abs(v) >= 100 ? 0 : 2));
+
 function goalCell(g) {
   if (!g) return '<span class="muted">-</span>';
   const unit = g.metric === "clicks" ? "clicks" : "conv.";
   const cls = { met: "under", "on track": "", "at risk": "over" }[g.status] ?? "muted";
   let note = g.status;
-  if (g.status === "at risk" && g.shortfall !== null) note += `: ${num(g.shortfall)} short`;
+  if (g.status === "at risk" && g.shortfall !== null) note += `, ${compact(g.shortfall)} short`;
   const title = g.projected === null ? "not yet planned" : `projected ${num(g.projected)} by the end of the flight`;
-  return `<span class="goal-progress" title="${escapeHtml(title)}">${num(g.achieved)}
-      <span class="muted">/ ${num(g.target)} ${unit}</span></span>
+  return `<span class="goal-progress" title="${escapeHtml(title)}">${compact(g.achieved)}
+      <span class="muted">/ ${compact(g.target)} ${unit}</span></span>
     <span class="goal-status ${cls}">${escapeHtml(note)}</span>`;
 }
 
