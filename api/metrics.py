@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from common import keys
 from common.errors import StoreUnavailable
-from common.fleet import breaker, capacity, clock, late, metrics, staleness, state, stats
+from common.fleet import breaker, capacity, clock, goals, late, metrics, staleness, state, stats
 from common.fleet.state import StateRecord
 from common.ledger import Balance, queue_balance
 from common.money import from_micros
@@ -78,6 +78,7 @@ class FleetCollector(Collector):
         yield out
         yield from _ledger_alerts(snap)
         yield from _capacity(ctx, snap)
+        yield from _goals(ctx)
         yield from _faults(ctx, snap)
         yield CounterMetricFamily(
             "ce_spend", "Spend of all bids, in currency units.", value=from_micros(int(snap.counter("spend_micros")))
@@ -173,6 +174,36 @@ def _capacity(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily("ce_over_capacity", "1 while the fleet is over capacity (short ticks running).", value=over)
 
 
+def _goals(ctx: ApiContext) -> Iterator[Metric]:
+    """Campaigns with a goal by status, and their projected shortfall, as of the newest summarised tick.
+
+    Labelled by status and metric only (a fixed handful of series); a campaign's own progress is in
+    the API, and per campaign here only with CE_METRICS_PER_CAMPAIGN.
+    """
+    entry = stats.last(ctx.r)
+    if entry is None:
+        return
+    counters: dict[str, str] = ctx.r.hgetall(keys.tick_counters(entry.tick))  # type: ignore[assignment]
+    statuses, shortfall = goals.read(counters)
+    by_status = GaugeMetricFamily(
+        "ce_goals",
+        "Campaigns with a goal evaluated at the newest summarised tick, by status (at_risk: the budget cannot "
+        "buy the target).",
+        labels=["status"],
+    )
+    for name, count in statuses.items():
+        by_status.add_metric([name], count)
+    yield by_status
+    short = GaugeMetricFamily(
+        "ce_goals_projected_shortfall",
+        "Sum over campaigns at risk of their goal's target less the units projected by the end of the flight.",
+        labels=["metric"],
+    )
+    for metric, amount in shortfall.items():
+        short.add_metric([metric], amount)
+    yield short
+
+
 def _faults(ctx: ApiContext, snap: metrics.Snapshot) -> Iterator[Metric]:
     """Stale ticks, platform failures and breakers, clock offsets: what a fault drill measures recovery by."""
     yield CounterMetricFamily(
@@ -258,14 +289,22 @@ def _per_campaign(ctx: ApiContext) -> Iterator[Metric]:
         ),
     }
     remaining = GaugeMetricFamily("ce_campaign_budget_remaining", "Unspent, unreserved budget.", labels=["campaign"])
+    projected = GaugeMetricFamily(
+        "ce_campaign_goal_projected_share",
+        "A campaign's goal: units projected by the end of its flight over the target, as of its last decision.",
+        labels=["campaign"],
+    )
     for i, cid in enumerate(ids):
         stored = StateRecord.from_hash(replies[2 * i])
         for name, family in families.items():
             family.add_metric([cid], getattr(stored, name))
+        if stored.goal is not None and stored.goal.target > 0:
+            projected.add_metric([cid], stored.goal.projected / stored.goal.target)
         balance = Balance.from_row(replies[2 * i + 1])
         remaining.add_metric([cid], from_micros(0 if balance is None else balance.remaining))
     yield from families.values()
     yield remaining
+    yield projected
 
 
 def registry(ctx: ApiContext) -> CollectorRegistry:

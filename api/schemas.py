@@ -118,6 +118,24 @@ class FlightView(BaseModel):
     end: str | None = Field(description="When the flight's last tick ends; null for an open flight or no clock.")
 
 
+class GoalView(BaseModel):
+    """Progress towards the campaign's goal and the engine's projection for the end of its flight."""
+
+    metric: str = Field(description="clicks or conversions.")
+    target: float
+    achieved: float = Field(description="Units bought so far.")
+    projected: float | None = Field(
+        description="Units the engine's plan expects by the end of the flight, as of its last decision; "
+        "null before the first decision for this goal."
+    )
+    status: str = Field(
+        description="met, on track, at risk (the budget cannot buy the target: see shortfall) or pending "
+        "(not yet planned)."
+    )
+    shortfall: float | None = Field(description="Target less projection when at risk, else 0; null while pending.")
+    as_of_tick: int | None = Field(description="The tick of the decision the projection comes from.")
+
+
 class CampaignView(BaseModel):
     id: str
     status: str
@@ -126,6 +144,7 @@ class CampaignView(BaseModel):
     balance: BalanceView
     outcomes: OutcomesView
     pacing: PacingView
+    goal: GoalView | None = Field(default=None, description="Present when the campaign has a goal.")
 
 
 class CampaignList(BaseModel):

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from api.context import TickInfo
-from api.schemas import BalanceView, CampaignView, FlightView, OutcomesView, PacingView
+from api.schemas import BalanceView, CampaignView, FlightView, GoalView, OutcomesView, PacingView
+from common.engine import GoalStatus
+from common.engine.state import GOAL_TOLERANCE
 from common.fleet import state
 from common.fleet.state import StateRecord
 from common.flights import iso, time_of
 from common.ledger import Balance, queue_balance
-from common.models import Campaign
+from common.models import Campaign, GoalMetric
 from common.money import from_micros
 from common.redis_conn import Client
 
@@ -61,6 +63,32 @@ def pacing_view(campaign: Campaign, balance: BalanceView, state: StateRecord, ti
     return PacingView(elapsed_share=share, plan=plan, spent_vs_plan=spent_vs_plan, **engine)
 
 
+def goal_view(campaign: Campaign, state: StateRecord) -> GoalView | None:
+    """The goal's progress: achieved from the outcomes so far, the projection from the last decision
+    that planned for this very goal (a goal changed since reads as pending until the next tick)."""
+    goal = campaign.spec.goal
+    if goal is None:
+        return None
+    achieved = state.clicks if goal.metric is GoalMetric.CLICKS else state.conversions
+    record = state.goal
+    planned = record is not None and record.metric == goal.metric.value and record.target == goal.target
+    if achieved >= goal.target * (1 - GOAL_TOLERANCE):
+        status, shortfall = GoalStatus.MET.value, 0.0
+    elif record is not None and planned:
+        status, shortfall = record.status, record.shortfall
+    else:
+        status, shortfall = "pending", None
+    return GoalView(
+        metric=goal.metric.value,
+        target=goal.target,
+        achieved=achieved,
+        projected=_finite(record.projected) if record is not None and planned else None,
+        status=status,
+        shortfall=shortfall,
+        as_of_tick=state.last_tick if planned else None,
+    )
+
+
 def flight_view(campaign: Campaign, tick: TickInfo) -> FlightView:
     spec = campaign.spec
 
@@ -96,6 +124,7 @@ def campaign_views(client: Client, campaigns: Sequence[Campaign], tick: TickInfo
                 balance=balance,
                 outcomes=outcomes_view(stored),
                 pacing=pacing_view(c, balance, stored, tick),
+                goal=goal_view(c, stored),
             )
         )
     return views

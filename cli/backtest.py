@@ -109,5 +109,17 @@ def summary_table(report: BacktestReport) -> Table:
     for metric, mape in report.forecast_error.get("model", {}).items():
         naive = report.forecast_error.get("naive", {}).get(metric)
         table.add_row(f"forecast MAPE {metric} (naive)", f"{pct(mape)} ({pct(naive)})")
+    if report.goals is not None:
+        goals = report.goals.totals()
+        table.add_row(
+            "goals met / reachable in hindsight",
+            f"{goals['reachable_met']}/{goals['reachable']} ({pct(goals['reachable_met_share'])})",
+        )
+        ratio = goals["cost_ratio_median"]
+        table.add_row("met goals' spend / cheapest plan's, median", "n/a" if ratio is None else f"{ratio:.3f}")
+        table.add_row(
+            f"goals beyond the budget ({goals['unreachable']}): units / most buyable",
+            pct(goals["unreachable_attainment"]),
+        )
     table.add_row("run time", f"{totals['seconds']:.1f} s")
     return table

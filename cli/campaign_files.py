@@ -21,7 +21,7 @@ from common.errors import CampaignEngineError, InvalidInput
 from common.fleet.clock import Clock
 from common.fleet.store import CampaignStore
 from common.flights import FleetClock, blame_times, has_times, iso, parse_campaign, planned, time_of
-from common.models import Campaign, CampaignSpec, CampaignStatus
+from common.models import LEGACY_GOAL_FIELDS, Campaign, CampaignSpec, CampaignStatus
 
 Format = Literal["csv", "jsonl"]
 EXTENSIONS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -167,6 +167,16 @@ def campaign_row(campaign: Campaign, epoch: float | None, tick_seconds: float) -
     return row
 
 
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the CSV columns: the goal in the column of its metric (reach_goal for clicks,
+    conversion_target for conversions), which import reads back as the goal."""
+    goal = row.pop("goal", None)
+    if goal is not None:
+        column = next(name for name, metric in LEGACY_GOAL_FIELDS.items() if metric.value == goal["metric"])
+        row[column] = goal["target"]
+    return row
+
+
 def _csv_cell(value: Any) -> str:
     if isinstance(value, dict):
         return ";".join(f"{k}={v!r}" for k, v in value.items())
@@ -183,7 +193,7 @@ def export_campaigns(
         if fmt == "csv":
             writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+            writer.writerows({k: _csv_cell(v) for k, v in _csv_row(row).items()} for row in rows)
         else:
             fh.writelines(json.dumps(row) + "\n" for row in rows)
     return len(rows)

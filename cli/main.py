@@ -377,8 +377,12 @@ def scenario_generate(
     kind: Annotated[
         str | None, typer.Option(help="A named kind of market (`scenario kinds` lists them); sets all but --seed.")
     ] = None,
+    goals: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of campaigns given a clicks or conversions goal.")
+    ] = 0.0,
 ) -> None:
     """Write a reproducible synthetic scenario (docs/market.md format)."""
+    from common.market.generator import with_goals
     from common.market.kinds import KINDS
 
     if kind is not None:
@@ -391,6 +395,8 @@ def scenario_generate(
             200 if campaigns is None else campaigns, platforms, ticks, seed,
             shock_rate=shock_rate, late_flights=late_flights, name=name,
         )  # fmt: skip
+    if goals > 0:
+        scenario = with_goals(scenario, goals, seed)
     scenario.save(out)
     console.print(
         f"wrote {out}: {len(scenario.platforms)} platforms, {len(scenario.campaigns)} campaigns, {scenario.ticks} ticks"

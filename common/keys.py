@@ -91,7 +91,12 @@ def adjustments(campaign_id: str) -> str:
 
 
 def state(campaign_id: str) -> str:
-    """Hash: the decision engine's pacing state and the campaign's outcomes so far (common/fleet/state.py)."""
+    """Hash: the decision engine's pacing state and the campaign's outcomes so far (common/fleet/state.py).
+
+    A campaign with a goal also has the field ``goal``: its progress and projection as of the last
+    decision, one JSON document rewritten every tick (bounded: one field per campaign). The hash goes
+    with the campaign.
+    """
     return f"{campaign_tag(campaign_id)}:state"
 
 
@@ -188,6 +193,9 @@ def platform_breaker(platform_id: str) -> str:
 
 def tick_counters(tick: int) -> str:
     """Hash of counters that evaluations of one tick increment (evaluated, bids, spend, late...).
+
+    Campaigns with a goal add ``goals_<status>`` (met, on_track, at_risk) and
+    ``goals_shortfall_<metric>``: a fixed set of fields, read by the metrics (common/fleet/goals.py).
 
     Deleted 600 ticks later, or expired a day after its tick (``TICK_KEY_TTL``, common/fleet/tick.py).
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -46,6 +47,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
+class GoalMetric(StrEnum):
+    CLICKS = "clicks"
+    CONVERSIONS = "conversions"
+
+
+class CampaignGoal(_Strict):
+    """What the campaign is for: ``target`` clicks or conversions by the end of its flight (docs/engine.md)."""
+
+    metric: GoalMetric
+    target: PositiveFloat
+
+
+# The goal's former fields, still accepted on input (each maps onto ``goal``) and never stored.
+LEGACY_GOAL_FIELDS = {"reach_goal": GoalMetric.CLICKS, "conversion_target": GoalMetric.CONVERSIONS}
+
+
+def _positive_number(value: Any) -> bool:
+    """A number > 0, or text of one (a CSV cell), as ``PositiveFloat`` would accept it."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(number) and number > 0
+
+
 class CampaignSpec(_Strict):
     """A campaign as docs/market.md defines it. Ticks are the engine's tick numbers."""
 
@@ -57,8 +85,24 @@ class CampaignSpec(_Strict):
     end_tick: int | None = Field(default=None, ge=1)
     max_bid: PositiveFloat | None = None
     target_cpa: PositiveFloat | None = None
-    reach_goal: PositiveFloat | None = None
-    conversion_target: PositiveFloat | None = None
+    goal: CampaignGoal | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_goal_fields(cls, data: Any) -> Any:
+        """``reach_goal: N`` and ``conversion_target: N`` were the goal's fields: read them as ``goal``."""
+        if not isinstance(data, dict) or not LEGACY_GOAL_FIELDS.keys() & data.keys():
+            return data
+        rest = {k: v for k, v in data.items() if k not in LEGACY_GOAL_FIELDS}
+        given = [name for name in LEGACY_GOAL_FIELDS if data.get(name) is not None]
+        if not given:
+            return rest
+        name = given[-1]
+        if len(given) > 1 or rest.get("goal") is not None:
+            raise ValueError(f"{name}: a campaign has one goal; give only goal (metric and target)")
+        if not _positive_number(data[name]):
+            raise ValueError(f"{name}: must be a number > 0")
+        return {**rest, "goal": {"metric": LEGACY_GOAL_FIELDS[name].value, "target": data[name]}}
 
     @field_validator("budget")
     @classmethod

@@ -13,6 +13,7 @@ import redis
 
 from common import keys
 from common.fleet.state import read as read_state
+from common.fleet.store import CampaignStore
 from common.ledger import Ledger
 from tests.fleet import fleet_env, load_campaigns, running, wait_for_ticks, write_market
 from tests.test_api_http import api_process
@@ -39,6 +40,8 @@ def _page_rows(page: Any) -> list[dict[str, Any]]:
             conversions: Number(r.dataset.conversions), budget: Number(r.dataset.budget),
             spentText: r.querySelector('.spent').textContent, valueText: r.querySelector('.value').textContent,
             conversionsText: r.querySelector('.conversions').textContent,
+            goalStatus: r.dataset.goalStatus, goalAchieved: r.dataset.goalAchieved,
+            goalShortfall: r.dataset.goalShortfall, goalText: r.querySelector('.goal').textContent,
         }))""",
     )
     return rows
@@ -69,6 +72,10 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
     sync_api = pytest.importorskip("playwright.sync_api")
     market = write_market(tmp_path / "market.json")
     ids = load_campaigns(r, market, CAMPAIGNS)
+    store = CampaignStore(r)
+    # A goal far beyond any budget: at risk from the first tick, with its shortfall.
+    store.update(ids[1], {"goal": {"metric": "conversions", "target": 1e9}})
+    goals = {ids[1]}
     env = fleet_env(redis_url, tmp_path, market, CE_TICK_SECONDS="1.0", CE_API_TOKEN="dashboard-token")
     problems: list[str] = []
     with api_process(env, tmp_path / "api-logs") as (url, _api), sync_api.sync_playwright() as pw:
@@ -94,6 +101,10 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
             )
             with running(env, tmp_path / "logs") as group:
                 wait_for_ticks(r, 3, group, timeout=60)
+                # A goal below what a campaign has already bought: met.
+                met_id = next(cid for cid in ids if cid not in goals and read_state(r, cid).clicks > 0)
+                store.update(met_id, {"goal": {"metric": "clicks", "target": read_state(r, met_id).clicks / 2}})
+                goals.add(met_id)
                 page.goto(url + "/")
                 page.wait_for_function(f"document.querySelectorAll('#campaigns tbody tr').length === {CAMPAIGNS}")
                 page.wait_for_function("document.getElementById('live').textContent === 'live'")
@@ -132,8 +143,19 @@ def test_dashboard_shows_the_live_fleet(r: redis.Redis, redis_url: str, tmp_path
                 assert _amount(row["spentText"]) == pytest.approx(spent, abs=0.0051)
                 assert _amount(row["valueText"]) == pytest.approx(state.value, abs=0.0051)
                 assert _amount(row["conversionsText"]) == pytest.approx(state.conversions, abs=0.0051)
+                if cid not in goals:
+                    assert row["goalStatus"] == "" and row["goalText"].strip() == "-"
                 total_spent += spent
             assert total_spent > 0, "the fleet spent"
+            met, at_risk = rows[met_id], rows[ids[1]]
+            assert met["goalStatus"] == "met" and float(met["goalAchieved"]) == pytest.approx(
+                read_state(r, met_id).clicks
+            )
+            assert "met" in met["goalText"]
+            assert at_risk["goalStatus"] == "at risk"
+            shortfall = read_state(r, ids[1]).goal
+            assert shortfall is not None and float(at_risk["goalShortfall"]) == pytest.approx(shortfall.shortfall)
+            assert 1e9 - shortfall.shortfall > 0 and "short" in at_risk["goalText"]
             assert _amount(page.text_content("#kpi-spent") or "") == pytest.approx(total_spent, abs=0.0051)
             assert page.text_content("#last-tick") == r.get(keys.LAST_TICK)
             page.wait_for_function("document.getElementById('workers-online').textContent === '0'", timeout=15_000)

@@ -148,14 +148,6 @@ def test_a_platform_in_an_outage_keeps_its_bid_but_not_its_share_of_the_plan() -
     assert d.lam == pytest.approx(serving.lam, rel=0.05)
 
 
-def test_reach_and_conversion_goals_are_reported() -> None:
-    spec = _spec(reach_goal=5000.0, conversion_target=1e9)
-    d = decide(_state(spec, clicks=100.0, conversions=4.0), MARKET, SIGMAS)
-    assert d.reach is not None and d.conversions is not None
-    assert d.reach.achieved == 100.0 and d.reach.projected > 100.0
-    assert not d.conversions.on_track
-
-
 def test_spend_feedback_learns_the_bias_of_the_spend_model() -> None:
     spec = _spec(budget=50.0)
     first = decide(_state(spec, tick=10), MARKET, SIGMAS)

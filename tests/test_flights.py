@@ -25,7 +25,7 @@ from common.errors import InvalidInput
 from common.fleet.clock import Clock
 from common.fleet.store import CampaignStore
 from common.flights import PlannedClock, iso, parse_time, time_of, to_ticks
-from common.models import PlatformInfo
+from common.models import CampaignGoal, GoalMetric, PlatformInfo
 from common.settings import Settings
 from tests.ledger_helpers import snapshot
 
@@ -179,6 +179,10 @@ def _campaigns(n: int) -> list[dict[str, Any]]:
             row.update(start=at(2 * i), end=at(3600 + 2 * i), max_bid=1.5)
         else:
             row.update(start_tick=i, end_tick=900 + i, target_cpa=12.25)
+        if i == 2:
+            row["goal"] = {"metric": "clicks", "target": 500.0}
+        if i == 3:
+            row["conversion_target"] = 7.5  # the goal's former field, read as a conversions goal
         rows.append(row)
     return rows
 
@@ -245,6 +249,8 @@ def test_export_and_import_round_trip(redis_url: str, r: redis.Redis, tmp_path: 
     assert "imported 6 campaign(s)" in imported.output
     first = {c.id: c.spec for c in store.list()}
     assert first["c1"].start_tick == 1 and first["c1"].end_tick == 1801 and first["c0"].end_tick == 900
+    assert first["c2"].goal == CampaignGoal(metric=GoalMetric.CLICKS, target=500.0)
+    assert first["c3"].goal == CampaignGoal(metric=GoalMetric.CONVERSIONS, target=7.5)
 
     exported, again = tmp_path / f"exported.{suffix}", tmp_path / f"again.{suffix}"
     assert _run(redis_url, "export", str(exported)).exit_code == 0

@@ -49,7 +49,24 @@ const sortKeys = {
   value: (c) => c.outcomes.value,
   conversions: (c) => c.outcomes.conversions,
   cpa: (c) => c.outcomes.cpa ?? Infinity,
+  goal: (c) => (c.goal ? c.goal.achieved / c.goal.target : -1),
 };
+
+// The goal's progress and the engine's projection: met, on track, or at risk with the shortfall.
+const compactFormat = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
+const compact = (v) => (Math.abs(v) >= 10000 ? compactFormat.format(v) : num(v, Math.abs(v) >= 100 ? 0 : 2));
+
+function goalCell(g) {
+  if (!g) return '<span class="muted">-</span>';
+  const unit = g.metric === "clicks" ? "clicks" : "conv.";
+  const cls = { met: "under", "on track": "", "at risk": "over" }[g.status] ?? "muted";
+  let note = g.status;
+  if (g.status === "at risk" && g.shortfall !== null) note += `, ${compact(g.shortfall)} short`;
+  const title = g.projected === null ? "not yet planned" : `projected ${num(g.projected)} by the end of the flight`;
+  return `<span class="goal-progress" title="${escapeHtml(title)}">${compact(g.achieved)}
+      <span class="muted">/ ${compact(g.target)} ${unit}</span></span>
+    <span class="goal-status ${cls}">${escapeHtml(note)}</span>`;
+}
 
 function campaignRow(c) {
   const budget = c.balance.budget;
@@ -73,7 +90,9 @@ function campaignRow(c) {
   }
   cpaCell += ` <span class="muted">/ ${target === null ? "-" : money(target)}</span>`;
   return `<tr data-campaign="${escapeHtml(c.id)}" data-spent="${c.balance.spent}" data-budget="${budget}"
-      data-value="${c.outcomes.value}" data-conversions="${c.outcomes.conversions}" data-status="${c.status}">
+      data-value="${c.outcomes.value}" data-conversions="${c.outcomes.conversions}" data-status="${c.status}"
+      data-goal-status="${c.goal ? escapeHtml(c.goal.status) : ""}" data-goal-achieved="${c.goal ? c.goal.achieved : ""}"
+      data-goal-shortfall="${c.goal && c.goal.shortfall !== null ? c.goal.shortfall : ""}">
     <td>${escapeHtml(c.id)}</td>
     <td><span class="badge ${c.status}">${c.status}</span></td>
     <td class="num"><span class="spent">${money(c.balance.spent)}</span>
@@ -85,6 +104,7 @@ function campaignRow(c) {
     <td class="num value">${money(c.outcomes.value)}</td>
     <td class="num conversions">${num(c.outcomes.conversions)}</td>
     <td class="num">${cpaCell}</td>
+    <td class="goal">${goalCell(c.goal)}</td>
     <td>${Charts.sparkline(c.roi_trend)}</td>
   </tr>`;
 }

@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from common import keys
+from common.backtest.goals import GoalReport, goal_report
 from common.backtest.hindsight import optimum
 from common.errors import BacktestError
 from common.fleet import decisions, maintenance
@@ -99,6 +100,7 @@ class BacktestReport:
     campaigns: list[CampaignResult] = field(default_factory=list)
     forecast_error: dict[str, Any] = field(default_factory=dict)
     aggressiveness: float = 1.0
+    goals: GoalReport | None = None
 
     def totals(self) -> dict[str, Any]:
         spend = sum(c.spend for c in self.campaigns)
@@ -133,6 +135,7 @@ class BacktestReport:
             **self.totals(),
             "forecast_error": self.forecast_error,
             "per_campaign": [{**c.__dict__, "efficiency": c.efficiency} for c in self.campaigns],
+            **({"goals": self.goals.to_dict()} if self.goals is not None else {}),
         }
 
 
@@ -194,6 +197,7 @@ def run(
         aggressiveness=fleet.settings.aggressiveness,
     )  # fmt: skip
     report.forecast_error = forecast_report(scenario, fleet.settings.forecast_window)
+    report.goals = goal_report(scenario, {r.id: (r.spend, r.clicks, r.conversions) for r in results.values()})
     return report
 
 

@@ -17,8 +17,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from common.engine.pacing import Auction, Lane, budget_alpha, cpa_alpha, ncdf, outcome, updated_bias
-from common.engine.state import CampaignState, Decision, Goal, NoBid, PacingState
+from common.engine.pacing import Auction, Lane, budget_alpha, cpa_alpha, ncdf, updated_bias
+from common.engine.state import CampaignState, Decision, NoBid, PacingState
 from common.forecast.forecasts import Forecasts, PlatformForecast
 from common.models import Bid
 
@@ -110,13 +110,6 @@ def decide(
     lam = min(vpc / alpha - 1, _MAX_LAM) if alpha > 0 else pacing.lam
 
     bids, expected = _bids(spec.id, options, alpha, state.remaining, tuning)
-    reach = conversions = None
-    if spec.reach_goal is not None or spec.conversion_target is not None:
-        _, clicks, conv = outcome(lanes, alpha)
-        if spec.reach_goal is not None:
-            reach = Goal(spec.reach_goal, state.clicks, state.clicks + bias * clicks)
-        if spec.conversion_target is not None:
-            conversions = Goal(spec.conversion_target, state.conversions, state.conversions + bias * conv)
     return Decision(
         bids,
         PacingState(lam=lam, bias=bias, tick=state.tick, spent=state.spent, expected=expected),
@@ -124,8 +117,6 @@ def decide(
         planned=bias * expected,
         expected=expected,
         target_cpa_binds=cpa_binds,
-        reach=reach,
-        conversions=conversions,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from common.models import Bid, CampaignSpec
+from common.models import Bid, CampaignSpec, GoalMetric
 
 
 class NoBid(StrEnum):
@@ -19,6 +19,7 @@ class NoBid(StrEnum):
     BUDGET_SPENT = "budget spent"
     NO_FORECAST = "no forecast for any listed platform"
     NO_VALUE = "no platform has positive expected value at the current multiplier"
+    GOAL_MET = "goal met"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +85,49 @@ class CampaignState:
         return 0 if self.ticks_left is None else self.ticks_left
 
 
-@dataclass(frozen=True, slots=True)
-class Goal:
-    """Progress towards a reach or conversion goal: so far, and projected to the end of the flight."""
+class GoalStatus(StrEnum):
+    MET = "met"
+    ON_TRACK = "on track"
+    AT_RISK = "at risk"
 
+
+@dataclass(frozen=True, slots=True)
+class GoalProgress:
+    """Progress towards a campaign's goal: so far, and projected to the end of its flight.
+
+    ``projected`` is what the plan expects by the flight's end: the most the budget buys when that
+    falls short of ``target``, so ``shortfall`` says early how far off the goal is.
+    """
+
+    metric: GoalMetric
     target: float
     achieved: float
     projected: float
 
     @property
-    def on_track(self) -> bool:
-        return self.projected >= self.target
+    def status(self) -> GoalStatus:
+        if self.achieved >= self.target:
+            return GoalStatus.MET
+        return GoalStatus.ON_TRACK if self.projected >= self.target * (1 - GOAL_TOLERANCE) else GoalStatus.AT_RISK
+
+    @property
+    def shortfall(self) -> float:
+        return max(0.0, self.target - self.projected) if self.status is GoalStatus.AT_RISK else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric.value,
+            "target": self.target,
+            "achieved": self.achieved,
+            "projected": self.projected,
+            "status": self.status.value,
+            "shortfall": self.shortfall,
+        }
+
+
+# A projection within this share of the target counts as on track: the plan aims at the target
+# itself, and the solver's and the float sums' last digits must not flip the status.
+GOAL_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +144,7 @@ class Decision:
     planned: float = 0.0
     expected: float = 0.0
     target_cpa_binds: bool = False
-    reach: Goal | None = None
-    conversions: Goal | None = None
+    goal: GoalProgress | None = None
 
     @property
     def lam(self) -> float:

@@ -28,7 +28,7 @@ from redis.exceptions import NoScriptError
 from common import keys
 from common.engine import CampaignState, Decision, decide
 from common.errors import BidsNotPlaced, LedgerError, PlatformTimeout, StoreUnavailable
-from common.fleet import breaker, decisions, late, metrics, publisher, scripts, stake, state
+from common.fleet import breaker, decisions, goals, late, metrics, publisher, scripts, stake, state
 from common.fleet.breaker import OPEN, Breaker
 from common.fleet.decisions import CampaignDecision, DecisionRecord
 from common.fleet.fleet import Fleet
@@ -489,6 +489,7 @@ def _count(
     planned = sum(d.planned for d in report.decisions.values())
     if planned:
         pipe.hincrbyfloat(counters, "planned", planned)
+    goals.queue_count(pipe, counters, report.decisions.values())
     if started is not None:
         pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
         pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)

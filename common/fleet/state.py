@@ -42,6 +42,7 @@ class StateRecord:
     planned: float | None = None
     last_tick: int | None = None
     reason: str | None = None
+    goal: GoalRecord | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> StateRecord:
@@ -57,7 +58,34 @@ class StateRecord:
             planned=_optional_float(raw.get("planned")),
             last_tick=int(raw["last_tick"]) if raw.get("last_tick") else None,
             reason=raw.get("reason") or None,
+            goal=GoalRecord.parse(raw.get("goal")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GoalRecord:
+    """The last decision's view of the campaign's goal (field ``goal``, written only for campaigns with
+    one): what it projected for the end of the flight, from what had been achieved by then."""
+
+    metric: str
+    target: float
+    achieved: float
+    projected: float
+    status: str
+    shortfall: float
+
+    @classmethod
+    def parse(cls, text: str | None) -> GoalRecord | None:
+        if not text:
+            return None
+        try:
+            doc = json.loads(text)
+            return cls(
+                str(doc["metric"]), float(doc["target"]), float(doc["achieved"]), float(doc["projected"]),
+                str(doc["status"]), float(doc["shortfall"]),
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged field reads as no projection yet, never as a failed read
 
 
 def _optional_float(text: str | None) -> float | None:
@@ -84,14 +112,18 @@ def queue_outcomes(pipe: Any, campaign: str, spend: float, clicks: float, conver
 
 
 def decision_fields(decision: Decision, tick: int) -> Fields:
-    """The engine's decision for ``tick`` as the hash stores it: its pacing for the next one, what it planned."""
-    return {
+    """The engine's decision for ``tick`` as the hash stores it: its pacing for the next one, what it planned,
+    and for a campaign with a goal its progress (one field, rewritten each tick: bounded)."""
+    fields: Fields = {
         "pacing": json.dumps(decision.pacing.to_dict()),
         "lam": repr(decision.lam),
         "planned": repr(decision.planned),
         "last_tick": tick,
         "reason": decision.reason.value if decision.reason else "",
     }
+    if decision.goal is not None:
+        fields["goal"] = json.dumps(decision.goal.to_dict())
+    return fields
 
 
 def queue_decision(pipe: Any, campaign: str, decision: Decision, tick: int) -> None:

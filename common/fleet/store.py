@@ -26,14 +26,14 @@ from common.fleet import archive
 from common.ledger import Balance, Ledger
 from common.ledger.errors import from_reply, is_refusal
 from common.ledger.scripts import source
-from common.models import Campaign, CampaignSpec, CampaignStatus, PlatformInfo
+from common.models import LEGACY_GOAL_FIELDS, Campaign, CampaignSpec, CampaignStatus, PlatformInfo
 from common.money import from_micros, to_micros
 from common.redis_conn import Client, Fields, store_call
 
 log = logging.getLogger(__name__)
 
 # Fields an update may change; the id is the key and never changes.
-UPDATABLE = frozenset(CampaignSpec.model_fields) - {"id"}
+UPDATABLE = (frozenset(CampaignSpec.model_fields) | frozenset(LEGACY_GOAL_FIELDS)) - {"id"}
 
 
 class CampaignStore:
@@ -233,7 +233,10 @@ class CampaignStore:
             raise Conflict(f"campaign {campaign_id!r} is being changed by another request; try again")
         try:
             current = self.get(campaign_id)
-            merged = {**current.spec.model_dump(), **changes}
+            stored = current.spec.model_dump()
+            if "goal" not in changes and any(name in changes for name in LEGACY_GOAL_FIELDS):
+                del stored["goal"]  # a goal given in a former field replaces the goal
+            merged = {**stored, **changes}
             try:
                 spec = CampaignSpec.model_validate(merged)
             except ValidationError as exc:

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.market.model import outcomes
 from common.market.scenario import PlatformSeries, Scenario
-from common.models import CampaignSpec, FloatArray
+from common.models import CampaignGoal, CampaignSpec, FloatArray, GoalMetric
 
 PLATFORM_NAMES = ("search", "social", "video", "display", "retail", "native", "audio", "ctv")
 
@@ -157,12 +157,16 @@ def generate(
     late_flights: float = 0.3,
     name: str | None = None,
     shape: Shape = Shape(),
+    goals: float = 0.0,
 ) -> Scenario:
     """A reproducible scenario; by default one 'day' of seasonality spans the whole scenario.
 
     ``late_flights`` is the share of campaigns whose flight is a window inside the scenario
-    rather than all of it; ``shape`` sets the cycle, trend, long outages and budgets.
+    rather than all of it; ``shape`` sets the cycle, trend, long outages and budgets. ``goals`` is
+    the share of campaigns given a goal (:func:`with_goals`); 0 leaves the scenario as it always was.
     """
+    if not 0.0 <= goals <= 1.0:
+        raise ValueError("goals must be between 0 and 1")
     if not 1 <= platforms <= len(PLATFORM_NAMES):
         raise ValueError(f"platforms must be between 1 and {len(PLATFORM_NAMES)}")
     if campaigns < 0 or ticks < 1:
@@ -172,4 +176,35 @@ def generate(
         raise ValueError("day_ticks must be >= 2")
     series = {pid: _platform(rng, pid, ticks, shape, shock_rate) for pid in PLATFORM_NAMES[:platforms]}
     specs = [_campaign(rng, f"c{i:05d}", series, ticks, late_flights, shape.budget) for i in range(campaigns)]
-    return Scenario(name or f"generated-{seed}", ticks, tick_seconds, series, specs)
+    scenario = Scenario(name or f"generated-{seed}", ticks, tick_seconds, series, specs)
+    return with_goals(scenario, goals, seed) if goals > 0 else scenario
+
+
+# Goal targets as a share of the most units the budget buys in hindsight: most goals are reachable,
+# some tight, some beyond what the budget buys (the engine must say so early).
+GOAL_TARGET_SHARE = (0.3, 1.2)
+
+
+def with_goals(scenario: Scenario, share: float, seed: int) -> Scenario:
+    """``scenario`` with a goal on about ``share`` of its campaigns: clicks or conversions, half each,
+    the target a random share (``GOAL_TARGET_SHARE``) of what the budget buys at best.
+
+    Drawn from a generator of their own, so the market and the campaigns are those of the scenario
+    without goals, and a backtest of both compares like with like.
+    """
+    from common.backtest.hindsight import goal_capacity  # the hindsight builds on the market model
+
+    rng = np.random.default_rng([seed, 0x60A1])
+    specs = []
+    for spec in scenario.campaigns:
+        if rng.random() >= share:
+            specs.append(spec)
+            continue
+        metric = GoalMetric.CLICKS if rng.random() < 0.5 else GoalMetric.CONVERSIONS
+        capacity = goal_capacity(spec, scenario, metric)
+        target = round(capacity * float(rng.uniform(*GOAL_TARGET_SHARE)), 2)
+        if target <= 0:
+            specs.append(spec)
+            continue
+        specs.append(spec.model_copy(update={"goal": CampaignGoal(metric=metric, target=target)}))
+    return Scenario(scenario.name, scenario.ticks, scenario.tick_seconds, scenario.platforms, specs)
