@@ -487,16 +487,21 @@ def feed_post(
         store = fleet_store()
         written, kept = post_feed(store, file, fmt, load_settings().tick_seconds)
     except InvalidInput as exc:
-        if not any(field.startswith("line ") for field, _ in exc.errors):
-            raise fail(exc) from None
-        for field, reason in exc.errors:
-            err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
-        rows = len({field.split(":")[0] for field, _ in exc.errors})
-        err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was published")
-        raise typer.Exit(2) from None
+        raise _refused_rows(exc, file, "published") from None
     except CampaignEngineError as exc:
         raise fail(exc) from None
     console.print(f"published {written} figure(s) from {file}" + (f"; {kept} published before, kept" if kept else ""))
+
+
+def _refused_rows(exc: InvalidInput, file: Path, done: str) -> typer.Exit:
+    """Print each refused row of FILE with its reason; the exit to raise (a file-wide error: ``fail``)."""
+    if not any(field.startswith("line ") for field, _ in exc.errors):
+        return fail(exc)
+    for field, reason in exc.errors:
+        err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
+    rows = len({field.split(":")[0] for field, _ in exc.errors})
+    err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was {done}")
+    return typer.Exit(2)
 
 
 FormatOption = Annotated[
@@ -519,13 +524,7 @@ def campaigns_import(
         store = fleet_store()
         created = import_campaigns(store, Clock(store.r, load_settings().tick_seconds), file, fmt)
     except InvalidInput as exc:
-        if not any(field.startswith("line ") for field, _ in exc.errors):
-            raise fail(exc) from None
-        for field, reason in exc.errors:
-            err.print(f"{escape(field)}: {escape(reason)}", highlight=False)
-        rows = len({field.split(":")[0] for field, _ in exc.errors})
-        err.print(f"[red]error:[/] {rows} row(s) of {escape(str(file))} refused; nothing was imported")
-        raise typer.Exit(2) from None
+        raise _refused_rows(exc, file, "imported") from None
     except CampaignEngineError as exc:
         raise fail(exc) from None
     console.print(f"imported {len(created)} campaign(s) from {file}")
