@@ -1,7 +1,7 @@
 """The deployment of docker/compose.yaml, run as processes (CI has no docker engine), on an empty Redis.
 
-The worker, beat and API start with exactly the commands and the settings the compose file gives
-them (the API on a free loopback port); nothing else is set up for them. The test then does what an
+The worker, beat, API and Flower start with exactly the commands and the settings the compose file
+gives them (on free loopback ports); nothing else is set up for them. The test then does what an
 operator does: registers platforms, imports campaigns whose flights are date-times, posts the
 platforms' figures tick by tick as a connector would, and finds bids settled against those figures
 (paper trading: the production default of an external feed and the simulated adapter), the ledger
@@ -71,11 +71,17 @@ def compose_env(service: dict[str, Any], values: dict[str, str], run_dir: Path) 
     return env
 
 
-def argv(command: list[str], port: int) -> list[str]:
-    """The compose command run from this interpreter's environment; the API on a loopback port."""
-    program = str(Path(sys.executable).parent / command[0])
-    args = [a if a != "0.0.0.0" else "127.0.0.1" for a in command[1:]]
-    return [program, *[str(port) if a == "8000" else a for a in args]]
+def argv(command: list[str], ports: dict[str, int]) -> list[str]:
+    """The compose command run from this interpreter's environment, on loopback; each port the file
+    publishes (a key of ``ports``, alone or as ``--port=N``) replaced by a free one."""
+    args = [Path(sys.executable).parent.joinpath(command[0]).as_posix()]
+    for arg in command[1:]:
+        arg = arg.replace("0.0.0.0", "127.0.0.1")
+        for published, port in ports.items():
+            if arg == published or arg.endswith(f"={published}"):
+                arg = arg.removesuffix(published) + str(port)
+        args.append(arg)
+    return args
 
 
 @pytest.fixture
@@ -96,20 +102,22 @@ def test_the_compose_processes_trade_on_posted_figures(
     market_path = write_market(tmp_path / "market.json")
     market = Scenario.load(market_path)
     connector = SimulatedFeed(market)  # the platforms' true figures, as a connector would post them
-    port = free_port()
+    port, flower_port = free_port(), free_port()
     values = {
         "CE_REDIS_URL": redis_url, "CE_BROKER_URL": redis_url, "CE_TICK_SECONDS": "1.0", "CE_LOG_FORMAT": "json",
         "CE_API_TOKEN": TOKEN, "CE_FLOWER_USER": "admin", "CE_FLOWER_PASSWORD": "flower-password",
-        "CE_API_READS": "open", "CE_DECISIONS_NATS_URL": nats.url,
+        "CE_API_READS": "open", "CE_DECISIONS_NATS_URL": nats.url, "FLOWER_BASIC_AUTH": "admin:flower-password",
     }  # fmt: skip
     defined = services()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     group = ProcessGroup(tmp_path / "logs")
     try:
-        for name in ("api", "worker", "beat"):
+        engine = {name for name, service in defined.items() if service.get("image", "").startswith("campaign-engine")}
+        assert engine == {"api", "worker", "beat", "flower"}, "every process of the engine's own image runs here"
+        for name in sorted(engine):
             env = compose_env(defined[name], values, run_dir)
-            group.spawn(name, argv(defined[name]["command"], port), env, cwd=tmp_path)
+            group.spawn(name, argv(defined[name]["command"], {"8000": port, "5555": flower_port}), env, cwd=tmp_path)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _get(f"{url}/health/live") is not None, group, 60, "the API to answer")
 
@@ -155,6 +163,14 @@ def test_the_compose_processes_trade_on_posted_figures(
         overview = httpx2.get(f"{url}/api/overview").json()
         metrics = httpx2.get(f"{url}/metrics").text
         assert "ce_outcomes_pending" in metrics and "ce_feed_lag_ticks" in metrics
+        # Flower, behind its basic auth, sees the worker and the evaluations it ran.
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert httpx2.get(f"{flower}/api/workers", timeout=10).status_code == 401
+        login = httpx2.BasicAuth("admin", "flower-password")
+        workers = httpx2.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=login, timeout=10).json()
+        assert workers, "Flower sees the worker"
+        tasks = httpx2.get(f"{flower}/api/tasks", params={"taskname": "ce.evaluate"}, auth=login, timeout=10).json()
+        assert tasks, "Flower saw evaluations"
 
         # A connector that stops: its feed is reported stale, and since when.
         quiet_since = posted
@@ -189,12 +205,19 @@ def test_the_compose_processes_trade_on_posted_figures(
     spent = sum(ledger.balance(cid).spent for cid in ids)
     assert 0 < overview["totals"]["spent"] <= from_micros(spent) + 1e-6  # a sum of floats
     assert overview["totals"]["campaigns"] == len(ids)
-    # Every evaluated (campaign, tick) on NATS once; those that bid say their outcome was pending.
+    # Every evaluated (campaign, tick) on NATS once; those that bid say their outcome was pending, and
+    # a second message gives their bids once settled, at the costs the decision stream has.
     messages = read_outcomes(nats.url)
     assert messages and len({m.msg_id for m in messages}) == len(messages)
+    decided = [m for m in messages if not m.late]
     bid_at = {(b.campaign, b.tick) for b in placed}
-    assert bid_at <= {(m.campaign, m.tick) for m in messages}
-    assert all(m.reason == OUTCOME_PENDING for m in messages if (m.campaign, m.tick) in bid_at)
+    assert bid_at <= {(m.campaign, m.tick) for m in decided}
+    assert all(m.reason == OUTCOME_PENDING for m in decided if (m.campaign, m.tick) in bid_at)
+    settled = {(m.campaign, m.tick): m for m in messages if m.late}
+    assert settled and set(settled) <= bid_at
+    for (cid, t), message in settled.items():
+        stream = sorted((b.platform, b.cost) for b in placed if (b.campaign, b.tick) == (cid, t))
+        assert sorted((b.platform, b.cost) for b in message.bids) == stream, (cid, t)
 
 
 def cli(values: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -75,6 +75,12 @@ def test_an_outcome_message_round_trips_and_is_named_by_campaign_and_tick() -> N
     assert b'"reason"' not in bid.to_json()
     with pytest.raises(ValueError, match="'tick'"):
         OutcomeMessage.from_json(b'{"campaign": "c", "ts": 1, "bids": []}')
+    # The settled outcomes of bids first published as pending: their own id, so both are kept.
+    late = OutcomeMessage("c-1", 12, 1767225600.0, bid.bids, late=True)
+    assert OutcomeMessage.from_json(late.to_json()) == late and b'"late":true' in late.to_json()
+    assert late.msg_id == "c-1:12:late" and b'"late"' not in bid.to_json()
+    with pytest.raises(ValueError, match="late"):
+        OutcomeMessage.from_json(b'{"campaign": "c", "tick": 1, "ts": 1, "bids": [], "late": "yes"}')
 
 
 def test_a_publisher_is_not_started_without_a_url(fleet: Fleet, market: Path) -> None:

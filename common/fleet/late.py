@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Literal
 
 from common import keys
 from common.errors import LedgerError
-from common.fleet import decisions, metrics, state
+from common.fleet import decisions, metrics, publisher, state
 from common.fleet.decisions import CampaignDecision, DecisionRecord
+from common.fleet.outcomes import OutcomeMessage, PublishedBid
 from common.ledger.errors import TickCompacted, UnknownBudget
 from common.market.platforms import LateOutcomes, Order
 from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
@@ -265,7 +266,25 @@ def _settle(fleet: Fleet, complete: list[LateRecord]) -> int:
     for r in closed:
         pipe.zrem(keys.LATE, _member(r.campaign, r.tick))
     pipe.execute()
+    _publish(fleet, [r for r, first in zip(closed, deleted, strict=True) if first], ts)
     return len(closed)
+
+
+def _publish(fleet: Fleet, settled: list[LateRecord], ts: float) -> None:
+    """The settled outcomes to NATS, when configured: one message per (campaign, tick), never raises."""
+    if fleet.settings.decisions_nats_url is None or not settled:
+        return
+    messages = [
+        OutcomeMessage(r.campaign, r.tick, ts, tuple(
+            PublishedBid(b.platform, b.bid, b.spend_cap, b.outcome.cost, b.outcome.clicks, b.outcome.conversions)
+            for b in r.bids
+        ), late=True)
+        for r in settled
+    ]  # fmt: skip
+    try:
+        publisher.for_process(fleet.settings).offer(messages)
+    except Exception:  # settled and recorded: publishing is never the settlement's failure
+        log.exception("late outcomes of %d (campaign, tick) not handed to the publisher", len(messages))
 
 
 def _costs(record: LateRecord) -> dict[str, int]:

@@ -12,6 +12,10 @@ publish retried after a lost acknowledgement is stored once. The body is JSON::
      "bids": [{"platform": "search", "bid": 0.81, "spend_cap": 2.5, "cost": 2.1,
                "clicks": 2.6, "conversions": 0.13}]}
     {"campaign": "c2", "tick": 120, "ts": 1767225600.123, "bids": [], "reason": "budget spent"}
+
+A campaign whose bids' outcomes come later (paper trading, a platform that reports late) is first
+published with ``"reason": "outcome pending"``; once they are settled (``common.fleet.late``) a second
+message, ``"late": true`` with the id ``<campaign>:<tick>:late``, gives its bids and what they cost.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class OutcomeMessage:
     ts: float
     bids: tuple[PublishedBid, ...] = ()
     reason: str | None = None
+    late: bool = False  # the settled outcomes of bids first published as pending
 
     @property
     def subject(self) -> str:
@@ -57,8 +62,9 @@ class OutcomeMessage:
 
     @property
     def msg_id(self) -> str:
-        """The ``Nats-Msg-Id``: one per (campaign, tick), whichever delivery of the evaluation sends it."""
-        return f"{self.campaign}:{self.tick}"
+        """The ``Nats-Msg-Id``: one per (campaign, tick), whichever delivery of the evaluation sends it,
+        and one more for the late outcomes of that (campaign, tick)."""
+        return f"{self.campaign}:{self.tick}:late" if self.late else f"{self.campaign}:{self.tick}"
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -73,6 +79,8 @@ class OutcomeMessage:
         }  # fmt: skip
         if self.reason is not None:
             doc["reason"] = self.reason
+        if self.late:
+            doc["late"] = True
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -82,7 +90,10 @@ class OutcomeMessage:
             doc = json.loads(body)
             bids = tuple(_bid(b) for b in doc["bids"])
             reason = doc.get("reason")
-            return cls(str(doc["campaign"]), int(doc["tick"]), float(doc["ts"]), bids, reason)
+            late = doc.get("late", False)
+            if not isinstance(late, bool):
+                raise ValueError(f"late is {late!r}, not a boolean")
+            return cls(str(doc["campaign"]), int(doc["tick"]), float(doc["ts"]), bids, reason, late)
         except KeyError as exc:
             raise ValueError(f"outcome message without {exc.args[0]!r}: {body!r}") from None
         except (TypeError, ValueError, AttributeError) as exc:
