@@ -103,6 +103,9 @@ def test_the_fleet_paper_trades_on_posted_figures(paper: Fleet, market: Path, r:
     assert spend == pytest.approx(sum(b[5] for b in placed))
     snap = metrics.snapshot(r)
     assert snap.counter("bids") == len(placed)
+    # Each tick's summary counts its bids when they are placed, their outcomes still to come.
+    counted = sum(int(r.hget(keys.tick_counters(t), "bids") or 0) for t in range(HISTORY, last))
+    assert counted == len(placed)
     assert snap.counter("spend_micros") == sum(to_micros_ceil(b[5]) for b in placed)
 
     # Collecting again (an overlapping tick, a retry) changes nothing.

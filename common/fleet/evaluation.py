@@ -479,7 +479,9 @@ def _count(
     counters = keys.tick_counters(report.tick)
     for name, amount in (
         ("evaluated", report.evaluated), ("late", report.late), ("duplicates", report.duplicates),
-        ("skipped", report.skipped), ("bids", len(report.placed)),
+        # Bids placed with outcomes to come count among the tick's bids; what they cost reaches the
+        # fleet's counters when settled (fleet/late.py), after this tick's summary.
+        ("skipped", report.skipped), ("bids", len(report.placed) + len(report.pending)),
         ("spend_micros", report.spend_micros),
     ):  # fmt: skip
         if amount:
