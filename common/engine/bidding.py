@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from common.engine.pacing import Auction, Lane, budget_alpha, cpa_alpha, ncdf, updated_bias
-from common.engine.state import CampaignState, Decision, NoBid, PacingState
+from common.engine.state import CampaignState, Decision, GoalProgress, NoBid, PacingState
 from common.forecast.forecasts import Forecasts, PlatformForecast
 from common.models import Bid
 
@@ -107,9 +107,23 @@ def decide(
     cpa_binds = False
     if spec.target_cpa is not None and tuning.respect_target_cpa:
         alpha, cpa_binds = cpa_alpha(lanes, alpha, spec.target_cpa, state.spent, state.conversions)
-    lam = min(vpc / alpha - 1, _MAX_LAM) if alpha > 0 else pacing.lam
+    return decision_at(options, alpha, state, pacing.lam, bias, vpc, tuning, cpa_binds)
 
-    bids, expected = _bids(spec.id, options, alpha, state.remaining, tuning)
+
+def decision_at(
+    options: list[_Option],
+    level: float,
+    state: CampaignState,
+    lam_before: float,
+    bias: float,
+    vpc: float,
+    tuning: Tuning,
+    cpa_binds: bool,
+    goal: GoalProgress | None = None,
+) -> Decision:
+    """The decision of bidding at ``level`` (the price of a click) on ``options``, with its pacing state."""
+    lam = min(vpc / level - 1, _MAX_LAM) if level > 0 else lam_before
+    bids, expected = _bids(state.spec.id, options, level, state.remaining, tuning)
     return Decision(
         bids,
         PacingState(lam=lam, bias=bias, tick=state.tick, spent=state.spent, expected=expected),
@@ -117,6 +131,7 @@ def decide(
         planned=bias * expected,
         expected=expected,
         target_cpa_binds=cpa_binds,
+        goal=goal,
     )
 
 

@@ -35,7 +35,6 @@ from common.forecast.forecasts import Forecasts
 from common.models import CampaignGoal, GoalMetric
 
 _DUST = 1e-9
-_MAX_LAM = 1e12
 _LEVEL_STEPS = 48  # bisection steps in log(level) over _LEVEL_SPAN: a relative precision of 1e-12
 _LEVEL_SPAN = 40.0
 
@@ -98,18 +97,8 @@ def decide(
     cpa_binds = False
     if spec.target_cpa is not None and goal.metric is GoalMetric.CONVERSIONS and tuning.respect_target_cpa:
         level, cpa_binds = cpa_alpha(lanes, level, spec.target_cpa, state.spent, state.conversions)
-    lam = min(vpc / level - 1, _MAX_LAM) if level > 0 else pacing.lam
-    bids, expected = bidding._bids(spec.id, options, level, state.remaining, tuning)
-    projected = achieved + bias * units(lanes, level)
-    return Decision(
-        bids,
-        PacingState(lam=lam, bias=bias, tick=state.tick, spent=state.spent, expected=expected),
-        None if bids else NoBid.NO_VALUE,
-        planned=bias * expected,
-        expected=expected,
-        target_cpa_binds=cpa_binds,
-        goal=GoalProgress(goal.metric, goal.target, achieved, projected),
-    )
+    progress = GoalProgress(goal.metric, goal.target, achieved, achieved + bias * units(lanes, level))
+    return bidding.decision_at(options, level, state, pacing.lam, bias, vpc, tuning, cpa_binds, progress)
 
 
 def achieved_of(goal: CampaignGoal, clicks: float, conversions: float) -> float:
