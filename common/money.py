@@ -40,3 +40,13 @@ def to_micros_floor(amount: float) -> int:
 
 def from_micros(micros: int) -> float:
     return micros / MICROS_PER_UNIT
+
+
+def charge_micros(cost: float, grant: int) -> int:
+    """What the ledger charges for a bid that cost ``cost`` on a grant of ``grant`` micro-units.
+
+    Rounded up; but a bid that kept to its cap may pass the grant by the rounding alone, and is then
+    charged the grant. A platform that overshot the cap is charged its whole cost (and alerted).
+    """
+    micros = to_micros_ceil(cost)
+    return min(micros, grant) if to_micros_floor(cost) <= grant else micros

@@ -39,7 +39,7 @@ from common.forecast.forecasts import Forecasts
 from common.ledger import Balance, Settlement
 from common.market.platforms import Order
 from common.models import Bid, Campaign, CampaignStatus, Outcome
-from common.money import from_micros, to_micros_ceil, to_micros_floor
+from common.money import charge_micros, from_micros, to_micros_ceil, to_micros_floor
 from common.redis_conn import execute_each, store_call, translated_errors
 
 log = logging.getLogger(__name__)
@@ -296,12 +296,7 @@ def _settle(fleet: Fleet, report: GroupReport, granted: dict[str, dict[str, int]
     costs: dict[str, dict[str, int]] = {cid: {} for cid in granted}
     for placed in report.placed:
         cap = granted[placed.bid.campaign][placed.bid.platform]
-        cost = to_micros_ceil(placed.outcome.cost)
-        if to_micros_floor(placed.outcome.cost) <= cap:
-            # A bid that kept to its cap may pass the grant by the rounding up alone: charge the grant.
-            cost = min(cost, cap)
-        # Otherwise the platform overshot the cap: the ledger records the whole cost and the excess is alerted.
-        costs[placed.bid.campaign][placed.bid.platform] = cost
+        costs[placed.bid.campaign][placed.bid.platform] = charge_micros(placed.outcome.cost, cap)
     requests = [(cid, tick, spent) for cid, spent in costs.items()]
     for attempt in range(SETTLE_ATTEMPTS):
         try:

@@ -38,7 +38,7 @@ from common.fleet.outcomes import OutcomeMessage, PublishedBid
 from common.ledger.errors import TickCompacted, UnknownBudget
 from common.market.platforms import LateOutcomes, Order
 from common.models import NO_OUTCOME, Bid, CampaignSpec, Outcome
-from common.money import to_micros_ceil, to_micros_floor
+from common.money import charge_micros, to_micros_ceil
 from common.redis_conn import Client, store_call
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class HeldBid:
     late: bool  # its outcome came after the evaluation: not yet in the campaign's state
 
     def cost_micros(self) -> int:
-        return cost_micros(self.outcome.cost, self.grant)
+        return charge_micros(self.outcome.cost, self.grant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +101,6 @@ class LateRecord:
 
 def _fields(o: Outcome) -> tuple[float, float, float, float]:
     return (o.cost, o.clicks, o.conversions, o.waste)
-
-
-def cost_micros(cost: float, grant: int) -> int:
-    """What the ledger charges for a bid's cost: rounded up, but a bid that kept to its cap never past
-    the grant by the rounding alone (as the evaluation's settle does)."""
-    micros = to_micros_ceil(cost)
-    return min(micros, grant) if to_micros_floor(cost) <= grant else micros
 
 
 def _member(campaign: str, tick: int) -> str:
@@ -244,11 +237,17 @@ def _settle(fleet: Fleet, complete: list[LateRecord]) -> int:
             log.error("late settle refused: %s", result, extra={"tick": r.tick, "campaign": r.campaign})
             continue
         closed.append(r)
-    metrics.count_settlements(fleet.r, [s for s in results if not isinstance(s, LedgerError)])
-    pipe = fleet.r.pipeline(transaction=False)
+    # The DEL decides who records the outcomes: never retried, or a repeat would answer 0 and lose them.
+    pipe = fleet.once.pipeline(transaction=False)
     for r in closed:
         pipe.delete(keys.late(r.campaign, r.tick))
     deleted = pipe.execute()
+    # Settle is idempotent, its count is not: only the records this call closed are counted.
+    first_of = {(r.campaign, r.tick) for r, first in zip(closed, deleted, strict=True) if first}
+    metrics.count_settlements(fleet.r, [
+        s for r, s in zip(complete, results, strict=True)
+        if not isinstance(s, LedgerError) and (r.campaign, r.tick) in first_of
+    ])  # fmt: skip
     pipe = fleet.once.pipeline(transaction=False)  # increments: never retried
     ts = time.time()
     for r, first in zip(closed, deleted, strict=True):
