@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from common import keys
-from common.fleet import decisions, metrics, state, stats
+from common.fleet import decisions, metrics, scripts, state, stats
 from common.fleet.evaluation import evaluate
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
@@ -199,3 +199,36 @@ def test_prefork_workers_lose_and_double_nothing(r: redis.Redis, redis_url: str,
     assert found.get("evaluations_duplicate", 0) == total("duplicates")
     hist = metrics.snapshot(r).tick_seconds
     assert hist.count == sum(1 for e in summaries if e.fanned > 0)
+
+
+def test_increments_leave_the_hashes_the_commands_would_have(r: redis.Redis) -> None:
+    """One script call per hash (``metrics.Increments``) adds what the same HINCRBY/HINCRBYFLOAT sent one
+    by one add, floats to the last digit; a server that does not know the script runs nothing until
+    it is sent again, so every increment counts once."""
+    amounts: list[tuple[str, str, float]] = [
+        ("a", "evaluated", 3), ("a", "value", 0.1), ("b", "bids", 2), ("a", "value", 0.2),
+        ("a", "planned", 1e-7), ("b", "value", 123.456789), ("a", "evaluated", -1), ("a", "planned", 1 / 3),
+    ]  # fmt: skip
+    r.script_flush()
+    for round_ in (1, 2):
+        commands = r.pipeline(transaction=False)
+        increments = metrics.Increments()
+        for key, name, amount in amounts:
+            if isinstance(amount, int):
+                commands.hincrby(f"cmd:{key}", name, amount)
+                increments.hincrby(f"inc:{key}", name, amount)
+            else:
+                commands.hincrbyfloat(f"cmd:{key}", name, amount)
+                increments.hincrbyfloat(f"inc:{key}", name, amount)
+        commands.execute()
+        pipe = r.pipeline(transaction=False)
+        assert increments.queue(pipe) == 2
+        replies = pipe.execute(raise_on_error=False)
+        if round_ == 1:
+            assert all(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies)
+            assert not r.exists("inc:a", "inc:b")
+            replies = scripts.script("increments").rerun_missing(r, increments.calls(), replies)
+        assert replies == [6, 2]
+        for key in ("a", "b"):
+            assert r.hgetall(f"inc:{key}") == r.hgetall(f"cmd:{key}")
+    assert r.hget("inc:a", "evaluated") == "4"

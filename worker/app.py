@@ -11,6 +11,7 @@ from kombu.entity import Queue
 
 from common.errors import SettingsError
 from common.settings import Settings, get_settings
+from worker.broker import transport_for
 
 TICK_QUEUE = "ticks"
 EVALUATION_QUEUE = "evaluations"
@@ -26,6 +27,8 @@ def configure(app: Celery, settings: Settings) -> None:
         # Unset only in a process that never talks to the fleet (a command importing the tasks);
         # worker and beat refuse to start without it (see worker/__init__.py).
         broker_url=settings.broker_url or settings.redis_url,
+        # kombu's Redis transport with one client object per channel (worker/broker.py).
+        broker_transport=transport_for(settings.broker_url or settings.redis_url),
         broker_use_ssl=broker_tls(settings.broker_url or settings.redis_url),
         # JSON only: no pickle from a shared broker, and messages any language can read.
         task_serializer="json",

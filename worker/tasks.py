@@ -98,20 +98,20 @@ def _trim_stale(number: int) -> None:
 
 # Its expiry is judged by the fleet's time (worker/request.py), not the worker machine's clock.
 @shared_task(name="ce.evaluate", ignore_result=True, bind=True, Request="worker.request:FleetRequest")
-def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: float | None) -> dict[str, Any]:
+def evaluate(self: Any, campaign_ids: list[str], tick_number: int, deadline: float | None) -> None:
     """Evaluate a group for a tick; deadlines are in the fleet's time (``common/fleet/clock.py``).
 
     The delivery's token is the task id and a part of its own: a client retry within this run is
     recognised as its own, while a redelivery of the message (after a worker died mid-task) is a
     new delivery, which finds the campaigns it marked taken and does nothing with them.
+
+    It returns nothing: what it did is in the tick's counters, and a return value would only be
+    copied to the worker's main process and formatted for its log, for every task.
     """
     f = fleet()
     started = f.clock.start_of(tick_number) if deadline is not None else None
     token = f"{self.request.id}:{uuid.uuid4().hex[:8]}"
-    report = evaluate_group(
-        f, campaign_ids, tick_number, deadline=deadline, started=started, now=f.clock.now, token=token
-    )
-    return {"evaluated": report.evaluated, "bids": len(report.placed), "late": report.late}
+    evaluate_group(f, campaign_ids, tick_number, deadline=deadline, started=started, now=f.clock.now, token=token)
 
 
 @shared_task(name="ce.sweep", ignore_result=True)

@@ -469,9 +469,14 @@ def _count(
     fleet: Fleet, report: GroupReport, started: float | None, now: Callable[[], float], pipe: Any = None
 ) -> list[Any]:
     """Add the group's figures to the tick's counters and the metrics, on ``pipe`` when given (after
-    what the caller queued on it), and send it; the replies, the caller's first."""
+    what the caller queued on it), and send it; the replies, the caller's first.
+
+    The counters of each hash go as one script call (``metrics.Increments``), not a command each.
+    """
     pipe = pipe if pipe is not None else fleet.once.pipeline(transaction=False)
+    first = len(pipe)  # the caller's commands come before these
     counters = keys.tick_counters(report.tick)
+    increments = metrics.Increments()
     for name, amount in (
         ("evaluated", report.evaluated), ("late", report.late), ("duplicates", report.duplicates),
         # Bids placed with outcomes to come count among the tick's bids; what they cost reaches the
@@ -480,23 +485,30 @@ def _count(
         ("spend_micros", report.spend_micros),
     ):  # fmt: skip
         if amount:
-            pipe.hincrby(counters, name, amount)
+            increments.hincrby(counters, name, amount)
     if report.placed:
-        pipe.hincrbyfloat(counters, "value", report.value)
+        increments.hincrbyfloat(counters, "value", report.value)
     planned = sum(d.planned for d in report.decisions.values())
     if planned:
-        pipe.hincrbyfloat(counters, "planned", planned)
-    goals.queue_count(pipe, counters, report.decisions.values())
+        increments.hincrbyfloat(counters, "planned", planned)
+    goals.queue_count(increments, counters, report.decisions.values())
+    metrics.count_evaluation(increments, report)
+    for pid, error in report.platform_errors.items():
+        metrics.count_platform_failure(increments, pid, error.split(":", 1)[0].replace(" ", "_"))
+    for pid, bids in report.breaker_skipped.items():
+        metrics.count_platform_failure(increments, pid, "skipped", bids)
+    calls = increments.queue(pipe)
     if started is not None:
         pipe.zadd(keys.tick_latency(report.tick), {"worst": (now() - started) * 1000}, gt=True)
         pipe.expire(keys.tick_latency(report.tick), TICK_KEY_TTL)
-    metrics.count_evaluation(pipe, report)
-    for pid, error in report.platform_errors.items():
-        metrics.count_platform_failure(pipe, pid, error.split(":", 1)[0].replace(" ", "_"))
-    for pid, bids in report.breaker_skipped.items():
-        metrics.count_platform_failure(pipe, pid, "skipped", bids)
     with translated_errors("count the evaluation"):
         replies = execute_each(pipe)
+        counted = replies[first : first + calls]
+        if any(isinstance(reply, NoScriptError) for reply in counted):
+            # Not run at all: sent again once loaded, through the client that never retries (increments).
+            replies[first : first + calls] = scripts.script("increments").rerun_missing(
+                fleet.once, increments.calls(), counted
+            )
     for reply in replies:
         # A campaign's state that cannot be written (a key of the wrong type) is that campaign's; a
         # script the server did not know is sent again by the caller.
