@@ -161,3 +161,32 @@ def test_forecasts_always_stay_in_their_domain(history: np.ndarray, window: int)
     seen = ~np.isnan(recent[..., CPC]).all(axis=1) & ~np.isnan(recent[..., CVR]).all(axis=1)
     seen &= (recent[..., VOLUME] > 0).any(axis=1)
     assert {f"p{i}" for i in np.flatnonzero(seen)} == set(fc.platforms)
+
+
+def test_a_short_cycle_the_window_holds_twice_is_forecast() -> None:
+    t = np.arange(60.0)
+    wave = 0.1 * np.sin(2 * np.pi * t / 7)
+    history = _history(np.exp(0.5 + wave), np.exp(np.log(0.05) + wave), np.exp(5.0 + 3 * wave))
+    seasonal = forecast_arrays(history, window=30, horizon=5, periods=[7])
+    plain = forecast_arrays(history, window=30, horizon=5)
+    for h in range(1, 6):
+        nxt = 0.1 * math.sin(2 * math.pi * (59 + h) / 7)
+        expected = [0.5 + nxt, math.log(0.05) + nxt, 5.0 + 3 * nxt]
+        np.testing.assert_allclose(seasonal.ahead[0, h - 1], expected, atol=1e-9)
+    assert np.abs(plain.ahead[0, 0, CVR] - (math.log(0.05) + 0.1 * math.sin(2 * math.pi * 60 / 7))) > 0.01
+    assert (seasonal.log_sd < plain.log_sd).all()
+
+
+def test_a_cycle_longer_than_half_the_window_changes_nothing() -> None:
+    rng = np.random.default_rng(3)
+    history = np.exp(rng.normal(0, 0.1, (2, 60, 3)))
+    plain = forecast_arrays(history, window=30)
+    for periods in ([16, 0], [0, 720], [1, 31]):
+        arr = forecast_arrays(history, window=30, periods=periods)
+        np.testing.assert_array_equal(arr.ahead, plain.ahead)
+        np.testing.assert_array_equal(arr.log_sd, plain.log_sd)
+
+
+def test_periods_must_match_the_platforms() -> None:
+    with pytest.raises(ValueError, match="periods has 1 values for 2 platforms"):
+        forecast_arrays(np.ones((2, 30, 3)), periods=[7])

@@ -14,7 +14,10 @@ vectorised pass over all platforms and metrics:
 * a zero volume is an outage: it is kept out of the fit, and ``up`` says whether the platform was
   serving at the last tick;
 * given the length of a season, the daily cycle of volume is fitted to the whole season's history
-  (:mod:`common.forecast.season`); ``outlook`` says how much volume the rest of a flight holds.
+  (:mod:`common.forecast.season`); ``outlook`` says how much volume the rest of a flight holds;
+* a cycle short enough that the window holds it twice (a week of daily ticks) is fitted, as one
+  harmonic, to each metric of the platform over the window, and the line and AR(1) describe what
+  it leaves: a one-tick forecast then follows the cycle instead of lagging it.
 
 With fewer than ``min_obs`` observations a series falls back to its last value (or to ``prior``).
 Outputs are clipped to their domain: prices > 0, volumes >= 0, rates in [0, 1].
@@ -146,12 +149,15 @@ def forecast_arrays(
     horizon: int = 5,
     min_obs: int = 5,
     prior: ArrayLike | None = None,
+    periods: ArrayLike | None = None,
 ) -> ForecastArrays:
     """Fit every (platform, metric) series of ``history`` at once; see the module docstring.
 
     ``history`` has shape (platforms, ticks, 3) with metrics in ``METRICS`` order, oldest tick first
     and NaN for a missing tick; only the last ``window`` ticks are used. ``prior`` (platforms, 3),
-    in natural units, stands in for a series with no data.
+    in natural units, stands in for a series with no data. ``periods`` (platforms,) is each
+    platform's cycle in ticks (0: none); one the window holds at least twice is fitted to all three
+    metrics of the platform and carried into the forecast (:func:`_seasonal`).
     """
     if window < 2 or horizon < 1 or min_obs < 1:
         raise ValueError("window must be >= 2, horizon >= 1 and min_obs >= 1")
@@ -168,7 +174,19 @@ def forecast_arrays(
     x[np.isnan(series)] = np.nan
     x[vol_rows] = np.where(series[vol_rows] > 0, x[vol_rows], np.nan)  # an outage is not a level
 
-    ahead, log_sd, n_obs = _trend_ar1(_after_shift(_despike(x[:, -window:])), horizon, min_obs)
+    x = x[:, -window:]
+    season: FloatArray | None = None
+    if periods is not None:
+        per = np.asarray(periods, dtype=float).reshape(-1)
+        if per.size != n_plat:
+            raise ValueError(f"periods has {per.size} values for {n_plat} platforms of history")
+        per = np.repeat(per, 3)
+        season = _seasonal(x, per, horizon)
+        if season is not None:
+            x = x - season[:, : x.shape[1]]
+    ahead, log_sd, n_obs = _trend_ar1(_after_shift(_despike(x)), horizon, min_obs)
+    if season is not None:
+        ahead = ahead + season[:, x.shape[1] :]
     if prior is not None:
         with np.errstate(divide="ignore"):
             prior_log = np.log(np.asarray(prior, dtype=float).reshape(n_plat * 3))
@@ -203,7 +221,10 @@ def forecast(
     platform's fitted cycle with its own period, None where it has none), those are used as they
     are, ``season`` is ignored and ``history`` need hold no more than the ``window``.
     """
-    arr = forecast_arrays(history, window=window, horizon=horizon, min_obs=min_obs, prior=prior)
+    periods = None
+    if cycles is not None:
+        periods = [c.period if (c := cycles.get(pid)) is not None else 0 for pid in platforms]
+    arr = forecast_arrays(history, window=window, horizon=horizon, min_obs=min_obs, prior=prior, periods=periods)
     if len(platforms) != arr.up.shape[0]:
         raise ValueError(f"{len(platforms)} platform ids for {arr.up.shape[0]} platforms of history")
     ahead = _natural(arr.ahead)
@@ -232,6 +253,33 @@ def _outlook(history: ArrayLike, platform: int, tick: int, season: int) -> Volum
 
 def _outlook_of(cycle: PlatformCycle | None, tick: int) -> VolumeOutlook | None:
     return None if cycle is None else outlook(cycle.coef, tick, cycle.period)
+
+
+def _seasonal(x: FloatArray, periods: FloatArray, horizon: int) -> FloatArray | None:
+    """Each row's cycle over the window and the ``horizon`` ticks after it, or None if no row has one.
+
+    A row's cycle is the harmonic of its period fitted by least squares together with a level and
+    a slope, over the window's known ticks; only for a period the window holds at least twice and
+    with at least twice as many known ticks as coefficients. Other rows get zeros. The trend and
+    AR(1) fit then describe what the cycle leaves, and the forecast adds the cycle back.
+    """
+    w = x.shape[1]
+    rows = np.flatnonzero((periods >= 2) & (periods * 2 <= w))
+    if rows.size == 0:
+        return None
+    out = np.zeros((x.shape[0], w + horizon))
+    t = np.arange(w + horizon, dtype=float)
+    done = False
+    for r in rows:
+        angle = 2 * np.pi * t / periods[r]
+        design = np.column_stack([np.ones_like(t), t - w, np.cos(angle), np.sin(angle)])
+        known = ~np.isnan(x[r])
+        if known.sum() < 2 * design.shape[1]:
+            continue
+        coef, *_ = np.linalg.lstsq(design[:w][known], x[r][known], rcond=None)
+        out[r] = design[:, 2:] @ coef[2:]
+        done = True
+    return out if done else None
 
 
 def _natural(log_values: FloatArray) -> FloatArray:
