@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
-# A marker expression for `make test`, combined with the exclusion of benchmarks: MARK="not slow".
+# A marker expression for `make test`, combined with the exclusion of benchmarks and long checks
+# (`make quality` runs those): MARK="not slow".
 MARK ?=
-TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark,not benchmark)
+TEST_MARK := $(if $(strip $(MARK)),($(MARK)) and not benchmark and not long,not benchmark and not long)
 
-.PHONY: run test lint audit fuzz bench bench-micro load kinds chaos clean
+.PHONY: run test quality lint audit fuzz bench bench-micro load kinds chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "$(TEST_MARK)" $(ARGS)
+
+# The engine's quality bars on both example scenarios, the long one included (about 3 minutes).
+quality: $(STAMP)
+	$(BIN)/python -m pytest tests/test_engine_backtest.py -m "not benchmark" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
