@@ -13,9 +13,10 @@ even ``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it
 Solving again every tick against the budget actually left is the feedback: spending less than
 planned raises ``alpha`` (catch-up), spending more lowers it.
 
-Prices and conversion rates are assumed to stay at today's forecast: in backtests, extending
-their trends, reverting them to a long-run level or fitting them a cycle all did worse, and what
-remains of the gap on the shared scenarios is their shocks, which nothing causal foresees.
+Prices and conversion rates are assumed to stay at today's forecast. This assumption is where most
+of the remaining gap to the optimum lies (docs/engine.md, "What the plan of the rest of the flight
+is worth"), but every causal path tried in its place lost somewhere: reverting to a long-run level
+wins on shocky markets and loses on trending ones, and extending a trend does the opposite.
 
 Scalar ``math`` over a handful of platforms: a decision costs tens of microseconds.
 """
