@@ -205,8 +205,8 @@ def tick_counters(tick: int) -> str:
 def feed(platform_id: str) -> str:
     """Hash tick -> JSON figures (cpc, cvr, volume) published after the tick ended.
 
-    The tick trims it to ``FEED_RETENTION`` ticks (the window and the dashboard); the season the
-    volume cycle needs is in ``feed_volume``.
+    The tick trims it to ``FEED_RETENTION`` ticks (the path's base, the window and the dashboard);
+    the season the volume cycle needs is in ``feed_volume``.
     """
     return f"{PREFIX}:feed:{platform_id}"
 

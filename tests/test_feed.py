@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from common.fleet import cycles
 from common.fleet.feed import RING_BYTES, VOLUME_HISTORY_TICKS, FeedStore
 from common.fleet.fleet import Fleet
 from common.fleet.tick import compute_forecasts
+from common.forecast.base import MetricBase, PlatformBase, fit_base
 from common.forecast.forecasts import forecast
 from common.forecast.season import PlatformCycle, fit_cycle
 from common.models import PlatformFigures
@@ -103,7 +105,19 @@ def test_every_tick_refits_with_a_refit_interval_of_one(fleet: Fleet) -> None:
     _publish(fleet, range(150))
     got = compute_forecasts(fleet, 150).forecasts
     history = fleet.feed.window(pids, 149, 150)
-    assert got == forecast(history, pids, 150, window=fleet.settings.forecast_window, season=120)
+    bases = {}
+    for i, pid in enumerate(pids):
+        coef = fit_cycle(fleet.feed.volumes([pid], 30, 149)[0], 30, 120)
+        bases[pid] = fit_base(history[i], 0, 120, coef)
+    assert all(base is not None for base in bases.values())
+    assert got == forecast(history, pids, 150, window=fleet.settings.forecast_window, season=120, bases=bases)
+
+
+def _cycles(
+    fleet: Fleet, pids: list[str], tick: int, season: int | None, every: int, hints: Sequence[int] = ()
+) -> dict[str, PlatformCycle | None]:
+    fitted = cycles.fits(fleet.r, fleet.feed, pids, tick, season, every, hints)
+    return {pid: fit.cycle for pid, fit in fitted.items()}
 
 
 def test_a_cycle_is_refitted_every_k_ticks_staggered_and_from_earlier_ticks_only(fleet: Fleet) -> None:
@@ -113,7 +127,7 @@ def test_a_cycle_is_refitted_every_k_ticks_staggered_and_from_earlier_ticks_only
     for tick in range(300):
         volume = math.exp(0.5 * math.sin(2 * math.pi * tick / season) + 0.01 * (tick % 7))
         fleet.feed.publish(tick, {pid: PlatformFigures(cpc=1.0, cvr=0.05, volume=volume) for pid in pids})
-    fitted = cycles.cycles(fleet.r, fleet.feed, pids, 250, season, every)
+    fitted = _cycles(fleet, pids, 250, season, every)
     for i, pid in enumerate(pids):
         due = cycles.refit_tick(250, every, i, 4)
         volume = fleet.feed.volumes([pid], due - season, due - 1)[0]
@@ -124,10 +138,10 @@ def test_a_cycle_is_refitted_every_k_ticks_staggered_and_from_earlier_ticks_only
     # Until its next refit tick a platform keeps its fit, whatever the feed says meanwhile.
     planted = PlatformCycle(season, 9.0, 9.0)
     fleet.r.hset(keys.CYCLES, "a", cycles.Cycle(248, season, planted).to_json())
-    assert cycles.cycles(fleet.r, fleet.feed, pids, 255, season, every)["a"] == planted
-    assert cycles.cycles(fleet.r, fleet.feed, pids, 256, season, every)["a"] != planted
+    assert _cycles(fleet, pids, 255, season, every)["a"] == planted
+    assert _cycles(fleet, pids, 256, season, every)["a"] != planted
     # An evaluation computing a late tick gets the fit of that tick and leaves the newer one stored.
-    assert cycles.cycles(fleet.r, fleet.feed, pids, 250, season, every) == fitted
+    assert _cycles(fleet, pids, 250, season, every) == fitted
     assert cycles.Cycle.from_json(fleet.r.hget(keys.CYCLES, "a")).tick == 256  # type: ignore[arg-type]
 
 
@@ -137,9 +151,9 @@ def test_a_cycle_is_refitted_every_k_ticks_staggered_and_from_earlier_ticks_only
 def test_a_damaged_cycle_is_refitted(fleet: Fleet, doc: str) -> None:
     _publish(fleet, range(60))
     pid = sorted(fleet.scenario.platforms)[0]
-    fresh = cycles.cycles(fleet.r, fleet.feed, [pid], 60, 50, 5)
+    fresh = _cycles(fleet, [pid], 60, 50, 5)
     fleet.r.hset(keys.CYCLES, pid, doc)
-    assert cycles.cycles(fleet.r, fleet.feed, [pid], 60, 50, 5) == fresh
+    assert _cycles(fleet, [pid], 60, 50, 5) == fresh
 
 
 def test_the_volume_history_outlives_the_trimmed_json(fleet: Fleet) -> None:
@@ -169,10 +183,20 @@ def test_by_default_the_cycle_is_learnt_from_the_feed(fleet: Fleet) -> None:
                 "b": PlatformFigures(cpc=1.0, cvr=0.05, volume=math.exp(rng.normal(0.0, 0.05))),
             },
         )
-    fitted = cycles.cycles(fleet.r, fleet.feed, pids, 240, None, 8, fleet.cycle_hints)
+    fitted = _cycles(fleet, pids, 240, None, 8, fleet.cycle_hints)
     found = fitted["a"]
     assert found is not None and found.period == 60
     assert math.hypot(found.a, found.b) == pytest.approx(0.4, abs=0.03)
     assert fitted["b"] is None, "white noise has no cycle"
     due = cycles.refit_tick(240, 8, 0, 2)
     assert found == learn(fleet.feed.volumes(["a"], 0, due - 1)[0], 0, hints=fleet.cycle_hints)
+
+
+def test_a_cycle_document_carries_the_base_and_one_without_reads_as_none() -> None:
+    metric = MetricBase(0.5, 0.1, -0.1, 0.25)
+    fit = cycles.Cycle(96, 0, PlatformCycle(24, 0.2, 0.1), PlatformBase(24, (metric, metric, metric)))
+    assert cycles.Cycle.from_json(fit.to_json()) == fit
+    older = '{"tick": 96, "season": 0, "period": 24, "coef": [0.2, 0.1]}'
+    assert cycles.Cycle.from_json(older) == cycles.Cycle(96, 0, PlatformCycle(24, 0.2, 0.1), None)
+    with pytest.raises(ValueError, match="not a cycle document"):
+        cycles.Cycle.from_json('{"tick": 96, "season": 0, "period": null, "coef": null, "base": {"period": 1}}')

@@ -154,3 +154,15 @@ def test_each_kind_of_market_has_the_cycle_it_names() -> None:
     default = generate(campaigns=20, platforms=2, ticks=100, seed=3)
     tight = generate(campaigns=20, platforms=2, ticks=100, seed=3, shape=replace(Shape(), budget=(0.05, 0.1)))
     assert sum(c.budget for c in tight.campaigns) < 0.5 * sum(c.budget for c in default.campaigns)
+
+
+def test_a_wandering_market_draws_its_walk_after_the_rest_of_a_platform() -> None:
+    # Drawn last, the walk leaves every market without it as the same seed gave before it existed,
+    # and the first platform's volume and its CPC's own moves as they were.
+    calm = generate(campaigns=5, platforms=2, ticks=300, seed=7, shape=Shape(day_ticks=100))
+    drifting = generate(campaigns=5, platforms=2, ticks=300, seed=7, shape=Shape(day_ticks=100, wander=0.02))
+    first = next(iter(calm.platforms))
+    assert np.array_equal(drifting.platforms[first].volume, calm.platforms[first].volume)
+    extra = np.diff(np.log(drifting.platforms[first].cpc)) - np.diff(np.log(calm.platforms[first].cpc))
+    assert 0.015 < float(np.std(extra)) < 0.025  # the walk's steps, about 0.02 a tick
+    assert not np.array_equal(drifting.platforms[first].cvr, calm.platforms[first].cvr)

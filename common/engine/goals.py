@@ -139,7 +139,8 @@ def goal_options(
         ticks = f.outlook.ticks(ticks_left) if f.outlook is not None else float(ticks_left)
         if not f.up:
             ticks = max(ticks - 1.0, 0.0)
-        out.append(bidding._Option(pid, Lane(auction, ticks), f.up, bidding._known(sd.volume), bidding._known(sd.cpc)))
+        lane = Lane(auction, ticks)
+        out.append(bidding._Option(pid, lane, f.up, bidding._known(sd.volume), bidding._known(sd.cpc), (lane,)))
     return out
 
 

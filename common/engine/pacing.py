@@ -6,19 +6,19 @@ constant ``alpha`` per campaign; online, every tick solves
 
     sum over platforms of ticks_p * expected_spend_p(alpha) = remaining budget
 
-where ``expected_spend_p`` is docs/market.md's expected cost at this tick's forecast and ``ticks_p``
-the ticks left in the flight, weighted by the platform's volume cycle (a busy evening ahead counts
-for more than its ticks; see :mod:`common.forecast.season`) and less this tick if the platform is down. If
-even ``alpha = value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind.
-Solving again every tick against the budget actually left is the feedback: spending less than
-planned raises ``alpha`` (catch-up), spending more lowers it.
+where each platform's rest of the flight is a few *lanes*: stretches of ticks (the next tick, then
+1-16 ticks ahead and the rest), each with its CPC, CVR and volume along the path the
+forecast expects (:mod:`common.forecast.base`: a long-run base with the platform's cycle, and the
+part of today's deviation from it that the platform's own history says lasts). ``expected_spend``
+is docs/market.md's expected cost at a lane's figures and ``ticks`` its volume in ticks of the next
+tick's (a busy evening ahead counts for more than its ticks), none this tick if the platform is
+down. Without a path (too little history) a platform is one lane at this tick's forecast, its
+volume moved along its cycle (:mod:`common.forecast.season`). If even ``alpha =
+value_per_conversion`` (lambda = 0) does not spend the budget, it does not bind. Solving again every
+tick against the budget actually left is the feedback: spending less than planned raises ``alpha``
+(catch-up), spending more lowers it.
 
-Prices and conversion rates are assumed to stay at today's forecast. This assumption is where most
-of the remaining gap to the optimum lies (docs/engine.md, "What the plan of the rest of the flight
-is worth"), but every causal path tried in its place lost somewhere: reverting to a long-run level
-wins on shocky markets and loses on trending ones, and extending a trend does the opposite.
-
-Scalar ``math`` over a handful of platforms: a decision costs tens of microseconds.
+Scalar ``math`` over a few lanes a platform: a decision costs tens of microseconds.
 """
 
 from __future__ import annotations

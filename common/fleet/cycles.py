@@ -1,10 +1,14 @@
-"""Each platform's volume cycle, refitted every few ticks from the volume history and kept in Redis.
+"""Each platform's volume cycle and the base of its figures, refitted every few ticks and kept in Redis.
 
 By default the cycle is learnt from the feed (:func:`common.forecast.detect.learn`): whether the
 volume has one, its period, and its harmonic, from the volume history in the feed's ring (up to
 ``VOLUME_HISTORY_TICKS`` ticks, read as block means past a few thousand, so a refit's cost does not
 grow with the feed). ``CE_SEASON_TICKS`` overrides it: a period fitted from the first ticks on
 (:func:`common.forecast.season.fit_cycle` over the last such period), or 0 for none.
+
+With the cycle, each refit fits the base of the platform's CPC, CVR and volume
+(:func:`common.forecast.base.fit_base`, over the last ``HISTORY_TICKS`` ticks of the feed and with
+the cycle's period), from which every tick's forecast draws the path of the rest of a flight.
 
 A refit takes a few numpy passes and is not worth doing every tick: it is redone every ``every``
 ticks and kept in ``ce:cycles``; the ticks in between use the last one. The outlook is still taken
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 
 from common import keys
 from common.fleet.feed import VOLUME_HISTORY_TICKS, FeedStore
+from common.forecast.base import HISTORY_TICKS, PlatformBase, fit_base
 from common.forecast.detect import learn
 from common.forecast.season import PlatformCycle, fit_cycle
 from common.redis_conn import Client, Fields, store_call
@@ -33,6 +38,7 @@ from common.redis_conn import Client, Fields, store_call
 log = logging.getLogger(__name__)
 
 LEARNT = 0  # the ``season`` of a stored cycle that was learnt from the feed
+NONE = -1  # the ``season`` of a fit made with no cycle (``CE_SEASON_TICKS=0``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class Cycle:
     tick: int
     season: int
     cycle: PlatformCycle | None
+    base: PlatformBase | None = None
 
     def to_json(self) -> str:
         found = self.cycle
@@ -52,6 +59,7 @@ class Cycle:
                 "season": self.season,
                 "period": None if found is None else found.period,
                 "coef": None if found is None else [found.a, found.b],
+                "base": None if self.base is None else self.base.to_dict(),
             }
         )
 
@@ -62,8 +70,9 @@ class Cycle:
             doc = json.loads(text)
             coef, period = doc["coef"], doc["period"]
             found = None if coef is None else PlatformCycle(int(period), float(coef[0]), float(coef[1]))
-            return cls(int(doc["tick"]), int(doc["season"]), found)
-        except (KeyError, TypeError, IndexError) as exc:
+            base = PlatformBase.from_dict(doc["base"]) if doc.get("base") else None
+            return cls(int(doc["tick"]), int(doc["season"]), found, base)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"not a cycle document: {type(exc).__name__} {exc}") from exc
 
 
@@ -74,7 +83,7 @@ def refit_tick(tick: int, every: int, platform: int, platforms: int) -> int:
 
 
 @store_call("fit the volume cycles")
-def cycles(
+def fits(
     client: Client,
     feed: FeedStore,
     platform_ids: Sequence[str],
@@ -82,26 +91,27 @@ def cycles(
     season: int | None,
     every: int,
     hints: Sequence[int] = (),
-) -> dict[str, PlatformCycle | None]:
-    """The cycle of each platform for forecasting ``tick``: the stored fit, or a refit.
+) -> dict[str, Cycle]:
+    """The cycle and base of each platform for forecasting ``tick``: the stored fit, or a refit.
 
     ``season`` None learns each platform's cycle from the feed (``hints`` are candidate periods),
     a positive one fits a cycle of that period, 0 models none.
     """
-    if season == 0 or not platform_ids:
+    if not platform_ids:
         return {}
-    code = LEARNT if season is None else season
+    code = LEARNT if season is None else season if season > 0 else NONE
     stored: list[str | None] = client.hmget(keys.CYCLES, list(platform_ids))  # type: ignore[assignment]
-    out: dict[str, PlatformCycle | None] = {}
+    out: dict[str, Cycle] = {}
     fresh: Fields = {}
     for i, (pid, doc) in enumerate(zip(platform_ids, stored, strict=True)):
         due = refit_tick(tick, every, i, len(platform_ids))
         kept = _parse(doc)
         if kept is not None and kept.tick == due and kept.season == code:
-            out[pid] = kept.cycle
+            out[pid] = kept
             continue
-        cycle = Cycle(due, code, _refit(feed, pid, due, season, hints))
-        out[pid] = cycle.cycle
+        found = _refit(feed, pid, due, season, hints)
+        cycle = Cycle(due, code, found, _base(feed, pid, due, found))
+        out[pid] = cycle
         # A late computation for an older tick does not replace a newer fit.
         if kept is None or kept.season != code or kept.tick < due:
             fresh[pid] = cycle.to_json()
@@ -111,7 +121,18 @@ def cycles(
     return out
 
 
+def _base(feed: FeedStore, pid: str, due: int, cycle: PlatformCycle | None) -> PlatformBase | None:
+    first = max(0, due - HISTORY_TICKS)
+    if due <= first:
+        return None
+    history = feed.window([pid], due - 1, due - first)[0]
+    period = 0 if cycle is None else cycle.period
+    return fit_base(history, first, period, None if cycle is None else cycle.coef)
+
+
 def _refit(feed: FeedStore, pid: str, due: int, season: int | None, hints: Sequence[int]) -> PlatformCycle | None:
+    if season == 0:
+        return None
     if season is not None:
         coef = fit_cycle(feed.volumes([pid], due - season, due - 1)[0], due - season, season)
         return None if coef is None else PlatformCycle(season, *coef)

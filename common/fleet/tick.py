@@ -17,6 +17,7 @@ from common.fleet.clock import process_name
 from common.fleet.fleet import Fleet
 from common.fleet.stats import TickStats
 from common.forecast import cache as forecast_cache
+from common.forecast.base import HISTORY_TICKS
 from common.forecast.cache import TickForecasts
 from common.forecast.forecasts import Forecasts, forecast
 from common.models import CampaignStatus
@@ -33,7 +34,7 @@ TICK_KEY_TTL = 86_400
 TICK_KEYS_KEPT = 600
 # Ticks of JSON feed kept in Redis: the forecasting window, and the dashboard's forecast-against-actual
 # view. The volume cycle reads its season from the feed's compact volume history instead.
-FEED_RETENTION = 240
+FEED_RETENTION = HISTORY_TICKS  # the base of the path (common.forecast.base), the window and the dashboard
 COUNTERS = ("fanned", "evaluated", "bids", "spend_micros", "late", "dropped", "duplicates", "skipped")
 
 
@@ -83,8 +84,15 @@ def compute_forecasts(fleet: Fleet, tick: int) -> TickForecasts:
         return TickForecasts(Forecasts(tick, {}), {})
     window = fleet.settings.forecast_window
     history = fleet.feed.window(pids, tick - 1, window)
-    fitted = cycles.cycles(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks, fleet.cycle_hints)
-    forecasts = forecast(history, pids, tick, window=window, cycles=fitted)
+    fitted = cycles.fits(fleet.r, fleet.feed, pids, tick, fleet.season, fleet.cycle_refit_ticks, fleet.cycle_hints)
+    forecasts = forecast(
+        history,
+        pids,
+        tick,
+        window=window,
+        cycles={pid: fit.cycle for pid, fit in fitted.items()},
+        bases={pid: fit.base for pid, fit in fitted.items()},
+    )
     feeds = staleness.lags(fleet.feed, pids, tick, fleet.settings.feed_stale_ticks)
     stale = {pid: lag.newest for pid, lag in feeds.items() if lag.stale}
     if stale:

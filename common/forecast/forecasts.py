@@ -17,7 +17,9 @@ vectorised pass over all platforms and metrics:
   (:mod:`common.forecast.season`); ``outlook`` says how much volume the rest of a flight holds;
 * a cycle short enough that the window holds it twice (a week of daily ticks) is fitted, as one
   harmonic, to each metric of the platform over the window, and the line and AR(1) describe what
-  it leaves: a one-tick forecast then follows the cycle instead of lagging it.
+  it leaves: a one-tick forecast then follows the cycle instead of lagging it;
+* given each platform's base (:mod:`common.forecast.base`), ``path`` says where CPC, CVR and
+  volume go over the coming ticks from the next tick's forecast.
 
 With fewer than ``min_obs`` observations a series falls back to its last value (or to ``prior``).
 Outputs are clipped to their domain: prices > 0, volumes >= 0, rates in [0, 1].
@@ -33,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from common.forecast.base import PathOutlook, PlatformBase, path
 from common.forecast.season import PlatformCycle, VolumeOutlook, fit_cycle, outlook
 from common.models import FloatArray
 
@@ -71,6 +74,7 @@ class PlatformForecast:
     up: bool
     observations: int
     outlook: VolumeOutlook | None = None
+    path: PathOutlook | None = None
 
     @property
     def next(self) -> Figures:
@@ -88,6 +92,7 @@ class PlatformForecast:
             "up": self.up,
             "observations": self.observations,
             "outlook": None if self.outlook is None else self.outlook.to_dict(),
+            "path": None if self.path is None else self.path.to_dict(),
         }
 
     @classmethod
@@ -98,6 +103,7 @@ class PlatformForecast:
             up=bool(data["up"]),
             observations=int(data["observations"]),
             outlook=VolumeOutlook.from_dict(data["outlook"]) if data.get("outlook") else None,
+            path=PathOutlook.from_dict(data["path"]) if data.get("path") else None,
         )
 
 
@@ -212,6 +218,7 @@ def forecast(
     prior: ArrayLike | None = None,
     season: int = 0,
     cycles: Mapping[str, PlatformCycle | None] | None = None,
+    bases: Mapping[str, PlatformBase | None] | None = None,
 ) -> Forecasts:
     """Forecasts for ``tick`` from the feed of the ticks before it (``history[:, -1]`` is tick - 1).
 
@@ -219,7 +226,9 @@ def forecast(
     With ``season`` > 0 (ticks in one cycle of the market), each platform's volume cycle is fitted
     to the last ``season`` ticks of ``history`` and its ``outlook`` set; or, given ``cycles`` (each
     platform's fitted cycle with its own period, None where it has none), those are used as they
-    are, ``season`` is ignored and ``history`` need hold no more than the ``window``.
+    are, ``season`` is ignored and ``history`` need hold no more than the ``window``. Given
+    ``bases`` (:mod:`common.forecast.base`), a platform that has one gets the ``path`` of its
+    figures over the coming ticks.
     """
     periods = None
     if cycles is not None:
@@ -233,12 +242,16 @@ def forecast(
         if np.isnan(ahead[i, 0]).any():
             continue
         view = _outlook(history, i, tick, season) if cycles is None else _outlook_of(cycles.get(pid), tick)
+        base = None if bases is None else bases.get(pid)
+        nxt = ahead[i, 0]
+        plan = path(base, nxt, tick) if base is not None and bool((nxt > 0).all()) else None
         out[pid] = PlatformForecast(
             ahead=tuple(Figures(*map(float, row)) for row in ahead[i]),
             log_sd=Figures(*map(float, arr.log_sd[i])),
             up=bool(arr.up[i]),
             observations=int(arr.observations[i]),
             outlook=view,
+            path=plan,
         )
     return Forecasts(tick, out)
 

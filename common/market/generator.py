@@ -48,8 +48,9 @@ class Shape:
     ``day_ticks`` is the cycle's period (None: the whole scenario), ``cycle`` scales its amplitude
     (0: no cycle), ``trend`` is the sd of the price's drift over the scenario in log units and
     ``volume_trend`` that of the volume's,
-    ``outages`` the long outages (a tenth of the scenario each) per platform, and ``budget`` the
-    range of budgets as a share of what bidding the full click value would spend.
+    ``outages`` the long outages (a tenth of the scenario each) per platform, ``budget`` the
+    range of budgets as a share of what bidding the full click value would spend, and ``wander``
+    the sd per tick of a random walk in log CPC and log CVR (0: none).
     """
 
     day_ticks: int | None = None
@@ -58,6 +59,7 @@ class Shape:
     volume_trend: float = 0.0
     outages: int = 0
     budget: tuple[float, float] = (0.15, 1.3)
+    wander: float = 0.0
 
 
 def _platform(rng: np.random.Generator, pid: str, ticks: int, shape: Shape, shock_rate: float) -> PlatformSeries:
@@ -88,6 +90,10 @@ def _platform(rng: np.random.Generator, pid: str, ticks: int, shape: Shape, shoc
     if shape.outages:
         for start in rng.integers(0, ticks, size=shape.outages):
             volume[start : start + max(ticks // 10, 1)] = 0.0
+    if shape.wander:
+        # Drawn last, so that a market without it is the one the same seed always gave.
+        log_cpc = log_cpc + np.cumsum(rng.normal(0.0, shape.wander, ticks))
+        log_cvr = log_cvr + np.cumsum(rng.normal(0.0, shape.wander, ticks))
     return PlatformSeries(
         id=pid,
         price_sigma=round(float(rng.uniform(0.25, 0.65)), 3),

@@ -2,8 +2,9 @@
 
 Every kind is a generated scenario (:func:`common.market.generator.generate`) whose shape breaks one
 assumption: a cycle shorter than the scenario, several days, a tick a day with a weekly cycle, no
-cycle at all, tight budgets in a shocky market, many campaigns on many platforms. The ``tuning``
-seeds are the ones choices may be made on; the ``held-out`` seeds are scored only to check them.
+cycle at all, tight budgets in a shocky market, prices that wander and do not come back, many
+campaigns on many platforms. The ``tuning`` seeds are the ones choices may be made on; the
+``held-out`` seeds are scored only to check them.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ KINDS: dict[str, Kind] = {
             shock_rate=0.02,
             late_flights=0.7,
             shape=Shape(day_ticks=240, cycle=1.5, budget=(0.05, 0.4)),
+        ),
+        Kind(
+            "wander",
+            "prices and conversion rates that wander as random walks, with shocks and a daily cycle",
+            shock_rate=0.01,
+            shape=Shape(day_ticks=240, wander=0.015),
         ),
         Kind(
             "fleet",
