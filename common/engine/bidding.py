@@ -39,7 +39,7 @@ class Tuning:
     """
 
     shade: float = 0.5
-    front_load: float = 0.5
+    front_load: float = 0.25
     cap_sigmas: float = 3.0
     cap_floor: float = 1.5
     bias_rate: float = 0.05
