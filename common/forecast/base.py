@@ -104,6 +104,7 @@ def fit_base(
     if int(np.isfinite(logs[:, 2]).sum()) < MIN_OBSERVATIONS:
         return None
     span = ticks[-1] - ticks[0] + 1
+    angle = 2 * math.pi * ticks / period if period >= 2 else np.zeros_like(ticks)
     metrics = []
     for m in range(3):
         y = logs[:, m]
@@ -113,7 +114,6 @@ def fit_base(
             a, b = _harmonic(y, ticks, period)
         else:
             a = b = 0.0
-        angle = 2 * math.pi * ticks / period if period >= 2 else np.zeros_like(ticks)
         rest = y - a * np.cos(angle) - b * np.sin(angle)
         known = np.isfinite(rest)
         if int(known.sum()) < MIN_OBSERVATIONS:
@@ -249,12 +249,7 @@ class PathOutlook:
 
 def _chunks(view: PathOutlook, bounds: tuple[int, ...], end: int) -> list[Chunk | None]:
     stops = [b for b in bounds if b < end] + [end]
-    sums = [view.cumulative(b) for b in stops]
-    out: list[Chunk | None] = []
-    for (v0, c0, r0), (v1, c1, r1) in itertools.pairwise(sums):
-        weight = v1 - v0
-        out.append(Chunk(weight, (c1 - c0) / weight, (r1 - r0) / weight) if weight > 1e-12 else None)
-    return out
+    return [view.chunk(a, b) for a, b in itertools.pairwise(stops)]
 
 
 def path(base: PlatformBase, now: Sequence[float], tick: int) -> PathOutlook:
