@@ -74,3 +74,17 @@ def test_a_long_history_is_scanned_on_a_bounded_number_of_points() -> None:
             size = block_size(period, ticks)
             assert min(ticks, SCAN_CYCLES * period) / size <= MAX_POINTS
             assert size <= max(1, period / 8), "a period spans at least 8 points"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_hint_is_not_taken_where_a_fraction_of_it_fits_better(seed: int) -> None:
+    """A day of 360 ticks under a hint of two days: before the scan can pin the day down (1.5
+    cycles), a harmonic of the hint with a line fits part of it; the day's own harmonic fits better."""
+    hint = 720
+    for ticks in (240, 300, 420, 500):
+        volume = _volume(ticks, 360, 0.4, seed=seed, phase=1.0)
+        found = detect(volume, hints=[hint])
+        assert found is None or found.period != hint, f"{ticks} ticks"
+    for ticks in (360, 420):
+        found = detect(_volume(ticks, hint, 0.6, seed=seed, phase=0.0), hints=[hint])
+        assert found is not None and found.period == hint, f"a hint that is the cycle, half of it seen ({ticks})"

@@ -18,7 +18,8 @@ against a line, both with autocorrelated errors, and an F test of the harmonic.
   without a cycle is planned as before.
 * **Hints.** Periods a user or a calendar suggests are tested on their own, at ``alpha`` without
   the correction, from a quarter of a cycle seen; a hint that passes is taken when the scan finds
-  nothing (which it cannot while less than 1.5 cycles of a long period have been seen).
+  nothing (which it cannot while less than 1.5 cycles of a long period have been seen) and none of
+  its fractions (a half to an eighth of it) fits a thousand times better.
 * **Bounded cost.** Candidates run on a geometric grid (4% apart, then refined around the best to
   the tick, or to 25 periods between its neighbours). A period is scanned on at most
   ``MAX_POINTS`` points: the ticks themselves, or past that block means of the log volume (blocks
@@ -46,6 +47,8 @@ FIT_CYCLES = 4  # the harmonic is fitted to at most this many of the newest cycl
 SCAN_CYCLES = 16  # a period is scanned on at most this many of the newest cycles, at least MAX_POINTS ticks
 ALPHA = 1e-4
 HINT_ALPHA = 1e-4
+HINT_FRACTIONS = 8  # a hint competes with its half, third, ... eighth
+HINT_MARGIN = math.log(1e3)  # natural log of how much smaller a fraction's p-value must be to beat it
 # Log units. Slow shocks and wanders leave spurious "cycles" of 0.05-0.12 that pass the test in
 # markets without one; a cycle that small moves a plan by little.
 MIN_AMPLITUDE = 0.1
@@ -95,9 +98,20 @@ def detect(
         return scanned
     found: list[Detected] = []
     for period in sorted({int(h) for h in hints if min_period <= int(h) <= n / hint_cycles}):
-        scan = _scan_periods(log_v, np.array([float(period)]))
-        if scan is not None and _plausible(scan.amplitude[0], min_amplitude) and scan.log_p[0] < math.log(hint_alpha):
-            found.append(Detected(period, float(scan.amplitude[0]), -float(scan.log_p[0]) / math.log(10)))
+        # A hint is a calendar's period (a day, a week, the simulated market's length) and the
+        # market's cycle may be a fraction of it (a day in a week). Seen in part, the hint's harmonic
+        # with a line bends along a cycle or two of a fraction too: a fraction that fits far better
+        # rules the hint out.
+        fractions = [period / k for k in range(1, HINT_FRACTIONS + 1) if period / k >= min_period]
+        scan = _scan_periods(log_v, np.array(fractions))
+        if scan is None or not np.any(scan.periods == period):
+            continue
+        i = int(np.argmax(scan.periods == period))
+        log_p = float(scan.log_p[i])
+        if float(scan.log_p.min()) < log_p - HINT_MARGIN:
+            continue
+        if _plausible(scan.amplitude[i], min_amplitude) and log_p < math.log(hint_alpha):
+            found.append(Detected(period, float(scan.amplitude[i]), -log_p / math.log(10)))
     return max(found, key=lambda d: d.evidence) if found else None
 
 
