@@ -98,21 +98,26 @@ def detect(
         return scanned
     found: list[Detected] = []
     for period in sorted({int(h) for h in hints if min_period <= int(h) <= n / hint_cycles}):
-        # A hint is a calendar's period (a day, a week, the simulated market's length) and the
-        # market's cycle may be a fraction of it (a day in a week). Seen in part, the hint's harmonic
-        # with a line bends along a cycle or two of a fraction too: a fraction that fits far better
-        # rules the hint out.
-        fractions = [period / k for k in range(1, HINT_FRACTIONS + 1) if period / k >= min_period]
-        scan = _scan_periods(log_v, np.array(fractions))
-        if scan is None or not np.any(scan.periods == period):
+        scan = _scan_periods(log_v, np.array([float(period)]))
+        if scan is None or not _plausible(scan.amplitude[0], min_amplitude) or scan.log_p[0] >= math.log(hint_alpha):
             continue
-        i = int(np.argmax(scan.periods == period))
-        log_p = float(scan.log_p[i])
-        if float(scan.log_p.min()) < log_p - HINT_MARGIN:
+        log_p = float(scan.log_p[0])
+        if _fraction_fits_better(log_v, period, min_period, log_p):
             continue
-        if _plausible(scan.amplitude[i], min_amplitude) and log_p < math.log(hint_alpha):
-            found.append(Detected(period, float(scan.amplitude[i]), -log_p / math.log(10)))
+        found.append(Detected(period, float(scan.amplitude[0]), -log_p / math.log(10)))
     return max(found, key=lambda d: d.evidence) if found else None
+
+
+def _fraction_fits_better(log_v: FloatArray, period: int, min_period: int, log_p: float) -> bool:
+    """Whether a fraction of ``period`` (a half to an eighth) fits ``HINT_MARGIN`` better than its log p-value.
+
+    A hint is a calendar's period (a day, a week, the simulated market's length) and the market's
+    cycle may be a fraction of it (a day in a week). Seen in part, the hint's harmonic with a line
+    bends along a cycle or two of a fraction too: a fraction that fits far better rules it out.
+    """
+    fractions = [period / k for k in range(2, HINT_FRACTIONS + 1) if period / k >= min_period]
+    scan = _scan_periods(log_v, np.array(fractions)) if fractions else None
+    return scan is not None and float(scan.log_p.min()) < log_p - HINT_MARGIN
 
 
 def learn(volume: Sequence[float] | FloatArray, first_tick: int, *, hints: Iterable[int] = ()) -> PlatformCycle | None:
