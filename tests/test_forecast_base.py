@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from common.forecast.base import (
     PlatformBase,
     fit_base,
     path,
+    pooled,
 )
 from common.forecast.forecasts import Figures, Forecasts, PlatformForecast
 from common.models import CampaignSpec
@@ -63,6 +65,56 @@ def test_a_wandering_price_is_not_taken_to_come_back() -> None:
         learnt.append(base.metrics[0].persistence)
     assert min(learnt) > 0.7
     assert np.median(learnt) > 0.95
+
+
+def _market(series: list[np.ndarray], seed: int) -> dict[str, PlatformBase | None]:
+    rng = np.random.default_rng(seed)
+    return {f"p{i}": fit_base(_history(x, rng), 0, 0, None) for i, x in enumerate(series)}
+
+
+def _persistence(bases: dict[str, PlatformBase | None]) -> np.ndarray:
+    return np.array([b.metrics[0].persistence for b in bases.values() if b is not None])
+
+
+def test_platforms_whose_shocks_decay_learn_it_together() -> None:
+    # 250 ticks of one platform are weak evidence; eight platforms that share the market's kind of
+    # shock are strong evidence together.
+    alone, together = [], []
+    for trial in range(4):
+        shocks = [np.log(1.5) + _shocks(250, np.random.default_rng(100 * trial + k)) for k in range(8)]
+        bases = _market(shocks, trial)
+        alone.append(_persistence(bases))
+        together.append(_persistence(pooled(bases)))
+    assert np.median(alone) > 0.4
+    assert np.median(together) < 0.2
+    assert max(p.max() for p in together) < max(p.max() for p in alone)
+
+
+def test_wandering_prices_learnt_together_are_not_taken_to_come_back() -> None:
+    walks = [np.log(1.5) + np.cumsum(np.random.default_rng(seed).normal(0, 0.03, 400)) for seed in range(8)]
+    learnt = _persistence(pooled(_market(walks, 0)))
+    assert learnt.min() > 0.7
+    assert np.median(learnt) > 0.95
+
+
+def test_a_platform_that_clearly_differs_keeps_its_own_persistence() -> None:
+    rng = np.random.default_rng(7)
+    series = [np.log(1.5) + _shocks(600, np.random.default_rng(k)) for k in range(7)]
+    series.append(np.log(1.5) + np.linspace(0, 1.0, 600) + rng.normal(0, 0.02, 600))  # a trend
+    learnt = _persistence(pooled(_market(series, 7)))
+    assert learnt[-1] > 0.9
+    assert learnt[:-1].max() < 0.3
+
+
+def test_a_platform_alone_keeps_what_it_learnt_by_itself() -> None:
+    rng = np.random.default_rng(8)
+    base = fit_base(_history(np.log(1.5) + _shocks(300, rng), rng), 0, 0, None)
+    assert base is not None
+    assert pooled({"a": base, "b": None}) == {"a": base, "b": None}
+    # A platform without an estimate of its own (too little history) is not moved by the others.
+    unknown = PlatformBase(0, (MetricBase(0.0, 0.0, 0.0, 1.0),) * 3)
+    market = pooled({"a": base, "b": base, "c": unknown})
+    assert market["c"] == unknown
 
 
 def test_too_little_volume_fits_no_base() -> None:
@@ -138,9 +190,13 @@ def test_a_deviation_that_does_not_last_comes_back_to_the_base() -> None:
 
 
 def test_documents_round_trip_and_bad_ones_are_refused() -> None:
-    metric = MetricBase(0.1, 0.2, 0.3, 0.4)
-    base = PlatformBase(24, (metric, metric, metric))
+    metric = MetricBase(0.1, 0.2, 0.3, 0.4, 0.5, 0.01)
+    base = PlatformBase(24, (metric, metric._replace(variance=math.inf), metric))
     assert PlatformBase.from_dict(base.to_dict()) == base
+    assert json.loads(json.dumps(base.to_dict(), allow_nan=False))  # strict JSON: no Infinity
+    # A document written before the estimates were kept reads with none.
+    older = PlatformBase.from_dict({"period": 0, "metrics": [[0.1, 0.2, 0.3, 0.4]] * 3})
+    assert older.metrics[0] == MetricBase(0.1, 0.2, 0.3, 0.4, 0.0, math.inf)
     view = path(base, np.array([1.0, 0.02, 50.0]), 5)
     assert PathOutlook.from_dict(view.to_dict()) == view
     broken = view.to_dict() | {"cpc": view.to_dict()["cpc"][:-1]}
@@ -148,6 +204,8 @@ def test_documents_round_trip_and_bad_ones_are_refused() -> None:
         PathOutlook.from_dict(broken)
     with pytest.raises(ValueError, match="three"):
         PlatformBase.from_dict({"period": 0, "metrics": [[0, 0, 0, 1]]})
+    with pytest.raises(ValueError, match="six"):
+        PlatformBase.from_dict({"period": 0, "metrics": [[0, 0, 0, 1, 0, 1, 2]] * 3})
 
 
 def test_a_plan_on_a_lasting_flat_path_bids_as_the_plan_without_one() -> None:

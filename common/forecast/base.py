@@ -15,7 +15,10 @@ it, and what it became ``HORIZONS`` ticks later, with the reversion ``1 - p`` sh
 t-statistic (a few long swings of a wandering series are no evidence that it comes back). A market
 whose deviations come back gets ``p`` well below 1; one that trends or wanders gets ``p`` near 1,
 which is the plan of holding today's figures. The mean the learning measures against is causal
-(an expanding mean), so a trend is not hidden by a level fitted through it.
+(an expanding mean), so a trend is not hidden by a level fitted through it. A market's platforms
+learn ``p`` together (:func:`pooled`): each keeps its own estimate's difference from their common
+one, so a few hundred ticks of several platforms that share a kind of shock are evidence where one
+platform's alone is not.
 
 A cycle is fitted to CPC and CVR only where the history holds one whole period; volume, whose
 cycle is learnt from the long volume history (:mod:`common.forecast.detect`), keeps that harmonic
@@ -52,12 +55,16 @@ _MEMO_SIZE = 4096  # flight ends remembered per path
 
 
 class MetricBase(NamedTuple):
-    """One metric's base in log units, ``level + a cos(wt) + b sin(wt)``, and its ``persistence``."""
+    """One metric's base in log units, ``level + a cos(wt) + b sin(wt)``, and its ``persistence``;
+    ``reversion`` and ``variance`` are the platform's own estimate of ``1 - persistence`` before
+    shrinking, and its variance (infinite where there is none)."""
 
     level: float
     a: float
     b: float
     persistence: float
+    reversion: float = 0.0
+    variance: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +86,27 @@ class PlatformBase:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"period": self.period, "metrics": [list(m) for m in self.metrics]}
+        rows = [[*m[:5], m.variance if math.isfinite(m.variance) else None] for m in self.metrics]
+        return {"period": self.period, "metrics": rows}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlatformBase:
-        rows = [MetricBase(*(float(x) for x in row)) for row in data["metrics"]]
+        rows = [_metric(row) for row in data["metrics"]]
         if len(rows) != 3:
             raise ValueError("base: three metrics expected")
         return cls(int(data["period"]), (rows[0], rows[1], rows[2]))
+
+
+def _metric(row: Sequence[Any]) -> MetricBase:
+    """A :class:`MetricBase` from its stored row; a missing variance (null) is infinite."""
+    if len(row) > 6:
+        raise ValueError("base: a metric has at most six figures")
+    if len(row) < 4:
+        raise ValueError("base: a metric has at least four figures")
+    figures = [float(x) for x in row[:5]]
+    variance = math.inf if len(row) < 6 or row[5] is None else float(row[5])
+    reversion = figures[4] if len(figures) == 5 else 0.0
+    return MetricBase(figures[0], figures[1], figures[2], figures[3], reversion, variance)
 
 
 def fit_base(
@@ -119,7 +139,9 @@ def fit_base(
         if int(known.sum()) < MIN_OBSERVATIONS:
             metrics.append(MetricBase(0.0, 0.0, 0.0, 1.0))
             continue
-        metrics.append(MetricBase(float(rest[known].mean()), float(a), float(b), _persistence(rest)))
+        reversion, variance = _reversion(rest)
+        kept = _shrunk(reversion, variance)
+        metrics.append(MetricBase(float(rest[known].mean()), float(a), float(b), 1 - kept, reversion, variance))
     return PlatformBase(period if period >= 2 else 0, (metrics[0], metrics[1], metrics[2]))
 
 
@@ -131,9 +153,9 @@ def _harmonic(y: FloatArray, ticks: FloatArray, period: int) -> tuple[float, flo
     return float(coef[1]), float(coef[2])
 
 
-def _persistence(rest: FloatArray) -> float:
-    """The share ``p`` of a deviation that lasts, by least squares over the history's own forecasts,
-    its reversion ``1 - p`` shrunk by its t-statistic (as the forecast's slope is)."""
+def _reversion(rest: FloatArray) -> tuple[float, float]:
+    """The share ``1 - p`` of a deviation that comes back, by least squares over the history's own
+    forecasts, and the variance of that estimate; (0, inf) where the history says nothing."""
     known = np.isfinite(rest)
     total = np.cumsum(np.where(known, rest, 0.0))
     count = np.cumsum(known)
@@ -151,14 +173,69 @@ def _persistence(rest: FloatArray) -> float:
         pairs.append((h, regressor[ok], target[ok]))
     den = sum(float(x @ x) for _, x, _ in pairs)
     if not den > 0:
-        return 1.0
+        return 0.0, math.inf
     p = sum(float(x @ y) for _, x, y in pairs) / den
     # The errors of forecasts h ticks ahead overlap h at a time: the variance of the estimate counts
     # each product h times (a Newey-West bound), so a few long swings are not taken for evidence.
     var = sum(h * float(((y - p * x) * x) @ ((y - p * x) * x)) for h, x, y in pairs) / den**2
-    t2 = (1 - p) ** 2 / var if var > 0 else math.inf
-    reverts = (1 - p) * (t2 / (t2 + _SHRINK) if math.isfinite(t2) else 1.0)
-    return min(max(1 - reverts, 0.0), 1.0)
+    return 1 - p, var
+
+
+def _keep(t2: float) -> float:
+    """The share of an estimate kept, by its squared t-statistic: half at |t| = 4."""
+    return t2 / (t2 + _SHRINK) if math.isfinite(t2) else 1.0
+
+
+def _shrunk(reversion: float, variance: float) -> float:
+    """``reversion`` shrunk by its t-statistic (as the forecast's slope is), within [0, 1]."""
+    if not math.isfinite(variance):
+        return 0.0
+    kept = reversion * _keep(reversion**2 / variance if variance > 0 else math.inf)
+    return min(max(kept, 0.0), 1.0)
+
+
+def pooled(bases: Mapping[str, PlatformBase | None]) -> dict[str, PlatformBase | None]:
+    """``bases`` with each metric's persistence learnt from every platform's estimate together.
+
+    A market's platforms tend to share how their figures move, and one platform's few hundred ticks
+    are weak evidence on their own. So each metric's reversions are taken as drawn around a common
+    one: their random-effects mean (DerSimonian-Laird), shrunk towards none by its own t-statistic;
+    each platform then keeps its own estimate's difference from that, shrunk by that difference's
+    t-statistic. Platforms that agree learn from one another; one that differs clearly keeps its
+    own; a platform alone, or the only one with an estimate, keeps what it learnt by itself.
+    """
+    fitted = [b for b in bases.values() if b is not None]
+    if len(fitted) < 2:
+        return dict(bases)
+    kept = [iter(_pool([b.metrics[m] for b in fitted])) for m in range(3)]
+    out: dict[str, PlatformBase | None] = {}
+    for pid, b in bases.items():
+        if b is not None:
+            cpc, cvr, volume = (b.metrics[m]._replace(persistence=1 - next(kept[m])) for m in range(3))
+            b = PlatformBase(b.period, (cpc, cvr, volume))
+        out[pid] = b
+    return out
+
+
+def _pool(metrics: Sequence[MetricBase]) -> list[float]:
+    """The reversion each platform keeps of one metric, learnt together (:func:`pooled`)."""
+    r = np.array([m.reversion for m in metrics])
+    v = np.array([m.variance for m in metrics])
+    known = np.isfinite(v) & (v > 0)
+    if int(known.sum()) < 2:
+        return [1 - m.persistence for m in metrics]
+    w = 1 / v[known]
+    mean = float(w @ r[known]) / float(w.sum())
+    q = float(w @ (r[known] - mean) ** 2)
+    spread = max(0.0, (q - (int(known.sum()) - 1)) / (float(w.sum()) - float(w @ w) / float(w.sum())))
+    wr = 1 / (v[known] + spread)
+    common = _shrunk(float(wr @ r[known]) / float(wr.sum()), 1 / float(wr.sum()))
+    out = []
+    for m, ok in zip(metrics, known, strict=True):
+        gap = m.reversion - common
+        own = common + gap * _keep(gap**2 / m.variance) if ok else 1 - m.persistence
+        out.append(min(max(own, 0.0), 1.0))
+    return out
 
 
 class Chunk(NamedTuple):

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from common.forecast.base import PathOutlook, PlatformBase, path
+from common.forecast.base import PathOutlook, PlatformBase, path, pooled
 from common.forecast.season import PlatformCycle, VolumeOutlook, fit_cycle, outlook
 from common.models import FloatArray
 
@@ -228,7 +228,7 @@ def forecast(
     platform's fitted cycle with its own period, None where it has none), those are used as they
     are, ``season`` is ignored and ``history`` need hold no more than the ``window``. Given
     ``bases`` (:mod:`common.forecast.base`), a platform that has one gets the ``path`` of its
-    figures over the coming ticks.
+    figures over the coming ticks, with the persistence its platforms learn together.
     """
     periods = None
     if cycles is not None:
@@ -237,6 +237,8 @@ def forecast(
     if len(platforms) != arr.up.shape[0]:
         raise ValueError(f"{len(platforms)} platform ids for {arr.up.shape[0]} platforms of history")
     ahead = _natural(arr.ahead)
+    if bases is not None:
+        bases = pooled(bases)
     out: dict[str, PlatformForecast] = {}
     for i, pid in enumerate(platforms):
         if np.isnan(ahead[i, 0]).any():
