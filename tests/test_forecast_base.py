@@ -106,6 +106,16 @@ def test_a_platform_that_clearly_differs_keeps_its_own_persistence() -> None:
     assert learnt[:-1].max() < 0.3
 
 
+def test_a_history_too_short_for_every_horizon_is_not_pooled() -> None:
+    # With a few dozen ticks the estimates' variances are not to be trusted, least of all together
+    # (a tick a day: residues of a weekly cycle read as deviations that overshoot).
+    shocks = [np.log(1.5) + _shocks(120, np.random.default_rng(k)) for k in range(8)]
+    bases = _market(shocks, 9)
+    assert pooled(bases) == bases
+    longer = _market([np.log(1.5) + _shocks(200, np.random.default_rng(k)) for k in range(8)], 9)
+    assert pooled(longer) != longer
+
+
 def test_a_platform_alone_keeps_what_it_learnt_by_itself() -> None:
     rng = np.random.default_rng(8)
     base = fit_base(_history(np.log(1.5) + _shocks(300, rng), rng), 0, 0, None)

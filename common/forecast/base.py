@@ -47,6 +47,7 @@ RHO = 0.95  # per tick, the decay of the part of a deviation that does not persi
 HORIZONS = (8, 32, 96)  # ticks ahead at which the persistence is learnt
 MIN_OBSERVATIONS = 40
 _WARM_UP = 30  # ticks of history before the learning's expanding mean counts
+_POOLED_TICKS = max(HORIZONS) + _WARM_UP + 10  # an estimate from a shorter history is not pooled
 _SHRINK = 16.0  # the reversion kept is t^2 / (t^2 + this) of the fitted one, as the forecast's slope
 NEAR_TICKS = 64  # past this the transient part is spent (RHO^64 = 0.04): the path repeats with the cycle
 _POINTS = 32  # marks per period past NEAR_TICKS
@@ -140,8 +141,11 @@ def fit_base(
             metrics.append(MetricBase(0.0, 0.0, 0.0, 1.0))
             continue
         reversion, variance = _reversion(rest)
-        kept = _shrunk(reversion, variance)
-        metrics.append(MetricBase(float(rest[known].mean()), float(a), float(b), 1 - kept, reversion, variance))
+        level, kept = float(rest[known].mean()), _shrunk(reversion, variance)
+        if rest.size > _POOLED_TICKS:
+            metrics.append(MetricBase(level, float(a), float(b), 1 - kept, reversion, variance))
+        else:  # too short for every horizon: its own, not pooled (MetricBase's default: no estimate)
+            metrics.append(MetricBase(level, float(a), float(b), 1 - kept))
     return PlatformBase(period if period >= 2 else 0, (metrics[0], metrics[1], metrics[2]))
 
 
