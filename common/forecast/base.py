@@ -48,7 +48,7 @@ HORIZONS = (8, 32, 96)  # ticks ahead at which the persistence is learnt
 MIN_OBSERVATIONS = 40
 _WARM_UP = 30  # ticks of history before the learning's expanding mean counts
 _POOLED_TICKS = max(HORIZONS) + _WARM_UP + 10  # an estimate from a shorter history is not pooled
-_SHRINK = 16.0  # the reversion kept is t^2 / (t^2 + this) of the fitted one, as the forecast's slope
+SHRINK = 16.0  # an estimate kept is t^2 / (t^2 + this) of the fitted one (half at |t| = 4): reversions, slopes
 NEAR_TICKS = 64  # past this the transient part is spent (RHO^64 = 0.04): the path repeats with the cycle
 _POINTS = 32  # marks per period past NEAR_TICKS
 _FINE_MARKS = (0, 1, 2, 4, 8, 16, 32, NEAR_TICKS)
@@ -99,15 +99,20 @@ class PlatformBase:
 
 
 def _metric(row: Sequence[Any]) -> MetricBase:
-    """A :class:`MetricBase` from its stored row; a missing variance (null) is infinite."""
-    if len(row) > 6:
-        raise ValueError("base: a metric has at most six figures")
-    if len(row) < 4:
-        raise ValueError("base: a metric has at least four figures")
-    figures = [float(x) for x in row[:5]]
-    variance = math.inf if len(row) < 6 or row[5] is None else float(row[5])
-    reversion = figures[4] if len(figures) == 5 else 0.0
-    return MetricBase(figures[0], figures[1], figures[2], figures[3], reversion, variance)
+    """A :class:`MetricBase` from its stored row: four figures, or six with the platform's own
+    estimate (a variance of null is infinite)."""
+    if len(row) not in (4, 6):
+        raise ValueError("base: a metric has four figures, or six with its own estimate")
+    level, a, b, persistence, *estimate = row
+    reversion, variance = estimate or (0.0, None)
+    return MetricBase(
+        float(level),
+        float(a),
+        float(b),
+        float(persistence),
+        float(reversion),
+        math.inf if variance is None else float(variance),
+    )
 
 
 def fit_base(
@@ -187,7 +192,7 @@ def _reversion(rest: FloatArray) -> tuple[float, float]:
 
 def _keep(t2: float) -> float:
     """The share of an estimate kept, by its squared t-statistic: half at |t| = 4."""
-    return t2 / (t2 + _SHRINK) if math.isfinite(t2) else 1.0
+    return t2 / (t2 + SHRINK) if math.isfinite(t2) else 1.0
 
 
 def _shrunk(reversion: float, variance: float) -> float:
@@ -226,14 +231,16 @@ def _pool(metrics: Sequence[MetricBase]) -> list[float]:
     r = np.array([m.reversion for m in metrics])
     v = np.array([m.variance for m in metrics])
     known = np.isfinite(v) & (v > 0)
-    if int(known.sum()) < 2:
+    n = int(known.sum())
+    if n < 2:
         return [1 - m.persistence for m in metrics]
-    w = 1 / v[known]
-    mean = float(w @ r[known]) / float(w.sum())
-    q = float(w @ (r[known] - mean) ** 2)
-    spread = max(0.0, (q - (int(known.sum()) - 1)) / (float(w.sum()) - float(w @ w) / float(w.sum())))
-    wr = 1 / (v[known] + spread)
-    common = _shrunk(float(wr @ r[known]) / float(wr.sum()), 1 / float(wr.sum()))
+    r_known, v_known = r[known], v[known]
+    w = 1 / v_known
+    total = float(w.sum())
+    q = float(w @ (r_known - float(w @ r_known) / total) ** 2)
+    spread = max(0.0, (q - (n - 1)) / (total - float(w @ w) / total))
+    wr = 1 / (v_known + spread)
+    common = _shrunk(float(wr @ r_known) / float(wr.sum()), 1 / float(wr.sum()))
     out = []
     for m, ok in zip(metrics, known, strict=True):
         gap = m.reversion - common

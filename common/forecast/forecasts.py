@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from common.forecast.base import PathOutlook, PlatformBase, path, pooled
+from common.forecast.base import SHRINK, PathOutlook, PlatformBase, path, pooled
 from common.forecast.season import PlatformCycle, VolumeOutlook, fit_cycle, outlook
 from common.models import FloatArray
 
@@ -48,7 +48,6 @@ _MAX_PHI = 0.98
 # Over a 30-tick window the AR(1) coefficient is poorly determined, and reverting towards a noisy
 # line costs more than it gains: the floor keeps the forecast close to the last value.
 _PHI_MIN = 0.9
-_SLOPE_SHRINK = 16.0  # the slope kept is t^2 / (t^2 + this) of the fitted one: half at |t| = 4
 _MIN_LOG_STEP = 1e-3  # changes below 0.1% never count as a level shift
 _OUTLIER_SIGMAS = 6.0
 
@@ -416,7 +415,7 @@ def _fit(x: FloatArray) -> _Fit:
     # Shrink the slope by its t-statistic, the standard error widened for autocorrelated residuals.
     se = np.sqrt(resid_var / np.where(sxx > 0, sxx, 1.0) * (1 + phi) / (1 - phi))
     t2 = (slope / np.where(se > 0, se, 1.0)) ** 2
-    damp = np.where(se > 0, t2 / (t2 + _SLOPE_SHRINK), 1.0)
+    damp = np.where(se > 0, t2 / (t2 + SHRINK), 1.0)
     return _Fit(n.astype(float), t_bar, x_bar, np.where(sxx > 0, slope * damp, 0.0), phi, sd)
 
 
