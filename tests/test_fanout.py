@@ -63,3 +63,19 @@ def test_an_empty_fan_out_sends_nothing(r: redis.Redis, redis_url: str, tmp_path
     finally:
         app.close()
     assert r.llen(EVALUATION_QUEUE) == 0
+
+
+def test_a_long_group_is_shown_cut_as_celery_cuts_it(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    app = create_app(Settings(redis_url=redis_url, run_dir=tmp_path))
+    group = [f"campaign-{i:05d}" for i in range(300)]
+    try:
+        publish_evaluations(app.tasks["ce.evaluate"], [group], 9, None, None)
+        (message,) = _queued(r)
+    finally:
+        app.close()
+    shown = message["headers"]["argsrepr"]
+    assert len(shown) == app.amqp.argsrepr_maxsize and shown.endswith("...")
+    assert shown.startswith("(['campaign-00000', 'campaign-00001', ")
+    assert message["headers"]["kwargsrepr"] == "{}"
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [group, 9, None], "the message itself carries every campaign"

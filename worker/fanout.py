@@ -10,7 +10,10 @@ the tick's deadline, time limits, parent and root ids; JSON body of args and kwa
 ``app.amqp.send_task_message`` (routing to the ``evaluations`` queue through the anonymous exchange,
 as Celery routes a direct queue; delivery mode, the ``expiration`` property, the publish signals).
 What is left out is what does not change from one message to the next: the route lookup, and the
-queue's declaration, done once per fan-out instead of once per message.
+queue's declaration, done once per fan-out instead of once per message. The arguments' repr in the
+headers (what Flower and the worker's log show) is the plain ``repr``, cut to Celery's size as
+``saferepr`` cuts it: the same text for a short group, and a tenth of ``saferepr``'s cost for a long
+one (about 0.1 ms per message at 125 campaigns).
 
 Delivery is deferred with kombu's ``Producer.batch()`` (kombu 5.7): the Redis transport builds each
 message's final form exactly as for a single publish (a JSON envelope with the base64 body, headers,
@@ -57,8 +60,9 @@ def publish_evaluations(
         producer.maybe_declare(queue)
         with producer.batch(max_size=min(MAX_BATCH, max(1, len(groups)))):
             for group in groups:
+                args = (group, tick, deadline)
                 message = amqp.create_task_message(
-                    uuid(), task.name, (group, tick, deadline), {},
+                    uuid(), task.name, args, {}, argsrepr=_cut(repr(args), amqp.argsrepr_maxsize), kwargsrepr="{}",
                     expires=expires, reply_to=app.thread_oid,
                     time_limit=task.time_limit, soft_time_limit=task.soft_time_limit,
                     create_sent_event=app.conf.task_send_sent_event,
@@ -70,3 +74,8 @@ def publish_evaluations(
                     producer, task.name, message, queue=queue, declare=[], retry=False,
                     serializer=task.serializer, expiration=expiration,
                 )  # fmt: skip
+
+
+def _cut(text: str, size: int) -> str:
+    """``text`` at most ``size`` characters long, ending in ``...`` where it was cut."""
+    return text if len(text) <= size else text[: max(0, size - 3)] + "..."
