@@ -33,13 +33,14 @@ def test_percentiles_interpolate_between_ranks_like_numpy() -> None:
 
 def test_figures_of_known_ticks() -> None:
     ticks = [
-        TickStats(tick=2, fanned=100, evaluated=100, worst_latency_ms=100.0, tick_task_ms=20.0),
-        TickStats(tick=3, fanned=100, evaluated=90, late=4, dropped=5, missed=6, worst_latency_ms=300.0,
+        TickStats(tick=2, fanned=100, evaluated=100, bids=250, worst_latency_ms=100.0, tick_task_ms=20.0),
+        TickStats(tick=3, fanned=100, evaluated=90, bids=225, late=4, dropped=5, missed=6, worst_latency_ms=300.0,
                   tick_task_ms=40.0),
     ]  # fmt: skip
     cpu = CpuSeconds(redis=0.19, worker_main=0.1, worker_pool=0.85, beat=0.019)
     f = measured_figures(ticks, wall_s=4.0, per_task=30, cpu=cpu)
     assert f["evaluated"] == 190 and f["evaluations_per_s"] == 47.5
+    assert f["bids_per_s"] == 118.75 and f["bids_per_evaluation"] == 2.5
     assert f["tasks_per_s"] == 2, "two ticks of 4 tasks (100 campaigns, 30 a task) in 4 s"
     assert (f["latency_p50_ms"], f["latency_p99_ms"]) == (200.0, pytest.approx(298.0))
     assert (f["late"], f["dropped"], f["missed"], f["tick_task_ms"]) == (4, 5, 6, 30.0)
@@ -119,9 +120,10 @@ def test_a_short_bench_measures_every_figure(tmp_path: Path) -> None:
     assert "the fleet, per campaign count" in done.stdout and "ceilings: Celery no-op" in done.stdout
     report = json.loads(out.read_text())
     assert [c["campaigns"] for c in report["counts"]] == [50, 100]
-    figures = ("evaluations_per_s", "tasks_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-               "tick_task_ms", "cpu_s_per_1k_redis", "cpu_s_per_1k_workers", "cpu_s_per_1k_tick_task",
-               "redis_bytes_per_campaign", "tasks_to_noop", "evaluations_to_bare_loop")  # fmt: skip
+    figures = ("evaluations_per_s", "bids_per_s", "bids_per_evaluation", "tasks_per_s", "latency_p50_ms",
+               "latency_p95_ms", "latency_p99_ms", "tick_task_ms", "cpu_s_per_1k_redis", "cpu_s_per_1k_workers",
+               "cpu_s_per_1k_tick_task", "redis_bytes_per_campaign", "tasks_to_noop",
+               "evaluations_to_bare_loop")  # fmt: skip
     for count in report["counts"]:
         for name in figures:
             assert math.isfinite(count[name]) and count[name] > 0, (name, count[name])
@@ -131,6 +133,7 @@ def test_a_short_bench_measures_every_figure(tmp_path: Path) -> None:
         assert len(ticks) == 2, "four ticks, the first two warm-up"
         assert count["evaluated"] == sum(t["evaluated"] for t in ticks) > 0
         assert count["evaluations_per_s"] == pytest.approx(count["evaluated"] / count["wall_s"])
+        assert count["bids_per_s"] == pytest.approx(sum(t["bids"] for t in ticks) / count["wall_s"])
         assert all(t["fanned"] == count["campaigns"] for t in ticks)
         assert len(count["worker_rss_mb"]) == report["setup"]["concurrency"]
         assert all(rss > 0 for rss in count["worker_rss_mb"])
